@@ -1,0 +1,159 @@
+"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist}``."""
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from . import datasets
+from .evaluate import evaluate
+from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
+from .store import ModelStoreError, load_model, read_manifest, register_model, store_dir_from_env
+from .training import TrainConfig, config_record, train
+
+
+def _mnist_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.mnist_dir) if args.mnist_dir else datasets.mnist_dir_from_env()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.store)
+    models = [
+        {"name": name, "hidden": entry["hidden"], "val_accuracy": entry.get("val_accuracy"),
+         "test_accuracy": entry.get("test_accuracy"), "default": name == manifest.get("default")}
+        for name, entry in sorted(manifest["models"].items())
+    ]
+    if args.json:
+        print(json.dumps({"default": manifest.get("default"), "models": models}))
+        return 0
+    print(f"{'model':<12} {'hidden':>6} {'val acc':>8} {'test acc':>9}")
+    for m in models:
+        test = f"{m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else "-"
+        val = f"{m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "-"
+        print(f"{m['name'] + (' *' if m['default'] else ''):<12} {m['hidden']:>6} {val:>8} {test:>9}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    directory = _mnist_dir(args)
+    if directory is None:
+        raise SystemExit("eval needs the official MNIST test files: pass --mnist-dir DIR or set MNIST_DIR")
+    model = load_model(args.name, args.store)
+    images, labels = datasets.load_idx(directory, "test")
+    result = {"model": args.name, **evaluate(model, images, labels)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.name}: {result['accuracy']:.4f} on {result['n']} official test digits")
+    print("confusion (rows: true 0-9, columns: predicted 0-9)")
+    for digit, row in enumerate(result["confusion"]):
+        print(f"{digit}: " + " ".join(f"{count:5d}" for count in row))
+    return 0
+
+
+def _training_data(args: argparse.Namespace) -> tuple[tuple, tuple, dict]:
+    if args.data == "embedded":
+        images, labels = datasets.load_embedded()
+        source = {"name": datasets.EMBEDDED_NAME, "n": int(len(labels))}
+    else:
+        directory = _mnist_dir(args)
+        if directory is None:
+            raise SystemExit("--data mnist-train needs --mnist-dir DIR or MNIST_DIR")
+        images, labels = datasets.load_idx(directory, "train")
+        source = {"name": "mnist-train", "n": int(len(labels))}
+    train_set, val_set = datasets.split_embedded(images, labels, n_val=args.val_size, seed=0)
+    source.update(train=int(len(train_set[1])), validation=int(len(val_set[1])), split_seed=0)
+    return train_set, val_set, source
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = TrainConfig(
+        hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment, lr=args.lr,
+        batch_size=args.batch_size, teacher_hidden=args.teacher_hidden, teacher_epochs=args.teacher_epochs,
+    )
+    train_set, val_set, source = _training_data(args)
+    result = train(config, train_set, val_set, progress=not args.quiet)
+    details = {
+        "training_data": source,
+        "config": config_record(config),
+        "val_accuracy": round(result.val_accuracy, 4),
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 1),
+        "command": "python -m model_store " + shlex.join(sys.argv[1:]),
+        "distilled_from": None if config.teacher_hidden is None else {
+            "hidden": config.teacher_hidden, "epochs": config.teacher_epochs,
+            "val_accuracy": round(result.teacher_val_accuracy, 4),
+            "note": "teacher trained by the same command on the same data, then discarded",
+        },
+    }
+    directory = _mnist_dir(args)
+    if directory is not None and "test" in datasets.available_splits(directory):
+        details["test_accuracy"] = round(evaluate(result.model, *datasets.load_idx(directory, "test"))["accuracy"], 4)
+    entry = register_model(result.model, args.name, details, args.store, make_default=args.default)
+    print(json.dumps({"name": args.name, "val_accuracy": entry["val_accuracy"],
+                      "test_accuracy": entry.get("test_accuracy")}))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    for path in fetch_mnist(Path(args.directory), args.base_url, args.timeout):
+        print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m model_store", description=__doc__)
+    root.add_argument("--store", type=Path, default=None,
+                      help="store directory (default: MODEL_STORE_DIR or the shipped store)")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    listing = sub.add_parser("list", help="the models with their accuracy")
+    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    listing.set_defaults(run=cmd_list)
+
+    ev = sub.add_parser("eval", help="accuracy and confusion matrix on the official test set")
+    ev.add_argument("name")
+    ev.add_argument("--mnist-dir", help="directory of the official IDX files (default: MNIST_DIR)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(run=cmd_eval)
+
+    tr = sub.add_parser("train", help="train a model and register it in the store")
+    tr.add_argument("--name", required=True)
+    tr.add_argument("--hidden", type=int, default=128)
+    tr.add_argument("--epochs", type=int, default=1000)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--augment", default="elastic", help="none, mild, affine or elastic")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--teacher-hidden", type=int, default=None, help="distil from a teacher of this width")
+    tr.add_argument("--teacher-epochs", type=int, default=600)
+    tr.add_argument("--data", choices=["embedded", "mnist-train"], default="embedded")
+    tr.add_argument("--val-size", type=int, default=500, help="held-out digits for model selection")
+    tr.add_argument("--mnist-dir", help="official IDX files; the test split is only measured, never used")
+    tr.add_argument("--default", action="store_true", help="make this the default model")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(run=cmd_train)
+
+    fetch = sub.add_parser("fetch-mnist", help="download and verify the official MNIST files")
+    fetch.add_argument("directory")
+    fetch.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
+    fetch.set_defaults(run=cmd_fetch)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        return args.run(args)
+    except (ModelStoreError, FetchError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

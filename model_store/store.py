@@ -1,0 +1,192 @@
+"""The model store: a manifest plus one safetensors file per model.
+
+Loading checks, in this order, before any byte is deserialised: the name is
+in the manifest, its file stays inside ``weights/`` (no ``..``, no absolute
+path, no symlink), the file has the recorded size and SHA-256.  Only then does
+``safetensors`` parse it (a format whose loading cannot run code), and the
+tensors must fit :func:`~model_store.architecture.build_model` exactly.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from .architecture import INPUT_SIZE, N_CLASSES, build_model, hidden_width
+
+STORE_DIR = Path(__file__).resolve().parent
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_DIR = "weights"
+MANIFEST_FORMAT = 1
+
+
+class ModelStoreError(ValueError):
+    """A model could not be loaded or registered; the message names file and cause."""
+
+
+def store_dir_from_env() -> Path:
+    """``MODEL_STORE_DIR`` if set, else the store shipped inside this package."""
+    value = os.environ.get("MODEL_STORE_DIR", "").strip()
+    return Path(value).resolve() if value else STORE_DIR
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(store_dir: Path | None = None) -> dict[str, Any]:
+    """The parsed manifest of ``store_dir`` (default: :func:`store_dir_from_env`)."""
+    path = (store_dir or store_dir_from_env()) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ModelStoreError(f"{path}: manifest missing") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelStoreError(f"{path}: manifest unreadable ({error})") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ModelStoreError(f"{path}: manifest has no 'models' table")
+    return manifest
+
+
+def model_names(store_dir: Path | None = None) -> list[str]:
+    return sorted(read_manifest(store_dir)["models"])
+
+
+def model_record(name: str | None = None, store_dir: Path | None = None) -> dict[str, Any]:
+    """The manifest entry of ``name`` (``None``: the default model), with ``name`` set."""
+    manifest = read_manifest(store_dir)
+    name = manifest.get("default") if name is None else name
+    if name not in manifest["models"]:
+        known = ", ".join(sorted(manifest["models"])) or "none"
+        raise ModelStoreError(f"unknown model {name!r}; the store holds: {known}")
+    return {"name": name, **manifest["models"][name]}
+
+
+def weights_path(store_dir: Path, relative: str) -> Path:
+    """Resolve a manifest file entry, refusing anything that leaves ``weights/``."""
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or ".." in pure.parts or not relative or pure.parts[0] != WEIGHTS_DIR:
+        raise ModelStoreError(f"{relative!r}: checkpoint path escapes the store's {WEIGHTS_DIR}/ folder")
+    path = store_dir / pure
+    root = (store_dir / WEIGHTS_DIR).resolve()
+    if path.is_symlink() or path.resolve().parent != root:
+        raise ModelStoreError(f"{path}: checkpoint is a symlink or lies outside {root}")
+    return path
+
+
+def _verified_bytes(path: Path, record: dict[str, Any]) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise ModelStoreError(f"{path}: checkpoint file missing") from error
+    except OSError as error:
+        raise ModelStoreError(f"{path}: checkpoint unreadable ({error})") from error
+    if len(data) != record["size_bytes"]:
+        raise ModelStoreError(
+            f"{path}: size {len(data)} bytes, manifest says {record['size_bytes']} (truncated or replaced)"
+        )
+    digest = sha256_of(data)
+    if digest != record["sha256"]:
+        raise ModelStoreError(f"{path}: SHA-256 {digest} does not match the manifest (tampered or corrupt)")
+    return data
+
+
+def _state_from_bytes(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        state = safetensors.torch.load(data)
+    except (SafetensorError, ValueError) as error:
+        raise ModelStoreError(f"{path}: not a valid safetensors file ({error})") from error
+    expected = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    if set(state) != expected:
+        raise ModelStoreError(f"{path}: tensors {sorted(state)}, expected {sorted(expected)}")
+    hidden = hidden_width(state)
+    shapes = {"fc1.weight": (hidden, INPUT_SIZE), "fc1.bias": (hidden,),
+              "fc2.weight": (N_CLASSES, hidden), "fc2.bias": (N_CLASSES,)}
+    for key, shape in shapes.items():
+        if tuple(state[key].shape) != shape:
+            raise ModelStoreError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {shape}")
+    return state
+
+
+def load_model(name: str | None = None, store_dir: Path | None = None) -> nn.Sequential:
+    """Load a verified model in eval mode; ``name=None`` loads the default model.
+
+    Raises :class:`ModelStoreError` (a ``ValueError``) for an unknown name, a
+    path that escapes the store, a missing, truncated or tampered file, or
+    tensors that do not fit the architecture; never returns a half-loaded model.
+    """
+    store_dir = store_dir or store_dir_from_env()
+    record = model_record(name, store_dir)
+    path = weights_path(store_dir, record["file"])
+    state = _state_from_bytes(path, _verified_bytes(path, record))
+    model = build_model(hidden_width(state))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import safetensors as st
+
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "safetensors": st.__version__}
+
+
+def register_model(
+    model: nn.Sequential,
+    name: str,
+    details: dict[str, Any],
+    store_dir: Path | None = None,
+    make_default: bool = False,
+) -> dict[str, Any]:
+    """Save ``model`` as ``weights/<name>.safetensors`` and record it in the manifest.
+
+    ``details`` (training data, config, accuracies, command) is merged into the
+    entry.  Returns the new manifest entry.
+    """
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise ModelStoreError(f"model name {name!r}: use letters, digits, '-' and '_' only")
+    store_dir = store_dir or store_dir_from_env()
+    manifest_path = store_dir / MANIFEST_NAME
+    manifest = read_manifest(store_dir) if manifest_path.exists() else {
+        "format": MANIFEST_FORMAT, "default": name, "models": {}}
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    data = safetensors.torch.save(state)
+    relative = f"{WEIGHTS_DIR}/{name}.safetensors"
+    _atomic_write(store_dir / relative, data)
+    entry = {
+        "file": relative,
+        "sha256": sha256_of(data),
+        "size_bytes": len(data),
+        "architecture": {"layers": [INPUT_SIZE, hidden_width(state), N_CLASSES],
+                         "modules": ["flatten", "fc1", "relu", "fc2"]},
+        "hidden": hidden_width(state),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "libraries": library_versions(),
+        **details,
+    }
+    manifest["models"][name] = entry
+    if make_default:
+        manifest["default"] = name
+    _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return {"name": name, **entry}
