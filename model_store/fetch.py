@@ -59,14 +59,21 @@ def fetch_file(url: str, destination: Path, sha256: str, timeout_s: float) -> No
         raise
 
 
-def fetch_mnist(directory: Path, base_url: str = DEFAULT_BASE_URL, timeout_s: float = 60.0) -> list[Path]:
-    """Ensure the four official files are in ``directory``; return their paths.
+def fetch_mnist(
+    directory: Path,
+    base_url: str = DEFAULT_BASE_URL,
+    timeout_s: float = 60.0,
+    checksums: dict[str, str] = SHA256,
+) -> list[Path]:
+    """Ensure the files of ``checksums`` (default: the four official ones) are in
+    ``directory`` with those SHA-256 sums; return their paths.
 
-    Files already present with the right checksum are kept; others are fetched.
+    Files already present with the right checksum are kept; others are fetched
+    from ``base_url``; ``timeout_s`` bounds each network operation.
     """
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, sha256 in SHA256.items():
+    for name, sha256 in checksums.items():
         path = directory / name
         if not (path.is_file() and file_sha256(path) == sha256):
             fetch_file(base_url.rstrip("/") + "/" + name, path, sha256, timeout_s)

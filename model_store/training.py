@@ -37,12 +37,14 @@ class TrainConfig:
     eval_every: int = 5
     teacher_hidden: int | None = None
     teacher_epochs: int = 600
+    teacher_augment: str | None = None  # None: the student's augmentation
     distill_temperature: float = 4.0
     distill_weight: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.augment not in PRESETS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; expected one of {sorted(PRESETS)}")
+        for augmentation in (self.augment, self.teacher_augment or self.augment):
+            if augmentation not in PRESETS:
+                raise ValueError(f"unknown augmentation {augmentation!r}; expected one of {sorted(PRESETS)}")
         if self.hidden < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("hidden, epochs and batch_size must be >= 1")
 
@@ -90,7 +92,8 @@ def train(
     teacher, teacher_acc = None, None
     if config.teacher_hidden is not None:
         teacher_config = replace(config, hidden=config.teacher_hidden, epochs=config.teacher_epochs,
-                                 teacher_hidden=None)
+                                 augment=config.teacher_augment or config.augment,
+                                 teacher_hidden=None, teacher_augment=None)
         teacher_result = train(teacher_config, train_set, val_set, progress, label="teacher")
         teacher, teacher_acc = teacher_result.model, teacher_result.val_accuracy
 
