@@ -1,0 +1,1 @@
+"""The live explanation server: raster, explanation engine, protocol, sessions, app."""
