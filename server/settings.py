@@ -1,0 +1,160 @@
+"""Every knob of the server, read once from the environment, with its unit and default.
+
+``Settings.from_env()`` reads the variables named in upper case after each
+field (``MAX_MESSAGE_BYTES`` → ``max_message_bytes``); an unset or empty
+variable keeps the default.  A value that does not parse, or lies outside its
+range, raises :class:`SettingsError` naming the variable, so a typo in a
+deployment fails at start-up instead of running with a surprising limit.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SELF_ORIGIN = "self"
+DEFAULT_ALLOWED_ORIGINS = (SELF_ORIGIN, "http://localhost:*", "http://127.0.0.1:*")
+BACKENDS = ("fast", "reference")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """An environment variable could not be read as its setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration; every field has a documented unit and default.
+
+    Connection
+        host, port: where uvicorn listens (port 0: any free port).
+        forwarded_allow_ips: comma list of proxy addresses whose
+            ``X-Forwarded-*`` headers are trusted (uvicorn's option), e.g. the
+            nginx container; empty: trust none.
+        allowed_origins: ``Origin`` values allowed to open ``/ws``. ``self``
+            means the origin the request was addressed to (its ``Host``
+            header, scheme from the request); ``http://host:*`` allows any port.
+            Anything else gets HTTP 403 before the WebSocket exists.
+        max_connections: open WebSockets; the next one is closed with 1013.
+    Models
+        model: the name served to new visitors (``None``: the store's default).
+        model_store_dir: the store directory (``None``: ``MODEL_STORE_DIR`` or
+            the shipped store).
+        backend: the engine backend, ``fast`` (closed form) or ``reference``
+            (zennit / zennit-crp hooks; the benchmark baseline).
+    Input limits (per visitor)
+        max_message_bytes: one WebSocket message, bytes; bigger → close 1009.
+        max_points_per_message, max_points, max_strokes: drawing size limits.
+        max_messages_per_s: token bucket refilled at this rate, holding one
+            second of messages; a message beyond it is refused ``rate_limited``.
+        max_errors: refused messages tolerated within ``error_window_s``; one
+            more closes the connection with 1008.
+    Timing
+        max_frames_per_s: frames sent per visitor per second, at most.
+        pause_ms: stillness (no stroke) after which on-pause methods run, ms.
+        idle_timeout_s: no client message for this long → close 1000, s.
+        ping_interval_s, ping_timeout_s: WebSocket keepalive (RFC 6455 §5.5.2), s.
+        send_timeout_s: a message not written within this → the visitor is
+            released (a client that stopped reading), s.
+        shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
+            within this, s; below docker compose's default stop timeout (10 s).
+    Inference
+        workers: executor threads running the engine (each holds its own models).
+        batch_max: frames of different visitors computed as one engine call.
+        batch_wait_ms: how long a batch waits for more frames once one is due, ms.
+        coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
+            the naive baseline, one frame per input message in order, batches
+            of one (benchmark baseline (b)).
+    Logging
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    forwarded_allow_ips: str = ""
+    allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    max_connections: int = 200
+    model: str | None = None
+    model_store_dir: Path | None = None
+    backend: str = "fast"
+    max_message_bytes: int = 65536
+    max_points_per_message: int = 512
+    max_points: int = 4096
+    max_strokes: int = 64
+    max_messages_per_s: int = 240
+    max_errors: int = 20
+    error_window_s: float = 10.0
+    max_frames_per_s: float = 60.0
+    pause_ms: float = 150.0
+    idle_timeout_s: float = 600.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    send_timeout_s: float = 5.0
+    shutdown_grace_s: float = 5.0
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    batch_max: int = 16
+    batch_wait_ms: float = 2.0
+    coalesce: bool = True
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_message_bytes", "max_points_per_message", "max_points",
+                     "max_strokes", "max_messages_per_s", "workers", "batch_max"):
+            _require(name, getattr(self, name) >= 1, ">= 1")
+        for name in ("max_errors", "batch_wait_ms", "pause_ms"):
+            _require(name, getattr(self, name) >= 0, ">= 0")
+        for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
+                     "ping_timeout_s", "send_timeout_s", "shutdown_grace_s"):
+            _require(name, getattr(self, name) > 0, "> 0")
+        _require("port", 0 <= self.port <= 65535, "in 0..65535")
+        _require("backend", self.backend in BACKENDS, f"one of {BACKENDS}")
+        _require("log_level", self.log_level in LOG_LEVELS, f"one of {LOG_LEVELS}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Settings from ``environ`` (default ``os.environ``), then ``overrides`` by field name."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = environ.get(spec.name.upper(), "").strip()
+            if raw:
+                values[spec.name] = _parse(spec.name, spec.type, raw)
+        return cls(**{**values, **overrides})
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _require(name: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise SettingsError(f"setting {name.upper()} must be {expected}")
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    """Read the text ``raw`` of variable ``name`` as the field type ``kind``."""
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (bool, "bool"):
+            return _parse_bool(raw)
+        if kind in (tuple[str, ...], "tuple[str, ...]"):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if kind in (Path | None, "Path | None"):
+            return Path(raw)
+        return raw
+    except ValueError as error:
+        raise SettingsError(f"{name.upper()}={raw!r}: {error}") from error
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
