@@ -1,0 +1,223 @@
+"""Model store: architecture, verified loading, refusals, manifest, training, CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model_store
+from model_store import datasets
+from model_store.architecture import build_model
+from model_store.store import STORE_DIR, ModelStoreError, load_model, read_manifest, register_model, sha256_of
+from model_store.training import TrainConfig, train
+
+SHIPPED = {"default": 128, "h16": 16}
+MNIST_DIR = datasets.mnist_dir_from_env()
+needs_mnist = pytest.mark.skipif(
+    MNIST_DIR is None, reason="MNIST_DIR is not set: the official test set is needed to measure accuracy"
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A private copy of the shipped store, safe to damage."""
+    copy = tmp_path / "store"
+    copy.mkdir()
+    shutil.copy(STORE_DIR / "manifest.json", copy / "manifest.json")
+    shutil.copytree(STORE_DIR / "weights", copy / "weights")
+    return copy
+
+
+def _rewrite_manifest(store: Path, name: str, **changes: object) -> None:
+    manifest = read_manifest(store)
+    manifest["models"][name].update(changes)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_architecture_layer_names_and_shapes() -> None:
+    model = build_model(32)
+    assert [name for name, _ in model.named_children()] == ["flatten", "fc1", "relu", "fc2"]
+    assert model.fc1.weight.shape == (32, 784) and model.fc2.weight.shape == (10, 32)
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert model(torch.rand(3, 784)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name, hidden", SHIPPED.items())
+def test_shipped_models_load_in_eval_mode(name: str, hidden: int) -> None:
+    model = load_model(name)
+    assert not model.training
+    assert model.fc1.out_features == hidden
+    assert [n for n, _ in model.named_children()] == list(model_store.LAYER_NAMES)
+
+
+def test_none_loads_the_default_model() -> None:
+    default = read_manifest()["default"]
+    assert torch.equal(load_model(None).fc1.weight, load_model(default).fc1.weight)
+
+
+def test_register_and_load_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(8)
+    entry = register_model(model, "tiny", {"val_accuracy": 0.5}, tmp_path, make_default=True)
+    loaded = load_model(None, tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert entry["architecture"]["layers"] == [784, 8, 10]
+    assert read_manifest(tmp_path)["default"] == "tiny"
+
+
+def test_tampered_byte_is_refused(store: Path) -> None:
+    path = store / "weights" / "default.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match=r"default\.safetensors: SHA-256 .* does not match"):
+        load_model("default", store)
+
+
+def test_truncated_file_is_refused(store: Path) -> None:
+    path = store / "weights" / "default.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelStoreError, match=r"default\.safetensors: size 1000 bytes, manifest says"):
+        load_model("default", store)
+
+
+def test_wrong_hash_in_manifest_is_refused(store: Path) -> None:
+    _rewrite_manifest(store, "h16", sha256="0" * 64)
+    with pytest.raises(ModelStoreError, match="does not match the manifest"):
+        load_model("h16", store)
+
+
+def test_missing_file_is_refused(store: Path) -> None:
+    (store / "weights" / "h16.safetensors").unlink()
+    with pytest.raises(ModelStoreError, match=r"h16\.safetensors: checkpoint file missing"):
+        load_model("h16", store)
+
+
+def test_unknown_name_is_refused_with_the_known_names(store: Path) -> None:
+    with pytest.raises(ModelStoreError, match=r"unknown model 'nope'; the store holds: default, h16"):
+        load_model("nope", store)
+
+
+@pytest.mark.parametrize("escape", ["weights/../manifest.json", "../default.safetensors", "/etc/passwd",
+                                    "other/h16.safetensors"])
+def test_path_escaping_the_store_is_refused(store: Path, escape: str) -> None:
+    _rewrite_manifest(store, "h16", file=escape)
+    with pytest.raises(ModelStoreError, match="escapes the store"):
+        load_model("h16", store)
+
+
+def test_symlinked_checkpoint_is_refused(store: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(store / "weights" / "h16.safetensors", outside)
+    (store / "weights" / "h16.safetensors").unlink()
+    (store / "weights" / "h16.safetensors").symlink_to(outside)
+    with pytest.raises(ModelStoreError, match="symlink"):
+        load_model("h16", store)
+
+
+def test_valid_hash_of_non_safetensors_bytes_is_refused_cleanly(store: Path) -> None:
+    junk = b"\x00" * 64
+    (store / "weights" / "h16.safetensors").write_bytes(junk)
+    _rewrite_manifest(store, "h16", sha256=sha256_of(junk), size_bytes=len(junk))
+    with pytest.raises(ModelStoreError, match="not a valid safetensors file"):
+        load_model("h16", store)
+
+
+def test_shipped_manifest_is_consistent() -> None:
+    manifest = read_manifest()
+    assert manifest["default"] in manifest["models"]
+    assert set(SHIPPED) <= set(manifest["models"])
+    for name, entry in manifest["models"].items():
+        data = (STORE_DIR / entry["file"]).read_bytes()
+        assert (len(data), sha256_of(data)) == (entry["size_bytes"], entry["sha256"]), name
+        assert entry["architecture"]["layers"] == [784, entry["hidden"], 10]
+        assert entry["training_data"]["name"] == datasets.EMBEDDED_NAME
+        assert entry["command"].startswith("python -m model_store train ")
+        assert 0.9 < entry["val_accuracy"] <= 1.0
+        for key in ("created", "libraries", "config", "test_accuracy"):
+            assert key in entry, f"{name} lacks {key}"
+    assert SHIPPED["default"] >= manifest["models"]["default"]["hidden"]
+
+
+def test_short_training_run_beats_chance_and_is_deterministic() -> None:
+    images, labels = datasets.load_embedded()
+    train_set, val_set = datasets.split_embedded(images, labels, n_val=500, seed=0)
+    small = (train_set[0][:1500], train_set[1][:1500])
+    config = TrainConfig(hidden=16, epochs=6, augment="mild", lr=3e-3, eval_every=3)
+    first = train(config, small, val_set, progress=False)
+    second = train(config, small, val_set, progress=False)
+    assert first.val_accuracy > 0.7, "10 classes: chance is 0.1"
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[key], value), f"{key} differs between seeded runs"
+
+
+def test_embedded_split_is_stratified_and_disjoint() -> None:
+    images, labels = datasets.load_embedded()
+    assert images.shape == (5000, 28, 28) and 0.0 <= images.min() and images.max() <= 1.0
+    (train_x, train_y), (val_x, val_y) = datasets.split_embedded(images, labels)
+    assert len(train_y) == 4500 and np.bincount(val_y).tolist() == [50] * 10
+    train_rows = {row.tobytes() for row in train_x}
+    assert not any(row.tobytes() in train_rows for row in val_x[:50])
+
+
+def test_idx_reader_accepts_raw_and_gz_and_rejects_bad_magic(tmp_path: Path) -> None:
+    import gzip
+
+    pixels = np.arange(2 * 28 * 28, dtype=np.uint8) % 251
+    header = bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(header + pixels.tobytes())
+    labels = bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + bytes([3, 7])
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(labels)
+    images, read_labels = datasets.load_idx(tmp_path, "test")
+    assert images.shape == (2, 28, 28) and read_labels.tolist() == [3, 7]
+    assert images[0, 0, 1] == pytest.approx(1 / 255)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x09\x03" + header[4:])
+    with pytest.raises(ValueError, match="bad magic number"):
+        datasets.load_idx(tmp_path, "test")
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "model_store", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_list_json() -> None:
+    result = _cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    by_name = {m["name"]: m for m in listing["models"]}
+    assert {name: by_name[name]["hidden"] for name in SHIPPED} == SHIPPED
+    assert by_name["default"]["test_accuracy"] >= 0.98
+
+
+def test_cli_refuses_unknown_model_with_a_clear_message(store: Path) -> None:
+    result = _cli("--store", str(store), "eval", "nope", "--mnist-dir", str(store))
+    assert result.returncode == 2
+    assert "unknown model 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+@needs_mnist
+def test_cli_eval_json_on_official_test_set() -> None:
+    result = _cli("eval", "h16", "--json", "--mnist-dir", str(MNIST_DIR))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "h16" and report["n"] == 10000
+    assert np.array(report["confusion"]).sum() == 10000
+    assert report["accuracy"] == pytest.approx(read_manifest()["models"]["h16"]["test_accuracy"], abs=1e-4)
+
+
+@needs_mnist
+@pytest.mark.parametrize("name, floor", [("default", 0.98), ("h16", 0.94)])
+def test_shipped_model_accuracy_on_official_test_set(name: str, floor: float) -> None:
+    from model_store.evaluate import evaluate
+
+    images, labels = datasets.load_idx(MNIST_DIR, "test")
+    assert evaluate(load_model(name), images, labels)["accuracy"] >= floor
