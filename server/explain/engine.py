@@ -1,0 +1,292 @@
+"""The explanation engine: a batch of 28×28 drawings and selections → frame data.
+
+One call, :meth:`Engine.explain`, does the forward pass, the diagram's
+numbers (activations, hidden relevances, edge messages) and the heatmap of
+each request's selection, for ``B`` drawings at once, each with its own
+selection, method and rule.  The backend computes LRP/CRP relevance:
+``"fast"`` (closed form, :mod:`server.explain.fast`, the default) or
+``"reference"`` (zennit / zennit-crp, :mod:`server.explain.reference`); the
+two agree to rounding.  Other methods come from captum
+(:mod:`server.explain.methods`).
+
+Relevance starts from the logit of the explained class, as CRP does (zennit
+alone would start from 1).  What a selection explains:
+
+============  ============  ========  ===================================================
+``output``    ``hidden``    mode      heatmap
+============  ============  ========  ===================================================
+None          None          lrp       LRP of the predicted class
+c             None          lrp       LRP of class c
+c             j             crp       CRP ``conditions=[{'fc1': [j], 'y': [c]}]``
+None          j             hidden    neuron j alone, from ``z_j`` (CRP ``start_layer='fc1'``)
+any           ignored       attribution  a captum method for class c, else the predicted one
+============  ============  ========  ===================================================
+
+An engine owns a private copy of the model (zennit, CRP and captum attach
+hooks to the model they are given): create one engine per worker thread.
+"""
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fast import DTYPE, FastBackend, Forward, Start
+from .methods import METHODS, attribute
+from .reference import ReferenceBackend
+from .rules import RULES
+
+IMAGE_SHAPE = (28, 28)
+N_CLASSES = 10
+BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The neurons a heatmap is conditioned on; see the module docstring's table.
+
+    ``output``: class c in 0–9 or ``None``; ``hidden``: neuron j in 0…H−1 or ``None``.
+    """
+
+    output: int | None = None
+    hidden: int | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One drawing to explain.
+
+    ``image``: ``(28, 28)`` float32 in [0, 1] (from ``server.raster.rasterize``);
+    ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a key
+    of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges).
+    """
+
+    image: np.ndarray
+    selection: Selection
+    method: str = "lrp"
+    rule: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class FrameData:
+    """Everything a frame shows for one request; arrays float32 unless stated.
+
+    Attributes
+    ----------
+    prediction:
+        Arg-max class.
+    probabilities, logits:
+        ``(10,)`` softmax and raw outputs.
+    activations:
+        ``(H,)`` ReLU outputs of ``fc1``.
+    target:
+        The class explained: ``selection.output``, else ``prediction``.
+    mode:
+        ``"lrp"``, ``"crp"``, ``"hidden"`` or ``"attribution"``.
+    hidden_relevance:
+        ``(H,)`` ``R_j`` for class ``target`` under ``rule`` (``edges[:, target]``);
+        zeros in mode ``"attribution"``, where no relevance reaches the hidden layer.
+    edges:
+        ``(H, 10)`` message ``R(j→c)`` along every hidden→output edge, each class
+        started from its own logit, under ``rule`` (in every mode).
+    heatmap:
+        ``(28, 28)`` relevance of each pixel for the selection; positive = for.
+    conservation:
+        ``input_sum`` (Σ heatmap), ``hidden_sum`` (the relevance the map
+        starts from at the hidden layer: Σ_j R_j in mode lrp, R(j→c) in crp,
+        ``z_j`` in hidden, 0 in attribution) and ``logit`` (of ``target``).
+        Without biases and with ε or z⁺, ``input_sum = hidden_sum = logit``.
+    """
+
+    prediction: int
+    probabilities: np.ndarray
+    logits: np.ndarray
+    activations: np.ndarray
+    target: int
+    mode: str
+    hidden_relevance: np.ndarray
+    edges: np.ndarray
+    heatmap: np.ndarray
+    conservation: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AllMaps:
+    """Every map of a batch under one rule: ``classes (B, 10, 28, 28)``, ``hidden (B, H, 28, 28)`` float32."""
+
+    classes: np.ndarray
+    hidden: np.ndarray
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_image(image: object, where: str) -> None:
+    """Raise ``ValueError`` unless ``image`` is a finite ``(28, 28)`` float array in [0, 1]."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{where}: image must be a numpy array, got {type(image).__name__}")
+    if image.shape != IMAGE_SHAPE:
+        raise ValueError(f"{where}: image shape must be {IMAGE_SHAPE}, got {image.shape}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"{where}: image dtype must be floating point, got {image.dtype}")
+    if not np.isfinite(image).all():
+        raise ValueError(f"{where}: image contains NaN or infinite values")
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{where}: image values must lie in [0, 1], got range [{low}, {high}]")
+
+
+def check_rule(rule: object, where: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"{where}: unknown rule {rule!r}; expected one of {', '.join(RULES)}")
+
+
+def check_request(request: object, index: int, hidden: int) -> None:
+    """Raise ``ValueError`` naming what is wrong with ``request`` number ``index``."""
+    where = f"request {index}"
+    if not isinstance(request, Request):
+        raise ValueError(f"{where}: expected a Request, got {type(request).__name__}")
+    check_image(request.image, where)
+    selection = request.selection
+    if not isinstance(selection, Selection):
+        raise ValueError(f"{where}: selection must be a Selection, got {type(selection).__name__}")
+    if selection.output is not None and not (_is_index(selection.output) and 0 <= selection.output < N_CLASSES):
+        raise ValueError(f"{where}: output class must be an integer in 0..{N_CLASSES - 1} or None, "
+                         f"got {selection.output!r}")
+    if selection.hidden is not None and not (_is_index(selection.hidden) and 0 <= selection.hidden < hidden):
+        raise ValueError(f"{where}: hidden neuron must be an integer in 0..{hidden - 1} or None, "
+                         f"got {selection.hidden!r}")
+    if request.method not in METHODS:
+        raise ValueError(f"{where}: unknown method {request.method!r}; expected one of {', '.join(METHODS)}")
+    check_rule(request.rule, where)
+
+
+def mode_of(request: Request) -> str:
+    """The mode of the module docstring's table."""
+    if request.method != "lrp":
+        return "attribution"
+    if request.selection.hidden is None:
+        return "lrp"
+    return "crp" if request.selection.output is not None else "hidden"
+
+
+class Engine:
+    """LRP, CRP and captum explanations of one model, for batches of drawings.
+
+    Parameters
+    ----------
+    model:
+        ``Sequential(flatten, fc1, relu, fc2)`` (``model_store.load_model``).
+        The engine works on a private deep copy.
+    backend:
+        ``"fast"`` (closed form, default) or ``"reference"`` (zennit / zennit-crp,
+        one library call per map; for tests and benchmarks).
+
+    Attributes
+    ----------
+    hidden:
+        Width H of the hidden layer.
+    """
+
+    def __init__(self, model: nn.Module, backend: str = "fast") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        # One intra-op thread: with two, batched calls stalled by 50 ms and more here.
+        torch.set_num_threads(1)
+        self.model = copy.deepcopy(model).float().eval()
+        self.hidden = int(self.model.fc1.out_features)
+        self.backend = backend
+        self._relevance = BACKENDS[backend](self.model)
+
+    def _forward(self, images: Sequence[np.ndarray]) -> Forward:
+        x = torch.from_numpy(np.stack(images).reshape(len(images), -1)).to(DTYPE)
+        return self._relevance.forward(x)
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        """Frame data for each request, in order.
+
+        Raises ``ValueError`` naming the request and the problem (non-array,
+        wrong shape, NaN, values outside [0, 1], unknown class, neuron, method
+        or rule) before any tensor reaches the model.
+        """
+        for index, request in enumerate(requests):
+            check_request(request, index, self.hidden)
+        if not requests:
+            return []
+        forward = self._forward([request.image for request in requests])
+        predictions = forward.logits.argmax(dim=1).tolist()
+        targets = [r.selection.output if r.selection.output is not None else p
+                   for r, p in zip(requests, predictions)]
+        modes = [mode_of(request) for request in requests]
+        edges = torch.zeros(len(requests), self.hidden, N_CLASSES, dtype=DTYPE)
+        heatmaps = torch.zeros(len(requests), 28 * 28, dtype=DTYPE)
+
+        for rule in {request.rule for request in requests}:
+            rows = [b for b, request in enumerate(requests) if request.rule == rule]
+            starts = [Start(modes[b], targets[b], requests[b].selection.hidden) if modes[b] != "attribution"
+                      else None for b in rows]
+            edges[rows], heatmaps[rows] = self._relevance.relevance(_rows(forward, rows), rule, starts)
+
+        for method in {request.method for request in requests} - {"lrp"}:
+            rows = [b for b, request in enumerate(requests) if request.method == method]
+            images = forward.x[rows].float().reshape(-1, 1, 28, 28)
+            heatmaps[rows] = attribute(self.model, method, images, [targets[b] for b in rows]).reshape(
+                len(rows), -1).to(DTYPE)
+
+        return [self._frame(forward, b, targets[b], modes[b], requests[b].selection.hidden, edges[b], heatmaps[b])
+                for b in range(len(requests))]
+
+    def _frame(self, forward: Forward, b: int, target: int, mode: str, hidden: int | None,
+               edges: torch.Tensor, heatmap: torch.Tensor) -> FrameData:
+        logits = forward.logits[b]
+        hidden_relevance = edges[:, target] if mode != "attribution" else torch.zeros(self.hidden, dtype=DTYPE)
+        if mode == "lrp":
+            hidden_sum = float(hidden_relevance.sum())
+        elif mode == "crp":
+            hidden_sum = float(edges[hidden, target])
+        elif mode == "hidden":
+            hidden_sum = float(forward.z1[b, hidden])
+        else:
+            hidden_sum = 0.0
+        return FrameData(
+            prediction=int(logits.argmax()),
+            probabilities=torch.softmax(logits, dim=0).float().numpy(),
+            logits=logits.float().numpy(),
+            activations=forward.a[b].float().numpy(),
+            target=target,
+            mode=mode,
+            hidden_relevance=hidden_relevance.float().numpy(),
+            edges=edges.float().numpy(),
+            heatmap=heatmap.reshape(IMAGE_SHAPE).float().numpy(),
+            conservation={"input_sum": float(heatmap.sum()), "hidden_sum": hidden_sum,
+                          "logit": float(logits[target])},
+        )
+
+    def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:
+        """All 10 class maps and all H hidden-neuron maps of each image under ``rule``.
+
+        Parameters
+        ----------
+        images:
+            ``(B, 28, 28)`` float in [0, 1].
+        rule:
+            A key of :data:`server.explain.rules.RULES`.
+        """
+        if not isinstance(images, np.ndarray) or images.ndim != 3:
+            raise ValueError(f"images must be a (B, 28, 28) numpy array, got {getattr(images, 'shape', images)!r}")
+        for index, image in enumerate(images):
+            check_image(image, f"image {index}")
+        check_rule(rule, "all_maps")
+        classes, hidden = self._relevance.all_maps(self._forward(list(images)), rule)
+        batch = len(images)
+        return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
+                       hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())
+
+
+def _rows(forward: Forward, rows: list[int]) -> Forward:
+    """The forward pass of the samples ``rows`` only."""
+    return Forward(forward.x[rows], forward.z1[rows], forward.a[rows], forward.logits[rows])

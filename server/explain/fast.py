@@ -1,0 +1,191 @@
+"""LRP and CRP on the 784-H-10 ReLU network in closed form: share matrices, no hooks.
+
+Every rule preset of :mod:`server.explain.rules` is, on a Linear layer with
+non-negative inputs, a linear map from upper to lower relevance whose
+coefficients depend on the layer input only:
+
+    R_in = Σ_g  x ⊙ (A_gᵀ s_g) + C_gᵀ s_g,   s_g = R_out / stab(D_g x + d_g)
+
+with one or two groups ``g`` (two for αβ) and constant matrices ``A_g``,
+``C_g``, ``D_g``, ``d_g`` (:func:`closed_form`).  Written as a share matrix
+``S[k, i]`` (relevance of input ``i`` per unit of relevance at output ``k``),
+``S2`` (10 × H, for ``fc2``) and ``S1`` (H × 784, for ``fc1``) give every
+map of a drawing by matrix products:
+
+- edges ``R(j→c) = S2[c, j] · y_c · [z_j > 0]`` (each class started from its
+  logit, as CRP does; the ReLU passes relevance where the neuron is active);
+- LRP map of class ``c``: ``Σ_j R(j→c) S1[j]``;
+- CRP map for ``{'fc1': [j], 'y': [c]}``: ``R(j→c) S1[j]``;
+- neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``.
+
+Inputs are non-negative on both layers (pixels in [0, 1], ReLU outputs), so
+the terms zennit computes on negative inputs (``x⁻`` in z⁺ and αβ) are zero and
+left out.  Callers must pass pixels in [0, 1]; :class:`server.explain.engine.Engine`
+checks that.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .rules import RULES, LayerRule, RuleInfo
+
+# Both backends compute in float64.  A γ or ZBox denominator can come within
+# 1e-3 of zero, far above the 1e-6 stabiliser, while its float32 rounding is
+# ~1e-7 of Σ|w x| ≈ 10: the map of such a neuron then moves by 1e-4 with the
+# order of summation.  In float64 fast and reference agree to ~1e-12.
+DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class ShareGroup:
+    """One denominator group of a layer rule (shapes ``(n_out, n_in)``, ``(n_out,)``).
+
+    ``R_in = x ⊙ (numeratorᵀ s) + constantᵀ s`` with
+    ``s = R_out / stab(x @ den_weightᵀ + den_bias, epsilon)``.
+    """
+
+    numerator: torch.Tensor
+    constant: torch.Tensor | None
+    den_weight: torch.Tensor
+    den_bias: torch.Tensor
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward pass: ``x (B, 784)`` in [0, 1], ``z1``, ``a`` ``(B, H)``, ``logits (B, 10)``; ``DTYPE``."""
+
+    x: torch.Tensor
+    z1: torch.Tensor
+    a: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a selected map starts: ``mode`` "lrp" (class ``target``), "crp" (neuron
+    ``hidden`` towards class ``target``) or "hidden" (neuron ``hidden`` alone)."""
+
+    mode: str
+    target: int
+    hidden: int | None = None
+
+
+def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``z + ε·(sign z + [z = 0])``, exactly as ``zennit.core.stabilize``."""
+    return z + ((z == 0.0).to(z) + z.sign()) * epsilon
+
+
+def closed_form(rule: LayerRule, weight: torch.Tensor, bias: torch.Tensor) -> tuple[ShareGroup, ...]:
+    """The share groups of ``rule`` on a Linear layer ``(weight, bias)``; see :mod:`server.explain.rules`."""
+    positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+    bias_positive, bias_negative = bias.clamp(min=0), bias.clamp(max=0)
+    if rule.kind == "epsilon":
+        return (ShareGroup(weight, None, weight, bias, rule.epsilon),)
+    if rule.kind == "gamma":
+        boosted, boosted_bias = weight + rule.gamma * positive, bias + rule.gamma * bias_positive
+        return (ShareGroup(boosted, None, boosted, boosted_bias, rule.epsilon),)
+    if rule.kind == "zplus":
+        return (ShareGroup(positive, None, positive, bias_positive, rule.epsilon),)
+    if rule.kind == "alpha_beta":
+        return (ShareGroup(rule.alpha * positive, None, positive, bias_positive, rule.epsilon),
+                ShareGroup(-rule.beta * negative, None, negative, bias_negative, rule.epsilon))
+    if rule.kind == "zbox":
+        # Montavon et al. 2017, deep Taylor decomposition, z^B rule; the bias cancels in the denominator.
+        low_out = rule.low * positive.sum(dim=1) + bias_positive
+        high_out = rule.high * negative.sum(dim=1) + bias_negative
+        constant = -(rule.low * positive + rule.high * negative)
+        return (ShareGroup(weight, constant, weight, bias - low_out - high_out, rule.epsilon),)
+    raise ValueError(f"unknown LRP rule kind {rule.kind!r}")
+
+
+def _inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list[torch.Tensor]:
+    """``1 / stab(D_g x + d_g)`` per group, each ``(B, n_out)``."""
+    return [1.0 / stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon) for g in groups]
+
+
+def share_matrix(groups: Sequence[ShareGroup], x: torch.Tensor) -> torch.Tensor:
+    """``S (B, n_out, n_in)``: ``R_in[b] = S[b]ᵀ R_out[b]``."""
+    shares = None
+    for group, inverse in zip(groups, _inverse_denominators(groups, x)):
+        term = x[:, None, :] * group.numerator[None]
+        if group.constant is not None:
+            term = term + group.constant[None]
+        term = term * inverse[:, :, None]
+        shares = term if shares is None else shares + term
+    return shares
+
+
+def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """Lower relevance ``(B, M, n_in)`` of ``M`` upper relevance vectors ``(B, M, n_out)`` per sample."""
+    lower = None
+    for group, inverse in zip(groups, _inverse_denominators(groups, x)):
+        scaled = relevance * inverse[:, None, :]
+        term = x[:, None, :] * (scaled @ group.numerator)
+        if group.constant is not None:
+            term = term + scaled @ group.constant
+        lower = term if lower is None else lower + term
+    return lower
+
+
+class FastBackend:
+    """All maps of a batch of drawings from two share matrices, plain torch, no hooks.
+
+    Parameters
+    ----------
+    model:
+        ``Sequential(flatten, fc1, relu, fc2)``; its weights are copied as
+        ``DTYPE``, the model itself is not kept.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.w1 = model.fc1.weight.detach().to(DTYPE)
+        self.b1 = model.fc1.bias.detach().to(DTYPE)
+        self.w2 = model.fc2.weight.detach().to(DTYPE)
+        self.b2 = model.fc2.bias.detach().to(DTYPE)
+        self._forms = {name: self._closed_forms(info) for name, info in RULES.items()}
+
+    def _closed_forms(self, info: RuleInfo) -> tuple[tuple[ShareGroup, ...], tuple[ShareGroup, ...]]:
+        return (closed_form(info.layers["fc1"], self.w1, self.b1),
+                closed_form(info.layers["fc2"], self.w2, self.b2))
+
+    def forward(self, x: torch.Tensor) -> Forward:
+        """The forward pass of ``x (B, 784)`` of ``DTYPE`` in [0, 1]."""
+        z1 = torch.addmm(self.b1, x, self.w1.T)
+        a = z1.clamp(min=0)
+        return Forward(x, z1, a, torch.addmm(self.b2, a, self.w2.T))
+
+    def edges(self, forward: Forward, rule: str) -> torch.Tensor:
+        """``(B, H, 10)`` relevance message ``R(j→c)``, each class started from its own logit."""
+        shares = share_matrix(self._forms[rule][1], forward.a)  # (B, 10, H)
+        active = (forward.z1 > 0).to(forward.z1)
+        return (shares * forward.logits[:, :, None]).transpose(1, 2) * active[:, :, None]
+
+    def relevance(
+        self, forward: Forward, rule: str, starts: Sequence[Start | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edges ``(B, H, 10)`` (:meth:`edges`) and one selected map per sample ``(B, 784)``.
+
+        A ``None`` start asks for no map: its row is zeros.
+        """
+        edges = self.edges(forward, rule)
+        start = torch.zeros_like(forward.z1)
+        for b, selected in enumerate(starts):
+            if selected is None:
+                continue
+            if selected.mode == "lrp":
+                start[b] = edges[b, :, selected.target]
+            elif selected.mode == "crp":
+                start[b, selected.hidden] = edges[b, selected.hidden, selected.target]
+            else:
+                start[b, selected.hidden] = forward.z1[b, selected.hidden]
+        return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
+
+    def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All class maps ``(B, 10, 784)`` and all hidden-neuron maps ``(B, H, 784)``."""
+        shares = share_matrix(self._forms[rule][0], forward.x)  # (B, H, 784)
+        edges = self.edges(forward, rule)
+        return edges.transpose(1, 2) @ shares, forward.z1[:, :, None] * shares

@@ -1,0 +1,143 @@
+"""Attribution methods by name: LRP (this engine) and seven captum 0.9 methods.
+
+Captum methods explain one output class (the selected one, else the
+predicted one); they ignore a hidden-neuron selection.  Their settings suit a
+28×28 digit on a black background:
+
+- baselines are 0 (no ink), the MNIST background;
+- LIME and KernelSHAP switch 4×4-pixel superpixels on and off: 49 features,
+  a 2-pixel pen stroke spans one or two of them, and 100 samples fit 49
+  coefficients;
+- Occlusion slides a 4×4 black patch with stride 2 (13 × 13 positions).
+
+Each method declares its cost class, measured by ``python -m benchmarks.engine``
+(median ms at B = 1, one thread, on the shared 2-core machine; see
+``docs/benchmarks.md``): *per-frame* methods take at most
+``PER_FRAME_BUDGET_MS`` and run on every pointer move, *on-pause* methods run
+when the stroke ends.  Captum's own ``LRP`` is not offered: it fails on a model
+containing ``nn.Flatten``, and the engine's LRP covers it.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from captum.attr import (IntegratedGradients, InputXGradient, KernelShap, Lime, NoiseTunnel, Occlusion,
+                         Saliency)
+from torch import nn
+
+Cost = Literal["per-frame", "on-pause"]
+
+# A per-frame method must leave room for raster, forward pass and LRP in a
+# frame budget of a few milliseconds per visitor.
+PER_FRAME_BUDGET_MS = 2.0
+SUPERPIXEL_PX = 4
+SURROGATE_SAMPLES = 100
+INTEGRATION_STEPS = 50
+SMOOTHGRAD_SAMPLES = 10
+# Smilkov et al. 2017, "SmoothGrad", §3: noise of 10–20 % of the input range works best.
+SMOOTHGRAD_STDEV = 0.15
+OCCLUSION_WINDOW = (1, 4, 4)
+OCCLUSION_STRIDES = (1, 2, 2)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the page shows of a method: label, cost class, one-paragraph description."""
+
+    label: str
+    cost: Cost
+    description: str
+
+
+METHODS: dict[str, MethodInfo] = {
+    "lrp": MethodInfo(
+        "LRP / CRP (zennit)", "per-frame",
+        "Layer-wise relevance propagation under the chosen rule, conditioned on the selected neurons "
+        "(CRP); closed form, checked against zennit and zennit-crp."),
+    "saliency": MethodInfo(
+        "Saliency", "per-frame",
+        "|∂ logit / ∂ pixel|: how sensitive the class score is to each pixel, regardless of ink."),
+    "gradient_x_input": MethodInfo(
+        "Gradient × Input", "per-frame",
+        "∂ logit / ∂ pixel × pixel; on this network the same map as LRP-ε."),
+    "integrated_gradients": MethodInfo(
+        "Integrated Gradients", "on-pause",
+        f"Gradient × Input averaged along the path from a blank canvas to the drawing "
+        f"({INTEGRATION_STEPS} steps); sums to logit(drawing) − logit(blank)."),
+    "smoothgrad": MethodInfo(
+        "SmoothGrad", "per-frame",
+        f"Saliency averaged over {SMOOTHGRAD_SAMPLES} noisy copies of the drawing "
+        f"(σ = {SMOOTHGRAD_STDEV}), which smooths the gradient's noise."),
+    "occlusion": MethodInfo(
+        "Occlusion", "on-pause",
+        "How much the class score drops when a 4×4 patch is blacked out, slid with stride 2."),
+    "lime": MethodInfo(
+        "LIME", "on-pause",
+        f"A sparse linear surrogate fitted to the model on {SURROGATE_SAMPLES} random subsets "
+        f"of {SUPERPIXEL_PX}×{SUPERPIXEL_PX}-pixel superpixels."),
+    "kernel_shap": MethodInfo(
+        "KernelSHAP", "on-pause",
+        f"Shapley values of {SUPERPIXEL_PX}×{SUPERPIXEL_PX}-pixel superpixels, estimated from "
+        f"{SURROGATE_SAMPLES} coalitions."),
+}
+
+
+# The methods :func:`attribute` computes: all but the engine's own LRP.
+CAPTUM_METHODS = tuple(name for name in METHODS if name != "lrp")
+
+
+def superpixels(size: int = 28, block: int = SUPERPIXEL_PX) -> torch.Tensor:
+    """``(1, 1, size, size)`` int64 feature mask: ``block × block`` squares numbered row-major."""
+    index = torch.arange(size) // block
+    per_row = (size + block - 1) // block
+    return (index[:, None] * per_row + index[None, :]).reshape(1, 1, size, size)
+
+
+def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
+    """Captum's attribution of ``targets`` for a batch of images.
+
+    Parameters
+    ----------
+    model:
+        The network; captum runs it unmodified (no hooks are left behind).
+    method:
+        One of :data:`CAPTUM_METHODS`.
+    images:
+        ``(B, 1, 28, 28)`` float32 in [0, 1].
+    targets:
+        ``B`` output classes.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 28, 28)`` float32 attribution; positive supports the target.
+        SmoothGrad, LIME and KernelSHAP sample with torch's global generator.
+    """
+    target = torch.as_tensor(targets)
+    if method == "saliency":
+        maps = Saliency(model).attribute(images, target=target)
+    elif method == "gradient_x_input":
+        maps = InputXGradient(model).attribute(images, target=target)
+    elif method == "integrated_gradients":
+        maps = IntegratedGradients(model).attribute(images, baselines=0.0, target=target,
+                                                    n_steps=INTEGRATION_STEPS)
+    elif method == "smoothgrad":
+        maps = NoiseTunnel(Saliency(model)).attribute(images, nt_type="smoothgrad", target=target,
+                                                      nt_samples=SMOOTHGRAD_SAMPLES, stdevs=SMOOTHGRAD_STDEV)
+    elif method == "occlusion":
+        maps = Occlusion(model).attribute(images, sliding_window_shapes=OCCLUSION_WINDOW,
+                                          strides=OCCLUSION_STRIDES, baselines=0.0, target=target,
+                                          perturbations_per_eval=13 * 13)
+    elif method in ("lime", "kernel_shap"):
+        # One surrogate per image: captum fits them one by one anyway, with a warning for batches.
+        explainer = Lime(model) if method == "lime" else KernelShap(model)
+        maps = torch.cat([
+            explainer.attribute(images[b:b + 1], baselines=0.0, target=int(target[b]),
+                                feature_mask=superpixels(), n_samples=SURROGATE_SAMPLES,
+                                perturbations_per_eval=SURROGATE_SAMPLES)
+            for b in range(len(images))
+        ])
+    else:
+        raise ValueError(f"unknown captum method {method!r}; expected one of {', '.join(CAPTUM_METHODS)}")
+    return maps.detach().reshape(len(images), 28, 28)

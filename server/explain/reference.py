@@ -1,0 +1,146 @@
+"""LRP and CRP by the reference libraries, zennit 0.4.6 and zennit-crp 0.6.0.
+
+The definition of correct for :mod:`server.explain.fast`, and the baseline of
+``benchmarks/engine.py``: every map is one library call.
+
+- LRP map of class ``c``: ``zennit.attribution.Gradient`` under the preset's
+  ``NameMapComposite``, with the output relevance ``y ⊙ onehot(c)``: zennit
+  starts from whatever vector it is given (a one-hot would start from 1), and
+  CRP starts from the logit, so the logit-valued one-hot makes both agree.
+- CRP map of hidden neuron ``j`` towards class ``c``:
+  ``CondAttribution(conditions=[{'fc1': [j], 'y': [c]}])``.
+- neuron ``j`` alone: ``CondAttribution(conditions=[{'fc1': [j]}], start_layer='fc1')``,
+  which starts from the neuron's pre-activation ``z_j``.
+- hidden relevances ``R_j`` for class ``c``: ``CondAttribution([{'y': [c]}],
+  record_layer=['fc1'])``.  Conditioning ``fc1`` itself would report its
+  recorded relevances doubled (``exclude_parallel=True``), so ``fc1`` is only
+  recorded here, never conditioned.
+
+Only ``crp.attribution`` is imported: ``crp.visualization`` and ``crp.image``
+import torchvision, which cannot load here, and ``crp.helper`` uses ``np.int``
+(gone in numpy 2) in a code path ``CondAttribution`` does not touch.
+"""
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from crp.attribution import CondAttribution
+from torch import nn
+from zennit.attribution import Gradient
+from zennit.composites import NameMapComposite
+from zennit.core import Hook
+from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
+
+from .fast import DTYPE, Forward, Start
+from .rules import RULES, LayerRule, RuleInfo
+
+
+def zennit_rule(rule: LayerRule) -> Hook:
+    """The zennit 0.4.6 rule object of ``rule``."""
+    if rule.kind == "epsilon":
+        return Epsilon(epsilon=rule.epsilon)
+    if rule.kind == "zplus":
+        return ZPlus()
+    if rule.kind == "alpha_beta":
+        return AlphaBeta(alpha=rule.alpha, beta=rule.beta)
+    if rule.kind == "gamma":
+        return Gamma(gamma=rule.gamma)
+    if rule.kind == "zbox":
+        return ZBox(low=rule.low, high=rule.high)
+    raise ValueError(f"unknown LRP rule kind {rule.kind!r}")
+
+
+def composite(info: RuleInfo) -> NameMapComposite:
+    """A ``NameMapComposite`` naming the rule of every layer of the preset."""
+    return NameMapComposite([([name], zennit_rule(rule)) for name, rule in info.layers.items()])
+
+
+class ReferenceBackend:
+    """The maps of :class:`server.explain.fast.FastBackend`, each from one zennit / CRP call.
+
+    Parameters
+    ----------
+    model:
+        ``Sequential(flatten, fc1, relu, fc2)``.  The backend keeps a private
+        deep copy: zennit and CRP attach hooks to it and ``CondAttribution``
+        switches its parameters' ``requires_grad`` off.  The copy computes in
+        ``DTYPE`` (float64), like the fast backend, so the two agree to
+        rounding even where an LRP denominator comes close to zero.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).to(DTYPE).eval()
+        self.attribution = CondAttribution(self.model)
+        self.composites = {name: composite(info) for name, info in RULES.items()}
+
+    def forward(self, x: torch.Tensor) -> Forward:
+        """The forward pass of ``x (B, 784)`` of ``DTYPE`` through the model's own modules."""
+        with torch.no_grad():
+            z1 = self.model.fc1(self.model.flatten(x))
+            a = self.model.relu(z1)
+            return Forward(x, z1, a, self.model.fc2(a))
+
+    def lrp_maps(self, x: torch.Tensor, targets: Sequence[int], rule: str) -> torch.Tensor:
+        """``(N, 784)`` LRP maps of class ``targets[n]`` for ``x (N, 784)``: one zennit call."""
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(list(targets)), 10).to(x)
+        attributor = Gradient(model=self.model, composite=self.composites[rule])
+        _, relevance = attributor(x, lambda logits: logits * onehot)
+        return relevance
+
+    def crp_maps(self, x: torch.Tensor, pairs: Sequence[tuple[int, int]], rule: str) -> torch.Tensor:
+        """``(N, 784)`` CRP maps, ``pairs[n] = (j, c)``: ``{'fc1': [j], 'y': [c]}``; one CRP call."""
+        conditions = [{"fc1": [j], "y": [c]} for j, c in pairs]
+        result = self.attribution(self._image(x), conditions, self.composites[rule])
+        return result.heatmap.reshape(len(pairs), -1)
+
+    def hidden_maps(self, x: torch.Tensor, neurons: Sequence[int], rule: str) -> torch.Tensor:
+        """``(N, 784)`` maps of neuron ``neurons[n]`` alone (``start_layer='fc1'``); one CRP call."""
+        conditions = [{"fc1": [j]} for j in neurons]
+        result = self.attribution(self._image(x), conditions, self.composites[rule], start_layer="fc1")
+        return result.heatmap.reshape(len(neurons), -1)
+
+    def hidden_relevance(self, x: torch.Tensor, targets: Sequence[int], rule: str) -> torch.Tensor:
+        """``(N, H)`` relevance ``R_j`` at ``fc1`` for class ``targets[n]``; one CRP call."""
+        conditions = [{"y": [c]} for c in targets]
+        result = self.attribution(self._image(x), conditions, self.composites[rule], record_layer=["fc1"])
+        return result.relevances["fc1"]
+
+    @staticmethod
+    def _image(x: torch.Tensor) -> torch.Tensor:
+        # CRP sums its heatmap over dim 1 (channels): give it (N, 1, 28, 28).
+        return x.detach().reshape(-1, 1, 28, 28).clone().requires_grad_(True)
+
+    def edges(self, forward: Forward, rule: str) -> torch.Tensor:
+        """``(B, H, 10)`` messages ``R(j→c)``: one CRP call per class."""
+        batch = len(forward.x)
+        return torch.stack([self.hidden_relevance(forward.x, [c] * batch, rule) for c in range(10)], dim=2)
+
+    def relevance(
+        self, forward: Forward, rule: str, starts: Sequence[Start | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edges ``(B, H, 10)`` and one selected map per sample ``(B, 784)``, one library call per map.
+
+        A ``None`` start asks for no map: its row is zeros.
+        """
+        rows = []
+        for b, selected in enumerate(starts):
+            x = forward.x[b:b + 1]
+            if selected is None:
+                rows.append(torch.zeros_like(x))
+            elif selected.mode == "lrp":
+                rows.append(self.lrp_maps(x, [selected.target], rule))
+            elif selected.mode == "crp":
+                rows.append(self.crp_maps(x, [(selected.hidden, selected.target)], rule))
+            else:
+                rows.append(self.hidden_maps(x, [selected.hidden], rule))
+        return self.edges(forward, rule), torch.cat(rows).detach()
+
+    def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class maps ``(B, 10, 784)`` and hidden maps ``(B, H, 784)``, one library call per map."""
+        classes, hidden = [], []
+        for b in range(len(forward.x)):
+            x = forward.x[b:b + 1]
+            classes.append(torch.cat([self.lrp_maps(x, [c], rule) for c in range(10)]))
+            hidden.append(torch.cat([self.hidden_maps(x, [j], rule) for j in range(forward.z1.shape[1])]))
+        return torch.stack(classes).detach(), torch.stack(hidden).detach()
