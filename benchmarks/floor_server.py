@@ -1,7 +1,8 @@
 """The floor of the latency benchmark: our WebSocket stack doing no work at all.
 
-Starlette + uvicorn (uvloop, httptools, the same WebSocket options as
-``python -m server``) answering each client message with a frame of the size
+Starlette + uvicorn run exactly as ``python -m server`` runs them (its
+WebSocket protocol class and options, ``uvicorn.Server.serve`` under
+``asyncio.run``) answering each client message with a frame of the size
 and layout of a real one (docs/protocol.md §frame, H hidden neurons), built
 once at start-up; per message it only reads ``seq`` and splices it in.  The
 gap between this and our server is the cost of the model, the explanations
@@ -12,6 +13,7 @@ and the WebSocket framing cost on this machine.
 """
 
 import argparse
+import asyncio
 import base64
 
 import numpy as np
@@ -21,6 +23,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.wsprotocol import ReleasingWebSocketProtocol
 
 SEQ_MARK = 999_999_999_999  # a placeholder seq, replaced per message
 
@@ -100,9 +104,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--hidden", type=int, default=128, help="H: sets the frame size (128: ~12 kB)")
     args = parser.parse_args()
-    uvicorn.run(create_app(args.hidden), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                ws="websockets", ws_per_message_deflate=False, ws_max_size=65536, lifespan="off",
-                log_level="warning")
+    # The options of server.__main__.uvicorn_config that touch the data path.
+    config = uvicorn.Config(create_app(args.hidden), host=args.host, port=args.port,
+                            ws=ReleasingWebSocketProtocol, ws_max_size=65536, ws_per_message_deflate=False,
+                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off",
+                            log_level="warning", access_log=False)
+    asyncio.run(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":
