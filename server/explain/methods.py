@@ -115,6 +115,8 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
         SmoothGrad, LIME and KernelSHAP sample with torch's global generator.
     """
     target = torch.as_tensor(targets)
+    # Gradient methods want an input that requires grad; captum would set it (with a warning) itself.
+    images = images.detach().requires_grad_(True)
     if method == "saliency":
         maps = Saliency(model).attribute(images, target=target)
     elif method == "gradient_x_input":

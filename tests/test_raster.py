@@ -1,0 +1,152 @@
+"""server.raster: strokes → MNIST-style 28×28 image."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_store import load_model
+from model_store.datasets import load_idx, mnist_dir_from_env
+from model_store.strokes import image_to_strokes, load_golden_digits
+from server.raster import BOX_PX, COM_PX, PEN_PX, rasterize
+
+SEVEN = [[[0.2, 0.2], [0.8, 0.2], [0.45, 0.9]], [[0.35, 0.55], [0.7, 0.55]]]
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.mgrid[0:28, 0:28]
+    return float((image * rows).sum() / image.sum()), float((image * cols).sum() / image.sum())
+
+
+def ink_box(image: np.ndarray, level: float = 0.05) -> tuple[int, int]:
+    """Height and width of the pixels above ``level``."""
+    rows, cols = np.nonzero(image > level)
+    return int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1
+
+
+def moved(strokes: list, scale: float, dx: float, dy: float) -> list:
+    return [[[x * scale + dx, y * scale + dy] for x, y in stroke] for stroke in strokes]
+
+
+def check_image(image: np.ndarray) -> None:
+    assert image.shape == (28, 28) and image.dtype == np.float32
+    assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+
+
+@pytest.mark.parametrize("strokes", [[], [[]], [[], []]], ids=["no strokes", "one empty", "two empty"])
+def test_empty_drawing_is_black(strokes):
+    image = rasterize(strokes)
+    check_image(image)
+    assert not image.any()
+
+
+def test_single_dot_is_a_centred_pen_dot():
+    image = rasterize([[[0.3, 0.7]]])
+    check_image(image)
+    assert centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+    # A round dot one pen across: π (d/2)² pixels of ink, not a 20-px blob.
+    assert image.sum() == pytest.approx(math.pi * (PEN_PX / 2) ** 2, rel=0.35)
+
+
+def test_digit_is_scaled_into_the_box_and_centred_by_mass():
+    image = rasterize(SEVEN)
+    check_image(image)
+    height, width = ink_box(image)
+    assert BOX_PX - 1 <= max(height, width) <= BOX_PX + 1
+    assert centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+
+
+@pytest.mark.parametrize("scale, dx, dy", [
+    (0.1, 0.0, 0.0),    # tiny, top-left corner
+    (0.1, 0.9, 0.9),    # tiny, bottom-right corner
+    (0.25, 0.75, 0.0),  # small, top-right corner
+    (1.0, 0.0, 0.0),    # as drawn
+], ids=["tiny top-left", "tiny bottom-right", "small top-right", "full canvas"])
+def test_size_and_position_do_not_matter(scale, dx, dy):
+    reference = rasterize(SEVEN)
+    image = rasterize(moved(SEVEN, scale, dx, dy))
+    check_image(image)
+    # Fixed-point rounding and the 1/4-pixel centring grid leave small differences only.
+    assert np.abs(image - reference).mean() < 0.01
+    assert image.sum() == pytest.approx(reference.sum(), rel=0.02)
+
+
+def test_pen_width_is_about_two_pixels_whatever_the_drawing_size():
+    for length in (0.05, 0.5, 1.0):
+        image = rasterize([[[0.0, 0.0], [length, 0.0]]])
+        # A horizontal line: ink per column in the middle of the line is the pen width.
+        assert image[:, 8:20].sum(axis=0).mean() == pytest.approx(PEN_PX, abs=0.1)
+
+
+def test_forty_strokes_and_extra_point_fields():
+    rng = np.random.default_rng(0)
+    strokes = [rng.uniform(0, 1, size=(int(rng.integers(1, 6)), 2)).tolist() for _ in range(40)]
+    check_image(rasterize(strokes))
+    with_time = [[[x, y, 0.016 * k, 0.5] for k, (x, y) in enumerate(stroke)] for stroke in SEVEN]
+    ragged = [[[x, y] if k % 2 else [x, y, 0.1] for k, (x, y) in enumerate(stroke)] for stroke in SEVEN]
+    assert np.array_equal(rasterize(with_time), rasterize(SEVEN))
+    assert np.array_equal(rasterize(ragged), rasterize(SEVEN))
+
+
+@pytest.mark.parametrize("strokes, message", [
+    ([[[0.5, 0.5], [float("nan"), 0.2]]], "stroke 0 point 1"),
+    ([[[0.5, 0.5]], [[0.1, float("inf")]]], "stroke 1 point 0"),
+    ([[[1.2, 0.5]]], "in [0, 1]"),
+    ([[[0.5, -0.01]]], "in [0, 1]"),
+    ([[[0.5]]], "stroke 0"),
+    ([[[0.5, 0.5], [0.5]]], "stroke 0 point 1"),
+], ids=["NaN", "inf", "x > 1", "y < 0", "one coordinate", "ragged short point"])
+def test_bad_points_raise_value_error_naming_them(strokes, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        rasterize(strokes)
+
+
+points = st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(points, min_size=1, max_size=8))
+def test_any_valid_drawing_gives_a_centred_image(strokes):
+    image = rasterize(strokes)
+    check_image(image)
+    assert image.sum() > 0
+    # Centring happens on a 1/4-pixel grid before area averaging.
+    assert centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+
+
+def test_golden_digits_are_mnist_like():
+    for label, strokes in load_golden_digits().items():
+        image = rasterize(strokes)
+        check_image(image)
+        assert max(ink_box(image)) in range(int(BOX_PX) - 2, int(BOX_PX) + 2), label
+        assert centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+
+
+REDRAWN = 1000
+
+
+def test_default_model_reads_redrawn_official_test_digits():
+    """≥ 94 % of re-rastered official test digits, random canvas sizes and positions."""
+    directory = mnist_dir_from_env()
+    if directory is None:
+        pytest.skip("MNIST_DIR is not set: the official test digits are needed to redraw them")
+    images, labels = load_idx(directory, "test")
+    rng = np.random.default_rng(2024)
+    chosen = rng.choice(len(images), REDRAWN, replace=False)
+    redrawn = []
+    for index in chosen:
+        size = rng.uniform(0.1, 1.0)
+        origin = tuple(rng.uniform(0.0, 1.0 - size, size=2))
+        redrawn.append(rasterize(image_to_strokes(images[index], size, origin)))
+    batch = torch.from_numpy(np.stack(redrawn)).reshape(REDRAWN, 784)
+    accuracies = {}
+    for name in ("default", "h16"):
+        with torch.no_grad():
+            predicted = load_model(name)(batch).argmax(dim=1).numpy()
+        accuracies[name] = float((predicted == labels[chosen]).mean())
+    print(f"\nre-rastered official test digits (n={REDRAWN}): "
+          + ", ".join(f"{name} {accuracy:.1%}" for name, accuracy in accuracies.items()))
+    assert accuracies["default"] >= 0.94
