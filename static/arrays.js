@@ -1,0 +1,50 @@
+// Wire arrays (docs/protocol.md, "Array encoding") → typed arrays. Pure.
+
+const TYPES = { u8: Uint8Array, i8: Int8Array, f32: Float32Array };
+
+/**
+ * Decode `{dtype, shape, scale?, data}` into row-major floats.
+ * `data` is standard base64 (RFC 4648 §4); f32 is little-endian, as every
+ * browser that runs this page is.
+ * @param {{dtype: string, shape: number[], scale?: number, data: string}} array
+ * @returns {{values: Float32Array, shape: number[]}}
+ */
+export function decode(array) {
+  const Typed = TYPES[array.dtype];
+  if (!Typed) throw new Error(`Expected dtype u8, i8 or f32, got ${JSON.stringify(array.dtype)}`);
+  const binary = atob(array.data);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  const raw = new Typed(bytes.buffer);
+  const count = array.shape.reduce((a, b) => a * b, 1);
+  if (raw.length !== count) {
+    throw new Error(`Expected ${count} values for shape [${array.shape}], got ${raw.length}`);
+  }
+  const scale = array.scale ?? 1;
+  return { values: Float32Array.from(raw, (v) => v * scale), shape: array.shape };
+}
+
+/** Largest absolute value of a typed array (0 for an empty one). */
+export function maxAbs(values) {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  return max;
+}
+
+/** A `frame` message with its arrays decoded; `heatmap` stays null while an on-pause method is pending. */
+export function decodeFrame(message) {
+  return {
+    ...message,
+    edges: decode(message.edges),
+    input: decode(message.input),
+    heatmap: message.heatmap ? decode(message.heatmap) : null,
+  };
+}
+
+/** A `comparison` message with each map's heatmap decoded. */
+export function decodeComparison(message) {
+  return {
+    ...message,
+    maps: message.maps.map((map) => ({ ...map, heatmap: map.heatmap ? decode(map.heatmap) : null })),
+  };
+}

@@ -1,0 +1,42 @@
+// The prediction bar chart: ten columns (percent · bar · digit), built once
+// and restyled per frame.
+
+/**
+ * Fill `list` (an <ol>) with ten columns.
+ * @param {HTMLOListElement} list
+ * @returns {{item: HTMLElement, bar: HTMLElement, value: HTMLElement}[]}
+ */
+export function buildBars(list) {
+  list.replaceChildren();
+  return Array.from({ length: 10 }, (_, digit) => {
+    const item = document.createElement("li");
+    const label = document.createElement("span");
+    label.className = "bar-digit";
+    label.textContent = String(digit);
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    const bar = document.createElement("span");
+    bar.className = "bar-fill";
+    track.append(bar);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    item.append(value, track, label);
+    list.append(item);
+    return { item, bar, value };
+  });
+}
+
+/**
+ * Show the probabilities of a frame; the predicted column is highlighted.
+ * @param {ReturnType<typeof buildBars>} rows
+ * @param {number[]} probabilities  10 values in [0, 1]
+ * @param {number|null} prediction  null: nothing drawn, no column highlighted
+ */
+export function updateBars(rows, probabilities, prediction) {
+  rows.forEach(({ item, bar, value }, digit) => {
+    const p = prediction === null ? 0 : probabilities[digit];
+    bar.style.transform = `scaleY(${p})`;
+    value.textContent = prediction === null ? "" : String(Math.round(p * 100));
+    item.classList.toggle("predicted", digit === prediction);
+  });
+}

@@ -1,0 +1,296 @@
+// Wiring only: input → actions and messages; state → views, once per
+// animation frame. The logic lives in the modules imported here.
+
+import { decodeComparison, decodeFrame } from "./arrays.js";
+import { createPad } from "./canvas.js";
+import { buildCard, updateCard } from "./card.js";
+import { buildBars, updateBars } from "./chart.js";
+import { renderComparison } from "./compare.js";
+import { fillControls, listenControls, showConfig } from "./controls.js";
+import { buildLegend, paintInk, paintRelevance, updateLegend } from "./heatmap.js";
+import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
+import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
+import { createSocket } from "./socket.js";
+import { classForHidden, createStore, isEmpty, limitsOf, pointCount } from "./state.js";
+import { renderStatus } from "./status.js";
+import { heatmapTitle, legendWords, summarize } from "./summary.js";
+import { createPaintTimer } from "./timing.js";
+
+const $ = (id) => document.getElementById(id);
+const store = createStore();
+const timer = createPaintTimer();
+
+// ---------- views built once ----------
+const selects = { model: $("model"), method: $("method"), rule: $("rule") };
+const bars = buildBars($("bars"));
+const legend = buildLegend($("legend"));
+const card = buildCard($("card"));
+const networkBox = $("network");
+let network = null; // the built diagram; rebuilt when the model or the layout changes
+let networkKey = "";
+
+// ---------- the connection ----------
+const socket = createSocket({
+  url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  onMessage: receive,
+  onConnection(connection) {
+    if (connection.status !== "open") timer.forget();
+    store.dispatch({ type: "connection", connection });
+  },
+  replay: (welcome) => replayMessages(store.get(), welcome),
+});
+
+function receive(message) {
+  switch (message.type) {
+    case "welcome":
+      store.dispatch({ type: "welcome", message });
+      break;
+    case "frame":
+      store.dispatch({ type: "frame", frame: decodeFrame(message), stats: socket.stats() });
+      break;
+    case "comparison":
+      store.dispatch({ type: "comparison", comparison: decodeComparison(message) });
+      break;
+    case "error":
+      // One line, the code only: the refused message may hold a visitor's drawing.
+      console.warn("xai: server refused a message", message.code, "seq", message.seq);
+      store.dispatch({ type: "notice", notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
+      break;
+    default:
+      console.warn("xai: unexpected message type", message.type);
+  }
+}
+
+function send(message) {
+  return socket.send(message);
+}
+
+function notice(text) {
+  store.dispatch({ type: "notice", notice: { code: "limit", text } });
+}
+
+// ---------- drawing ----------
+const pad = createPad($("pad"), {
+  onStrokeStart() {
+    socket.wake(); // an idle or refused connection reconnects on the next touch
+    const state = store.get();
+    const limits = limitsOf(state);
+    if (state.drawing.strokes.length >= limits.max_strokes || pointCount(state.drawing) >= limits.max_points) {
+      notice("The drawing is full: Undo or Clear to draw more.");
+      return false;
+    }
+    store.dispatch({ type: "strokeStart" });
+    return true;
+  },
+  onPoints(points, eventTimeMs) {
+    const state = store.get();
+    const limits = limitsOf(state);
+    const accepted = points.slice(0, Math.max(0, limits.max_points - pointCount(state.drawing)));
+    if (accepted.length < points.length) notice("The drawing is full: Undo or Clear to draw more.");
+    if (!accepted.length) return;
+    store.dispatch({ type: "points", points: accepted });
+    const id = store.get().drawing.lastId;
+    for (const message of strokeMessages(id, accepted, limits.max_points_per_message)) {
+      const seq = send(message);
+      if (seq !== null) timer.input(seq, eventTimeMs);
+    }
+  },
+  onStrokeEnd: refreshComparison,
+});
+
+function undo() {
+  if (!store.get().drawing.strokes.length) return;
+  store.dispatch({ type: "undo" });
+  send({ type: "undo" });
+  pad.redraw(store.get().drawing.strokes);
+  refreshComparison();
+}
+
+function clear() {
+  store.dispatch({ type: "clear" });
+  send({ type: "clear" });
+  pad.redraw([]);
+  refreshComparison();
+}
+
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", clear);
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key === "z") {
+    event.preventDefault();
+    undo();
+  }
+});
+
+// ---------- selection ----------
+function select(selection) {
+  store.dispatch({ type: "select", selection });
+  send(selectMessage(selection));
+}
+
+function pick({ kind, index }) {
+  const state = store.get();
+  if (kind === "output") {
+    select({ output: index, hidden: null, alone: false });
+    return;
+  }
+  const output = classForHidden(state);
+  select({ output, hidden: index, alone: state.selection.alone || output === null });
+}
+
+function alone(hidden, on) {
+  const state = store.get();
+  const next = on ?? !(state.selection.alone && state.selection.hidden === hidden);
+  select({ output: classForHidden(state), hidden, alone: next });
+}
+
+function reset() {
+  select({ output: null, hidden: null, alone: false });
+}
+
+listenNetwork(networkBox, () => network, { onPick: pick, onAlone: alone, onReset: reset });
+$("alone").addEventListener("change", (event) => alone(store.get().selection.hidden, event.target.checked));
+$("reset").addEventListener("click", reset);
+$("overlay").addEventListener("change", (event) => store.dispatch({ type: "overlay", on: event.target.checked }));
+
+// ---------- settings and comparison ----------
+listenControls(selects, (change) => {
+  store.dispatch({ type: "configure", change });
+  send({ type: "configure", ...change });
+});
+
+/** The methods a comparison asks for: every method the server offers, at most 8 (docs/protocol.md). */
+function requestComparison() {
+  const methods = store.get().welcome?.methods.map((method) => method.name).slice(0, 8) ?? [];
+  if (methods.length && send({ type: "compare", methods }) !== null) store.dispatch({ type: "compareRequested" });
+}
+
+/** Once a visitor asked for a comparison, keep it in step with the drawing at each pen lift. */
+function refreshComparison() {
+  if (store.get().comparison && !isEmpty(store.get().drawing)) requestComparison();
+}
+
+$("compare").addEventListener("click", requestComparison);
+
+// ---------- neuron card data ----------
+const cards = new Map(); // "model/j" → card JSON, computed once per model by the server
+
+async function loadCard(model, hidden) {
+  const key = `${model}/${hidden}`;
+  if (cards.has(key)) {
+    store.dispatch({ type: "card", card: { model, hidden, status: "ready", data: cards.get(key) } });
+    return;
+  }
+  store.dispatch({ type: "card", card: { model, hidden, status: "loading" } });
+  try {
+    const response = await fetch(`/api/models/${encodeURIComponent(model)}/neurons/${hidden}`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    cards.set(key, await response.json());
+    store.dispatch({ type: "card", card: { model, hidden, status: "ready", data: cards.get(key) } });
+  } catch (error) {
+    console.warn("xai: neuron card failed", key, error.message);
+    store.dispatch({ type: "card", card: { model, hidden, status: "error", error: error.message } });
+  }
+}
+
+function syncCard(state) {
+  const hidden = state.selection.hidden;
+  const model = state.config?.model;
+  if (hidden === null || !model) return;
+  if (state.card?.model === model && state.card.hidden === hidden) return;
+  loadCard(model, hidden);
+}
+
+// ---------- rendering, once per animation frame ----------
+let rendered = null; // the state the views show
+let renderRequest = null;
+
+store.subscribe((state) => {
+  syncCard(state);
+  renderRequest ??= requestAnimationFrame(render);
+});
+
+function render() {
+  renderRequest = null;
+  const state = store.get();
+  const before = rendered ?? {};
+  rendered = state;
+
+  renderStatus({ line: $("status"), notice: $("notice") }, state.connection, state.stats, state.notice);
+  if (state.welcome && state.welcome !== before.welcome) fillControls(selects, state.welcome, state.config);
+  else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
+
+  const empty = isEmpty(state.drawing);
+  $("pad-hint").hidden = !empty;
+  if (state.welcome) renderNetwork(state, before);
+  if (state.frame && (state.frame !== before.frame || state.drawing !== before.drawing)) renderReading(state.frame, empty);
+  if (state.frame && (state.frame !== before.frame || state.view !== before.view || state.drawing !== before.drawing)) {
+    renderExplanation(state, empty);
+  }
+  if (state.frame !== before.frame || state.selection !== before.selection || state.card !== before.card) {
+    updateCard(card, state.card, state.selection.hidden, state.frame);
+  }
+  renderSelectionControls(state);
+  if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
+  $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
+  $("compare-note").textContent = state.comparing ? "Computing every method…" : "";
+}
+
+function renderNetwork(state, before) {
+  const model = state.welcome.model;
+  const width = networkBox.clientWidth;
+  const fit = getComputedStyle(networkBox).getPropertyValue("--fit").trim() === "1";
+  // Fit: the diagram's height is what the window leaves below the box's top,
+  // minus its key; the grid still never drops below 44 px cells.
+  const budget = fit ? window.innerHeight - networkBox.getBoundingClientRect().top - window.scrollY - 84 : Math.max(width, 560);
+  const layout = layoutNetwork(model.hidden, width, budget);
+  const key = `${model.name}/${model.hidden}/${layout.width}/${layout.cols}/${layout.cell}/${layout.height}`;
+  if (key !== networkKey) {
+    network = buildNetwork(networkBox, layout);
+    networkKey = key;
+    before = {};
+  }
+  const frame = state.frame;
+  const fresh = frame && frame.model === model.name && frame.activations.length === model.hidden;
+  if (fresh && (frame !== before.frame || state.selection !== before.selection)) updateNetwork(network, frame, state.selection);
+  else if (state.selection !== before.selection) markSelection(network, state.selection);
+}
+
+function renderReading(frame, empty) {
+  paintInk($("input"), frame.input);
+  $("predicted").textContent = empty ? "–" : String(frame.prediction);
+  $("confidence").textContent = empty ? "nothing drawn yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)} % sure`;
+  updateBars(bars, frame.probabilities, empty ? null : frame.prediction);
+}
+
+function renderExplanation(state, empty) {
+  const frame = state.frame;
+  const shown = frame.heatmap ? frame : state.heatmapFrame;
+  $("pending").hidden = Boolean(frame.heatmap);
+  $("heatmap").parentElement.classList.toggle("stale", !frame.heatmap);
+  $("heatmap-title").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
+  $("summary").textContent = summarize(frame, empty);
+  if (!shown) return;
+  const scale = paintRelevance($("heatmap"), shown.heatmap, state.view.overlay ? shown.input : null);
+  const [against, towards] = legendWords(shown);
+  updateLegend(legend, scale, against, towards);
+  if (frame.heatmap) timer.painted(frame.seq ?? -1);
+}
+
+function renderSelectionControls(state) {
+  const { hidden, alone: isAlone } = state.selection;
+  const lrp = state.config?.method === "lrp";
+  $("alone").disabled = hidden === null || !lrp;
+  $("alone").checked = hidden !== null && isAlone;
+  $("reset").disabled = state.selection.output === null && hidden === null;
+}
+
+// Layout changes (rotation, resize): the diagram is rebuilt if its layout
+// changed (renderNetwork compares layouts), the ink is redrawn at the new size.
+function relayout() {
+  rendered = null;
+  renderRequest ??= requestAnimationFrame(render);
+}
+new ResizeObserver(relayout).observe(networkBox);
+window.addEventListener("resize", relayout); // a height change alone moves the fit budget
+new ResizeObserver(() => pad.redraw(store.get().drawing.strokes)).observe($("pad"));

@@ -1,0 +1,311 @@
+// The network diagram: an SVG built once per model and width, restyled per
+// frame. Input (summarised as the 28×28 image the model sees) → every hidden
+// neuron in a grid → the 10 outputs; lines from the hidden neurons to the
+// explained class carry the relevance flowing along them.
+
+import { css, diverging, prefersDarkText, sequential } from "./colormap.js";
+import { paintInk } from "./heatmap.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const HTML = "http://www.w3.org/1999/xhtml";
+
+/** Every neuron is a tap target at least this wide and high, CSS px (WCAG 2.2 §2.5.5 AAA). */
+export const MIN_CELL_PX = 44;
+const MAX_CELL_PX = 76;
+const MAX_OUTPUT_CELL_PX = 60;
+const INPUT_PX = 44;
+const FAN_PX = 34;
+const EDGE_BAND_PX = 52;
+/** Width kept for the input caption left of the input image on narrow diagrams. */
+const INPUT_CAPTION_PX = 190;
+const PROBABILITY_TEXT_PX = 22;
+/** Lines drawn to the explained class: every one for small layers, else the strongest. */
+const MAX_LINES = 24;
+
+/**
+ * Positions of every element for `hidden` neurons in `widthPx`, choosing the
+ * hidden grid's columns so cells are as large as fit `heightBudgetPx`, never
+ * below MIN_CELL_PX (the diagram then grows taller than the budget).
+ * @returns {object} layout in CSS px: width, height, cell, cols, rows, hidden[{x,y}], outputs[{x,y}], ...
+ */
+export function layoutNetwork(hidden, widthPx, heightBudgetPx) {
+  const width = Math.max(MIN_CELL_PX * 5, widthPx);
+  const outCols = width / 10 >= MIN_CELL_PX ? 10 : 5;
+  const outCell = Math.min(MAX_OUTPUT_CELL_PX, width / outCols);
+  const outRowPx = outCell + PROBABILITY_TEXT_PX;
+  const outputsHeight = (10 / outCols) * outRowPx;
+  const gridTop = 4 + INPUT_PX + FAN_PX;
+  const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsHeight;
+
+  let best = null;
+  for (let cols = 1; cols <= hidden; cols += 1) {
+    const rows = Math.ceil(hidden / cols);
+    const cell = Math.min(MAX_CELL_PX, width / cols, gridBudget / rows);
+    const better = !best || cell > best.cell + 1e-6 || (cell > best.cell - 1e-6 && cols * rows < best.cols * best.rows);
+    if (better) best = { cols, rows, cell };
+  }
+  if (best.cell < MIN_CELL_PX) {
+    const cols = Math.max(1, Math.min(hidden, Math.floor(width / MIN_CELL_PX)));
+    best = { cols, rows: Math.ceil(hidden / cols), cell: Math.min(MAX_CELL_PX, width / cols) };
+  }
+  const { cols, rows, cell } = best;
+  const gridLeft = (width - cols * cell) / 2;
+  const hiddenPositions = Array.from({ length: hidden }, (_, j) => ({
+    x: gridLeft + ((j % cols) + 0.5) * cell,
+    y: gridTop + (Math.floor(j / cols) + 0.5) * cell,
+  }));
+  const outTop = gridTop + rows * cell + EDGE_BAND_PX;
+  const outLeft = (width - outCols * outCell) / 2;
+  const outputPositions = Array.from({ length: 10 }, (_, c) => ({
+    x: outLeft + ((c % outCols) + 0.5) * outCell,
+    y: outTop + Math.floor(c / outCols) * outRowPx + outCell / 2,
+  }));
+  return {
+    width, height: outTop + outputsHeight + 4, hidden, cols, rows, cell, outCell, gridTop, gridLeft, outTop,
+    input: { x: Math.max((width - INPUT_PX) / 2, INPUT_CAPTION_PX), y: 4, size: INPUT_PX },
+    hiddenPositions, outputPositions,
+  };
+}
+
+function element(name, attributes = {}, parent = null) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  if (parent) parent.append(node);
+  return node;
+}
+
+function caption(parent, x, y, text) {
+  const node = element("text", { x, y, class: "caption" }, parent);
+  node.textContent = text;
+  return node;
+}
+
+/** One neuron: a transparent square hit target (≥ 44 px) with a circle and its label. */
+function neuron(parent, { x, y }, cell, radius, kind, index, label) {
+  const group = element("g", {
+    class: `neuron ${kind}`, tabindex: -1, role: "button", "aria-pressed": "false",
+    "data-kind": kind, "data-index": index,
+    "aria-label": kind === "hidden" ? `Hidden neuron ${index}` : `Output neuron for digit ${index}`,
+  }, parent);
+  element("rect", { class: "hit", x: x - cell / 2, y: y - cell / 2, width: cell, height: cell, rx: 6 }, group);
+  const circle = element("circle", { class: "body", cx: x, cy: y, r: radius, fill: "#ffffff", stroke: "#cbd5e1" }, group);
+  const text = element("text", { class: "label", x, y, dy: "0.35em" }, group);
+  text.textContent = label;
+  return { group, circle, text };
+}
+
+function frameRect(parent, className, size) {
+  return element("rect", { class: className, width: size, height: size, rx: 8, visibility: "hidden" }, parent);
+}
+
+function place(rect, { x, y }, size) {
+  rect.setAttribute("x", x - size / 2);
+  rect.setAttribute("y", y - size / 2);
+  rect.setAttribute("visibility", "visible");
+}
+
+/**
+ * Build the SVG for a layout. Returns the cached elements `updateNetwork` restyles.
+ * @param {HTMLElement} container
+ * @param {object} layout  from layoutNetwork
+ */
+export function buildNetwork(container, layout) {
+  const svg = element("svg", {
+    width: layout.width, height: layout.height, viewBox: `0 0 ${layout.width} ${layout.height}`,
+    class: "network-svg", role: "group", "aria-label": `Network: 784 inputs, ${layout.hidden} hidden neurons, 10 outputs`,
+  });
+  const { cell, outCell, input, gridTop, gridLeft, cols, rows, outTop } = layout;
+
+  // Every pixel feeds every hidden neuron: one shaded fan stands for 784 × H weights.
+  const gridRight = gridLeft + cols * cell;
+  element("polygon", {
+    class: "fan",
+    points: `${input.x},${input.y + input.size} ${input.x + input.size},${input.y + input.size} ${gridRight},${gridTop} ${gridLeft},${gridTop}`,
+  }, svg);
+  const inputObject = element("foreignObject", { x: input.x, y: input.y, width: input.size, height: input.size }, svg);
+  const inputCanvas = document.createElementNS(HTML, "canvas");
+  inputCanvas.className = "network-input";
+  inputObject.append(inputCanvas);
+
+  const lineLayer = element("g", { class: "edges" }, svg);
+  const lines = layout.hiddenPositions.map(({ x, y }) => element("line", { x1: x, y1: y, x2: x, y2: y, visibility: "hidden" }, lineLayer));
+
+  const markers = element("g", { class: "markers" }, svg);
+  const predictedFrame = frameRect(markers, "predicted-frame", outCell - 6);
+
+  const hiddenLayer = element("g", { class: "hidden-layer" }, svg);
+  const radius = cell * 0.4;
+  const hidden = layout.hiddenPositions.map((position, j) => neuron(hiddenLayer, position, cell, radius, "hidden", j, String(j)));
+  const outputLayer = element("g", { class: "output-layer" }, svg);
+  const outputs = layout.outputPositions.map((position, c) => neuron(outputLayer, position, outCell, outCell * 0.36, "output", c, String(c)));
+  const probabilities = layout.outputPositions.map(({ x, y }) => {
+    const text = element("text", { class: "probability", x, y: y + outCell / 2 + 15 }, outputLayer);
+    text.textContent = "";
+    return text;
+  });
+  const selectedHidden = frameRect(svg, "selected-frame", cell - 2);
+  const selectedOutput = frameRect(svg, "selected-frame", outCell - 1);
+
+  caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
+  caption(svg, 4, gridTop - 8, `Hidden layer: ${layout.hidden} neurons · tap one`);
+  const outputCaption = caption(svg, 4, outTop - 10, "Output layer: digits 0–9 · tap one");
+
+  container.replaceChildren(svg);
+  // Roving tabindex (WAI-ARIA APG, "Keyboard Navigation Inside Components"):
+  // Tab enters the diagram at one neuron, arrow keys move within it.
+  hidden[0].group.setAttribute("tabindex", 0);
+  return { layout, svg, inputCanvas, lines, hidden, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
+}
+
+/**
+ * Restyle the cached elements for a frame and the selection. Touches only
+ * attributes and text of elements built by buildNetwork.
+ * @param {ReturnType<typeof buildNetwork>} view
+ * @param {object} frame      decoded frame (arrays.decodeFrame)
+ * @param {{output: number|null, hidden: number|null}} selection
+ */
+export function updateNetwork(view, frame, selection) {
+  paintInk(view.inputCanvas, frame.input);
+  const maxActivation = Math.max(...frame.activations, 1e-9);
+  const target = frame.target;
+  const H = view.hidden.length;
+  const relevance = Array.from({ length: H }, (_, j) => frame.edges.values[j * 10 + target]);
+  const maxRelevance = Math.max(...relevance.map(Math.abs), 1e-12);
+
+  view.hidden.forEach(({ circle, text }, j) => {
+    const fill = sequential(frame.activations[j] / maxActivation);
+    circle.setAttribute("fill", css(fill));
+    circle.setAttribute("stroke", css(diverging(relevance[j] / maxRelevance)));
+    text.setAttribute("fill", prefersDarkText(fill) ? "#0f172a" : "#ffffff");
+  });
+
+  const strongest = new Set([...relevance.keys()].sort((a, b) => Math.abs(relevance[b]) - Math.abs(relevance[a])).slice(0, MAX_LINES));
+  const to = view.layout.outputPositions[target];
+  view.lines.forEach((line, j) => {
+    const strength = Math.abs(relevance[j]) / maxRelevance;
+    if (!strongest.has(j) || strength < 0.02) {
+      line.setAttribute("visibility", "hidden");
+      return;
+    }
+    line.setAttribute("visibility", "visible");
+    line.setAttribute("x2", to.x);
+    line.setAttribute("y2", to.y);
+    line.setAttribute("stroke", css(diverging(relevance[j] / maxRelevance)));
+    line.setAttribute("stroke-width", (1 + 6 * strength).toFixed(2));
+    line.setAttribute("stroke-opacity", (0.35 + 0.6 * strength).toFixed(2));
+  });
+
+  view.outputs.forEach(({ circle, text }, c) => {
+    const fill = sequential(frame.probabilities[c]);
+    circle.setAttribute("fill", css(fill));
+    text.setAttribute("fill", prefersDarkText(fill) ? "#0f172a" : "#ffffff");
+    view.probabilities[c].textContent = `${Math.round(frame.probabilities[c] * 100)}%`;
+    view.probabilities[c].classList.toggle("predicted", c === frame.prediction);
+  });
+  place(view.predictedFrame, view.layout.outputPositions[frame.prediction], view.layout.outCell - 6);
+  if (target !== view.lastTarget) {
+    view.outputCaption.textContent = `Output layer · lines: relevance for '${target}'`;
+    view.lastTarget = target;
+  }
+  markSelection(view, selection);
+}
+
+/** Move the selection frames and aria-pressed to the selected neurons. */
+export function markSelection(view, { output, hidden }) {
+  const { layout } = view;
+  if (hidden === null || hidden >= view.hidden.length) view.selectedHidden.setAttribute("visibility", "hidden");
+  else place(view.selectedHidden, layout.hiddenPositions[hidden], layout.cell - 2);
+  if (output === null) view.selectedOutput.setAttribute("visibility", "hidden");
+  else place(view.selectedOutput, layout.outputPositions[output], layout.outCell - 1);
+  view.hidden.forEach(({ group }, j) => group.setAttribute("aria-pressed", String(j === hidden)));
+  view.outputs.forEach(({ group }, c) => group.setAttribute("aria-pressed", String(c === output)));
+}
+
+/** All neurons with their centres, for keyboard moves. */
+function nodes(view) {
+  return [
+    ...view.hidden.map(({ group }, j) => ({ group, kind: "hidden", index: j, ...view.layout.hiddenPositions[j] })),
+    ...view.outputs.map(({ group }, c) => ({ group, kind: "output", index: c, ...view.layout.outputPositions[c] })),
+  ];
+}
+
+/**
+ * The neuron an arrow key moves to from `from`: Left/Right step through the
+ * layer, Up/Down go to the nearest neuron above/below (across layers).
+ * @returns {{kind: string, index: number}|null}
+ */
+export function neighbour(view, from, key) {
+  const all = nodes(view);
+  const here = all.find((node) => node.kind === from.kind && node.index === from.index);
+  if (!here) return null;
+  if (key === "ArrowLeft" || key === "ArrowRight") {
+    const step = key === "ArrowLeft" ? -1 : 1;
+    return all.find((node) => node.kind === here.kind && node.index === here.index + step) ?? null;
+  }
+  const down = key === "ArrowDown";
+  const margin = view.layout.cell / 2;
+  let best = null;
+  for (const node of all) {
+    const dy = node.y - here.y;
+    if (down ? dy <= margin : dy >= -margin) continue;
+    const cost = Math.abs(dy) + 3 * Math.abs(node.x - here.x);
+    if (!best || cost < best.cost) best = { node, cost };
+  }
+  return best ? { kind: best.node.kind, index: best.node.index } : null;
+}
+
+/** Focus a neuron and make it the diagram's one Tab stop. */
+export function focusNeuron(view, { kind, index }) {
+  const target = (kind === "hidden" ? view.hidden : view.outputs)[index]?.group;
+  if (!target) return;
+  for (const { group } of [...view.hidden, ...view.outputs]) group.setAttribute("tabindex", -1);
+  target.setAttribute("tabindex", 0);
+  target.focus();
+}
+
+/** The neuron an event happened on, from the data attributes of its group. */
+function pickedNeuron(event) {
+  const group = event.target.closest?.(".neuron");
+  return group ? { kind: group.dataset.kind, index: Number(group.dataset.index) } : null;
+}
+
+/**
+ * Clicks, double-clicks and keys on the diagram → handlers.
+ * Click/tap: pick a neuron. Double-click/double-tap on a hidden neuron: that
+ * neuron alone. Keys on a focused neuron: arrows move the selection, Enter or
+ * Space pick, "a" toggles "neuron alone", Escape goes back to the prediction.
+ * @param {HTMLElement} container  holds the SVG (rebuilt per model and width)
+ * @param {() => ReturnType<typeof buildNetwork>|null} currentView
+ * @param {{onPick: Function, onAlone: Function, onReset: Function}} handlers
+ */
+export function listenNetwork(container, currentView, { onPick, onAlone, onReset }) {
+  container.addEventListener("click", (event) => {
+    const picked = pickedNeuron(event);
+    if (!picked) return;
+    focusNeuron(currentView(), picked);
+    onPick(picked);
+  });
+  container.addEventListener("dblclick", (event) => {
+    const picked = pickedNeuron(event);
+    if (picked?.kind === "hidden") onAlone(picked.index, true);
+  });
+  container.addEventListener("keydown", (event) => {
+    const picked = pickedNeuron(event);
+    const view = currentView();
+    if (!picked || !view) return;
+    if (event.key.startsWith("Arrow")) {
+      const next = neighbour(view, picked, event.key);
+      event.preventDefault(); // arrows move the selection, not the page
+      if (!next) return;
+      focusNeuron(view, next);
+      onPick(next);
+    } else if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      onPick(picked);
+    } else if (event.key === "a" && picked.kind === "hidden") {
+      onAlone(picked.index, null);
+    } else if (event.key === "Escape") {
+      onReset();
+    }
+  });
+}

@@ -1,0 +1,154 @@
+// The protocol client of docs/protocol.md: one WebSocket, `seq` numbering,
+// reconnect with jittered backoff and replay, latency and frame rate.
+// Never touches the DOM: it reports through the callbacks it is given.
+
+/** Close codes after which reconnecting is safe (docs/protocol.md, "Close codes"). */
+const RECONNECT_CODES = new Set([
+  1006, // abnormal closure: the connection dropped (RFC 6455 §7.1.5)
+  1011, // internal error: inference failed for this visitor
+  1012, // service restart
+  1013, // try again later: the server is at capacity
+]);
+/** 1000 normal closure: the server closed an idle visitor; we reconnect on the next touch. */
+const IDLE_CODE = 1000;
+
+/** Backoff before reconnect attempt n (0-based): base·2ⁿ capped, with "equal jitter". */
+export const BACKOFF = { baseMs: 250, capMs: 8000 };
+
+/**
+ * Delay before reconnect attempt `attempt`: half of the exponential step
+ * fixed, half random, so a restarted server is not hit by every visitor in
+ * the same millisecond (Brooker, "Exponential Backoff And Jitter", AWS
+ * Architecture Blog, 2015).
+ * @param {number} attempt 0-based
+ * @param {() => number} random uniform in [0, 1)
+ * @returns {number} ms
+ */
+export function backoffMs(attempt, random = Math.random) {
+  const step = Math.min(BACKOFF.capMs, BACKOFF.baseMs * 2 ** attempt);
+  return step / 2 + random() * (step / 2);
+}
+
+/** Round trips kept for the median latency. */
+const LATENCY_WINDOW = 30;
+
+/** Median of a non-empty list of numbers. */
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * Open the connection and keep it open.
+ * @param {object} options
+ * @param {string} options.url                      ws[s]://host/ws
+ * @param {(message: object) => void} options.onMessage   every server message, parsed
+ * @param {(connection: object) => void} options.onConnection  {status, retryInMs, code}
+ * @param {(welcome: object) => object[]} options.replay   messages (without seq) to send
+ *        after a connection's first welcome, to restore the drawing and selection
+ * @returns {{send: (message: object) => (number|null), wake: () => void, stats: () => object}}
+ */
+export function createSocket({ url, onMessage, onConnection, replay }) {
+  let ws = null;
+  let seq = 0;
+  let attempt = 0;
+  let retryTimer = null;
+  let welcomed = false;
+  const sentAt = new Map(); // seq → performance.now() when sent
+  const roundTrips = [];
+  const frameTimes = [];
+  let frames = 0;
+
+  function report(status, extra = {}) {
+    onConnection({ status, retryInMs: null, code: null, ...extra });
+  }
+
+  function connect() {
+    retryTimer = null;
+    welcomed = false;
+    report(attempt === 0 ? "connecting" : "reconnecting");
+    ws = new WebSocket(url);
+    ws.addEventListener("message", receive);
+    ws.addEventListener("close", closed);
+  }
+
+  function receive(event) {
+    const message = JSON.parse(event.data);
+    if (message.type === "frame" || message.type === "comparison") measure(message.seq);
+    if (message.type === "welcome" && !welcomed) {
+      welcomed = true;
+      attempt = 0;
+      report("open");
+      onMessage(message);
+      for (const next of replay(message)) send(next);
+      return;
+    }
+    onMessage(message);
+  }
+
+  function measure(frameSeq) {
+    const now = performance.now();
+    if (frameSeq !== null && sentAt.has(frameSeq)) {
+      roundTrips.push(now - sentAt.get(frameSeq));
+      if (roundTrips.length > LATENCY_WINDOW) roundTrips.shift();
+    }
+    // Latest-wins: a frame answers every seq up to its own (docs/protocol.md, "frame").
+    for (const key of sentAt.keys()) if (frameSeq !== null && key <= frameSeq) sentAt.delete(key);
+    frames += 1;
+    frameTimes.push(now);
+    while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
+  }
+
+  function closed(event) {
+    ws = null;
+    sentAt.clear();
+    if (RECONNECT_CODES.has(event.code)) {
+      const delay = backoffMs(attempt);
+      attempt += 1;
+      report("reconnecting", { retryInMs: delay, code: event.code });
+      retryTimer = setTimeout(connect, delay);
+    } else if (event.code === IDLE_CODE) {
+      report("idle", { code: event.code });
+    } else {
+      // 1003, 1007, 1008, 1009: the server refused how we spoke; retrying
+      // would repeat it. The visitor can still reconnect by touching the page.
+      report("closed", { code: event.code });
+    }
+  }
+
+  /**
+   * Send a client message with the next `seq`.
+   * @returns {number|null} its seq, or null when not connected (the state
+   *   keeps the drawing and selection; they are replayed on reconnect)
+   */
+  function send(message) {
+    if (!ws || ws.readyState !== WebSocket.OPEN || !welcomed) return null;
+    seq += 1; // seq increases strictly on the connection (docs/protocol.md)
+    sentAt.set(seq, performance.now());
+    ws.send(JSON.stringify({ ...message, seq }));
+    return seq;
+  }
+
+  /** Reconnect now after an idle or refused close, or skip a pending backoff wait. */
+  function wake() {
+    if (ws) return;
+    if (retryTimer !== null) clearTimeout(retryTimer);
+    attempt = 0;
+    connect();
+  }
+
+  /** {latencyMs: median round trip of the last frames, fps: frames in the last second, frames} */
+  function stats() {
+    const now = performance.now();
+    while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
+    return {
+      latencyMs: roundTrips.length ? median(roundTrips) : null,
+      fps: frameTimes.length,
+      frames,
+    };
+  }
+
+  connect();
+  return { send, wake, stats };
+}

@@ -1,0 +1,160 @@
+// The page's one state object, changed only by `reduce(state, action)`.
+//
+// Data flows one way: input (pointer, keys, socket messages) → action →
+// reduce → new state → render. Views never write back into the state; they
+// call the handlers main.js gives them, which dispatch actions. The state is
+// plain data (decoded arrays are typed arrays), so it can be logged or saved.
+
+/** @returns {object} the state before the server has said anything */
+export function initialState() {
+  return {
+    connection: { status: "connecting", retryInMs: null, code: null },
+    welcome: null, // last `welcome` message: model, models, methods, rules, limits
+    config: null, // {model, method, rule}: ours once the first welcome set it
+    selection: { output: null, hidden: null, alone: false },
+    drawing: { strokes: [], lastId: 0, version: 0 },
+    frame: null, // last `frame`, arrays decoded (arrays.decodeFrame)
+    heatmapFrame: null, // last frame that carried a heatmap (on-pause methods send null while drawing)
+    comparison: null, // last `comparison`, maps decoded, with the drawing version it answered
+    comparing: false, // a compare request is in flight
+    card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
+    view: { overlay: false },
+    stats: { latencyMs: null, fps: 0, frames: 0 },
+    notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
+  };
+}
+
+/** Default drawing limits until the welcome brings the server's (docs/protocol.md). */
+const DEFAULT_LIMITS = { max_points_per_message: 512, max_points: 4096, max_strokes: 64 };
+
+/** The server's limits, or the documented defaults before the first welcome. */
+export function limitsOf(state) {
+  return { ...DEFAULT_LIMITS, ...(state.welcome?.limits ?? {}) };
+}
+
+/** Number of points in the drawing. */
+export function pointCount(drawing) {
+  return drawing.strokes.reduce((sum, stroke) => sum + stroke.points.length, 0);
+}
+
+/** Whether the drawing has no ink. */
+export function isEmpty(drawing) {
+  return pointCount(drawing) === 0;
+}
+
+/** The class a hidden neuron is explained under: the selected one, else the prediction. */
+export function classForHidden(state) {
+  return state.selection.output ?? state.frame?.prediction ?? null;
+}
+
+const reducers = {
+  connection: (state, { connection }) => ({ ...state, connection }),
+
+  welcome(state, { message }) {
+    // The first welcome of the page sets our config; later ones (reconnect,
+    // model change) only describe the server: our config and selection are
+    // replayed to it (docs/protocol.md, "Close codes").
+    const first = state.config === null;
+    return {
+      ...state,
+      welcome: message,
+      config: first ? { ...message.state } : state.config,
+      selection: first
+        ? { output: message.state.output, hidden: message.state.hidden, alone: false }
+        : state.selection,
+    };
+  },
+
+  frame(state, { frame, stats }) {
+    return {
+      ...state,
+      frame,
+      heatmapFrame: frame.heatmap ? frame : state.heatmapFrame,
+      stats,
+    };
+  },
+
+  comparison: (state, { comparison }) => ({
+    ...state,
+    comparison: { ...comparison, drawingVersion: state.drawing.version },
+    comparing: false,
+  }),
+
+  compareRequested: (state) => ({ ...state, comparing: true }),
+
+  notice: (state, { notice }) => ({ ...state, notice }),
+
+  strokeStart(state) {
+    const { strokes, lastId, version } = state.drawing;
+    const stroke = { id: lastId + 1, points: [] };
+    return { ...state, drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 } };
+  },
+
+  points(state, { points }) {
+    const { strokes, lastId, version } = state.drawing;
+    const last = strokes[strokes.length - 1];
+    const grown = { ...last, points: last.points.concat(points) };
+    return { ...state, drawing: { strokes: [...strokes.slice(0, -1), grown], lastId, version: version + 1 } };
+  },
+
+  undo(state) {
+    const { strokes, lastId, version } = state.drawing;
+    return { ...state, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
+  },
+
+  clear(state) {
+    // Stroke ids keep increasing after a clear (docs/protocol.md, "clear, undo").
+    return { ...state, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
+  },
+
+  select: (state, { selection }) => ({ ...state, selection }),
+
+  configure(state, { change }) {
+    const config = { ...state.config, ...change };
+    // A model change resets the selection: hidden indices differ between models.
+    const modelChanged = change.model !== undefined && change.model !== state.config.model;
+    return {
+      ...state,
+      config,
+      selection: modelChanged ? { output: null, hidden: null, alone: false } : state.selection,
+      card: modelChanged ? null : state.card,
+      comparison: modelChanged ? null : state.comparison,
+    };
+  },
+
+  card: (state, { card }) => ({ ...state, card }),
+
+  overlay: (state, { on }) => ({ ...state, view: { ...state.view, overlay: on } }),
+};
+
+/**
+ * The next state.
+ * @param {object} state
+ * @param {{type: string}} action  one of the keys of `reducers`, with its fields
+ */
+export function reduce(state, action) {
+  const reducer = reducers[action.type];
+  if (!reducer) throw new Error(`Expected one of ${Object.keys(reducers).join(", ")}, got action ${action.type}`);
+  return reducer(state, action);
+}
+
+/**
+ * A store: the current state, `dispatch(action)` and `subscribe(listener)`.
+ * Listeners get `(state, previous)` after every dispatch.
+ */
+export function createStore(state = initialState()) {
+  let current = state;
+  const listeners = new Set();
+  return {
+    get: () => current,
+    dispatch(action) {
+      const previous = current;
+      current = reduce(current, action);
+      for (const listener of listeners) listener(current, previous);
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}

@@ -1,0 +1,100 @@
+// Words for what the page shows: the heatmap title, the legend ends and a
+// one-sentence reading of the frame. Pure: frame and selection in, strings out.
+
+/** "a 4", "an 8": the article English puts before a spoken digit. */
+function digitPhrase(digit) {
+  return digit === 8 ? `an 8` : `a ${digit}`;
+}
+
+function percent(probability) {
+  return `${Math.round(probability * 100)} %`;
+}
+
+/** Label of a method name, from welcome.methods. */
+export function methodLabel(welcome, name) {
+  return welcome?.methods.find((method) => method.name === name)?.label ?? name;
+}
+
+/**
+ * The heatmap title in words, e.g. "CRP: what hidden neuron 17 contributes to '4'".
+ * @param {object} frame  the frame shown
+ * @param {object} welcome
+ * @returns {string}
+ */
+export function heatmapTitle(frame, welcome) {
+  const target = `'${frame.target}'`;
+  switch (frame.mode) {
+    case "crp":
+      return `CRP: what hidden neuron ${frame.hidden} contributes to ${target}`;
+    case "hidden":
+      return `Hidden neuron ${frame.hidden} alone: what it responds to in your drawing`;
+    case "attribution":
+      return `${methodLabel(welcome, frame.method)}: evidence for ${target}`;
+    default:
+      return frame.output === null || frame.output === frame.prediction
+        ? `LRP: why the network reads ${target}`
+        : `LRP: what speaks for and against ${target}`;
+  }
+}
+
+/** Words under the blue and red ends of the legend. */
+export function legendWords(frame) {
+  if (frame.mode === "hidden") return [`holds neuron ${frame.hidden} back`, `makes neuron ${frame.hidden} fire`];
+  return [`against '${frame.target}'`, `for '${frame.target}'`];
+}
+
+/** The two most probable classes, most probable first. */
+function topTwo(probabilities) {
+  const order = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]);
+  return order.slice(0, 2);
+}
+
+/**
+ * What hidden neuron `frame.hidden` adds to class `frame.target`, as its share
+ * of all the hidden layer's supporting relevance (hidden_relevance > 0).
+ */
+function hiddenShare(frame) {
+  const j = frame.hidden;
+  const relevance = frame.hidden_relevance;
+  const support = relevance.reduce((sum, r) => sum + Math.max(r, 0), 0);
+  const rank = 1 + relevance.filter((r) => r > relevance[j]).length;
+  if (relevance[j] > 0 && support > 0) {
+    const share = Math.max(1, Math.round((100 * relevance[j]) / support));
+    return `Hidden neuron ${j} supplies ${share} % of the evidence for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found that evidence, blue pixels argued against.`;
+  }
+  if (relevance[j] < 0) {
+    return `Hidden neuron ${j} argues against ${frame.target}; red pixels are where it still found evidence for ${frame.target}, blue pixels are what it holds against it.`;
+  }
+  return `Hidden neuron ${j} adds nothing to ${frame.target} for this drawing: it is silent or does not feed ${frame.target}.`;
+}
+
+function readingSentence(frame) {
+  const [first, second] = topTwo(frame.probabilities);
+  const p = frame.probabilities;
+  if (p[first] < 0.5) {
+    return `The network is unsure: ${digitPhrase(first)} (${percent(p[first])}) or ${digitPhrase(second)} (${percent(p[second])}).`;
+  }
+  return `The network reads ${digitPhrase(first)} (${percent(p[first])}).`;
+}
+
+/**
+ * One or two plain sentences for the visitor, e.g. "The network reads a 4
+ * (92 %). Red pixels pushed it toward 4; blue pixels pushed it away."
+ * @param {object} frame
+ * @param {boolean} empty  nothing drawn yet
+ * @returns {string}
+ */
+export function summarize(frame, empty) {
+  if (empty) return "Draw a digit from 0 to 9 in the box. The network reads it while you draw.";
+  const reading = readingSentence(frame);
+  const t = frame.target;
+  if (frame.mode === "crp") return `${reading} ${hiddenShare(frame)}`;
+  if (frame.mode === "hidden") {
+    const activation = frame.activations[frame.hidden];
+    if (activation <= 0) return `${reading} Hidden neuron ${frame.hidden} is silent for this drawing: nothing in it makes this neuron fire.`;
+    return `${reading} Hidden neuron ${frame.hidden} fires at ${activation.toFixed(2)}; red pixels made it fire, blue pixels held it back.`;
+  }
+  if (frame.pending) return `${reading} This method runs when you pause drawing.`;
+  if (t !== frame.prediction) return `${reading} Red pixels speak for ${t}; blue pixels speak against it.`;
+  return `${reading} Red pixels pushed it toward ${t}; blue pixels pushed it away.`;
+}
