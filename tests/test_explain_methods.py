@@ -1,0 +1,100 @@
+"""Captum methods through the engine: equal to captum's own output, and to closed forms."""
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import (IntegratedGradients, InputXGradient, KernelShap, Lime, NoiseTunnel, Occlusion,
+                         Saliency)
+
+from model_store import load_model
+from model_store.strokes import load_golden_digits
+from server.explain import methods
+from server.explain.engine import Engine, Request, Selection
+from server.raster import rasterize
+
+
+@pytest.fixture(scope="module", params=["h16", "default"])
+def model(request):
+    return load_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def images():
+    golden = load_golden_digits()
+    return np.stack([rasterize(golden[label]) for label in (2, 5, 9)])
+
+
+def captum_directly(model: torch.nn.Module, method: str, image: np.ndarray, target: int) -> torch.Tensor:
+    """The captum call for ``method``, written out from the documented settings."""
+    x = torch.from_numpy(image).reshape(1, 1, 28, 28).requires_grad_(True)
+    mask = torch.arange(28).div(4, rounding_mode="floor")
+    superpixels = (mask[:, None] * 7 + mask[None, :]).reshape(1, 1, 28, 28)
+    if method == "saliency":
+        return Saliency(model).attribute(x, target=target)
+    if method == "gradient_x_input":
+        return InputXGradient(model).attribute(x, target=target)
+    if method == "integrated_gradients":
+        return IntegratedGradients(model).attribute(x, baselines=0.0, target=target, n_steps=50)
+    if method == "smoothgrad":
+        return NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", target=target, nt_samples=10,
+                                                      stdevs=0.15)
+    if method == "occlusion":
+        return Occlusion(model).attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0,
+                                          target=target, perturbations_per_eval=169)
+    explainer = Lime(model) if method == "lime" else KernelShap(model)
+    return explainer.attribute(x, baselines=0.0, target=target, feature_mask=superpixels, n_samples=100,
+                               perturbations_per_eval=100)
+
+
+@pytest.mark.parametrize("method", methods.CAPTUM_METHODS)
+def test_engine_equals_captum(model, images, method):
+    engine = Engine(model)
+    requests = [Request(image, Selection(output=c)) for image, c in zip(images, (2, 3, 9))]
+    requests = [Request(r.image, r.selection, method=method) for r in requests]
+    # Sampling methods draw from torch's global generator: the same seed before each run.
+    torch.manual_seed(7)
+    frames = engine.explain(requests)
+    torch.manual_seed(7)
+    expected = [captum_directly(model, method, r.image, r.selection.output) for r in requests]
+    for frame, theirs in zip(frames, expected):
+        assert frame.mode == "attribution" and frame.heatmap.dtype == np.float32
+        theirs = theirs.detach().reshape(28, 28).numpy()
+        assert np.abs(theirs).max() > 0
+        assert np.allclose(frame.heatmap, theirs, rtol=1e-5, atol=1e-6 * np.abs(theirs).max())
+
+
+def test_gradient_methods_match_the_closed_form(model, images):
+    """∂y_c/∂x = W1ᵀ (1[z > 0] ⊙ W2[c]); Saliency is its magnitude, Gradient × Input its product with x."""
+    engine = Engine(model)
+    w1, b1, w2 = (t.detach().double().numpy() for t in (model.fc1.weight, model.fc1.bias, model.fc2.weight))
+    for image in images:
+        x = image.reshape(784).astype(np.float64)
+        active = (w1 @ x + b1) > 0
+        for c in (0, 6):
+            gradient = w1.T @ (active * w2[c])
+            saliency, product, epsilon = engine.explain([
+                Request(image, Selection(output=c), method="saliency"),
+                Request(image, Selection(output=c), method="gradient_x_input"),
+                Request(image, Selection(output=c), method="lrp", rule="epsilon")])
+            scale = np.abs(gradient).max()
+            assert np.allclose(saliency.heatmap.ravel(), np.abs(gradient), atol=1e-5 * scale)
+            assert np.allclose(product.heatmap.ravel(), x * gradient, atol=1e-5 * scale)
+            # LRP-ε (started from the logit) is Gradient × Input on this network.
+            assert np.allclose(epsilon.heatmap, product.heatmap, atol=1e-5 * scale)
+
+
+def test_integrated_gradients_is_nearly_complete(model, images):
+    """Σ IG ≈ logit(drawing) − logit(blank canvas), up to the 50-step quadrature."""
+    engine = Engine(model)
+    blank = engine.explain([Request(np.zeros((28, 28), dtype=np.float32), Selection())])[0].logits
+    for image in images:
+        frame = engine.explain([Request(image, Selection(), method="integrated_gradients")])[0]
+        gap = frame.logits[frame.target] - blank[frame.target]
+        assert frame.conservation["input_sum"] == pytest.approx(gap, rel=0.02, abs=0.05)
+
+
+def test_superpixels_are_49_blocks_of_4x4():
+    mask = methods.superpixels()
+    assert mask.shape == (1, 1, 28, 28)
+    assert torch.bincount(mask.ravel()).tolist() == [16] * 49
+    assert mask[0, 0, :4, :4].unique().tolist() == [0] and mask[0, 0, 24:, 24:].unique().tolist() == [48]
