@@ -87,6 +87,7 @@ class Visitor:
         self.stroke_id = 0
         self.pending: deque[tuple[int, float]] = deque()
         self.drained = asyncio.Event()
+        self.closing = False  # set once we close: how that close ends is not the server's doing
 
     async def open(self, url: str, origin: str, timeout_s: float) -> None:
         """Connect and read ``welcome`` and the first frame (raises on anything else)."""
@@ -167,7 +168,8 @@ class Visitor:
                 elif message.get("type") == "error":
                     self.on_error(message, tally)
         except ConnectionClosed as closed:
-            tally.errors[f"close:{closed.rcvd.code if closed.rcvd else 1006}"] += 1
+            if not self.closing:
+                tally.errors[f"close:{closed.rcvd.code if closed.rcvd else 1006}"] += 1
         self.drained.set()
 
     async def run(self, start: float, stop: float, drain_s: float, tally: Tally) -> None:
@@ -186,6 +188,7 @@ class Visitor:
         except TimeoutError:
             pass  # what is still pending is counted below as unanswered
         tally.unanswered += len(self.pending)
+        self.closing = True
         await self.socket.close()
         await receiver
 
