@@ -31,11 +31,10 @@ const MAX_LINES = 24;
 export function layoutNetwork(hidden, widthPx, heightBudgetPx) {
   const width = Math.max(MIN_CELL_PX * 5, widthPx);
   const outCols = width / 10 >= MIN_CELL_PX ? 10 : 5;
-  const outCell = Math.min(MAX_OUTPUT_CELL_PX, width / outCols);
-  const outRowPx = outCell + PROBABILITY_TEXT_PX;
-  const outputsHeight = (10 / outCols) * outRowPx;
+  const outCellBase = Math.min(MAX_OUTPUT_CELL_PX, width / outCols);
   const gridTop = 4 + INPUT_PX + FAN_PX;
-  const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsHeight;
+  const outputsBudget = (10 / outCols) * (outCellBase + PROBABILITY_TEXT_PX);
+  const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsBudget;
 
   let best = null;
   for (let cols = 1; cols <= hidden; cols += 1) {
@@ -49,6 +48,10 @@ export function layoutNetwork(hidden, widthPx, heightBudgetPx) {
     best = { cols, rows: Math.ceil(hidden / cols), cell: Math.min(MAX_CELL_PX, width / cols) };
   }
   const { cols, rows, cell } = best;
+  // Outputs as large as the hidden cells when the width allows (a kiosk), never below MIN_CELL_PX.
+  const outCell = Math.max(outCellBase, Math.min(cell, width / outCols));
+  const outRowPx = outCell + PROBABILITY_TEXT_PX;
+  const outputsHeight = (10 / outCols) * outRowPx;
   const gridLeft = (width - cols * cell) / 2;
   const hiddenPositions = Array.from({ length: hidden }, (_, j) => ({
     x: gridLeft + ((j % cols) + 0.5) * cell,

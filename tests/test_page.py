@@ -1,0 +1,489 @@
+"""The page in a real browser: Debian chromium driven by Playwright, against a real server.
+
+One server and one browser serve the module; each test opens its own page
+(a fresh WebSocket, a fresh drawing).  What the page shows is read from the
+DOM and its canvases; what it received is read off the wire (Playwright's
+WebSocket frame events) and decoded as docs/protocol.md says.  Every wait is
+on a signal (a WebSocket frame, a DOM state) with a deadline.
+
+The median pointer event → heatmap painted time (User Timing measures named
+``pointer-to-heatmap``, see static/timing.js) is printed by
+``test_pointer_to_heatmap_latency``: run with ``-s`` to see it.
+"""
+
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, sync_playwright
+
+from model_store.strokes import load_golden_digits
+from tests.support import ROOT, decode_array, server_process
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+WAIT_MS = 10_000
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Name → viewport of the screenshots the README shows (issue #6).
+SCREEN_SIZES = {
+    "phone-390x844": (390, 844),
+    "tablet-820x1180": (820, 1180),
+    "laptop-1366x768": (1366, 768),
+    "kiosk-1920x1080": (1920, 1080),
+}
+MIN_TEXT_PX = 14.0
+MIN_TARGET_PX = 44.0
+
+Strokes = list[list[tuple[float, float]]]
+
+
+@dataclass
+class Wire:
+    """Every message the page sent and received over its WebSockets, parsed, in order."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    sockets: list[WebSocket] = field(default_factory=list)
+
+    def attach(self, socket: WebSocket) -> None:
+        self.sockets.append(socket)
+        socket.on("framereceived", lambda payload: self.received.append(orjson.loads(payload)))
+        socket.on("framesent", lambda payload: self.sent.append(orjson.loads(payload)))
+
+    def frames(self) -> list[dict[str, Any]]:
+        return [message for message in self.received if message["type"] == "frame"]
+
+    def wait_received(self, predicate: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
+        """The first message from index ``after`` on that satisfies ``predicate``, waiting for it if needed.
+
+        Playwright's sync API delivers events only inside its calls, so no
+        message can slip in between the scan and the wait.
+        """
+        for message in self.received[after:]:
+            if predicate(message):
+                return message
+        payload = self.sockets[-1].wait_for_event(
+            "framereceived", predicate=lambda data: predicate(orjson.loads(data)), timeout=WAIT_MS)
+        return orjson.loads(payload)
+
+    def wait_sent(self, predicate: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
+        """The first message the page sent from index ``after`` on that satisfies ``predicate``."""
+        for message in self.sent[after:]:
+            if predicate(message):
+                return message
+        payload = self.sockets[-1].wait_for_event(
+            "framesent", predicate=lambda data: predicate(orjson.loads(data)), timeout=WAIT_MS)
+        return orjson.loads(payload)
+
+    def frame_for(self, seq: int, after: int = 0) -> dict[str, Any]:
+        """The first frame that reflects client message ``seq``."""
+        return self.wait_received(lambda m: m["type"] == "frame" and m["seq"] is not None and m["seq"] >= seq, after)
+
+    def last_sent_seq(self) -> int:
+        return self.sent[-1]["seq"]
+
+
+@dataclass
+class Visit:
+    """One open page and what went over its WebSocket."""
+
+    context: BrowserContext
+    page: Page
+    wire: Wire
+    errors: list[str]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with server_process() as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[int, Strokes]:
+    return load_golden_digits()
+
+
+def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
+    """A new page at ``url``, returned once it is live and shows the first frame."""
+    context = browser.new_context(viewport={"width": width, "height": height}, has_touch=touch,
+                                  is_mobile=touch, device_scale_factor=1)
+    page = context.new_page()
+    wire = Wire()
+    errors: list[str] = []
+    page.on("websocket", wire.attach)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(url)
+    page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+    wire.wait_received(lambda m: m["type"] == "frame")
+    page.wait_for_selector(".neuron.hidden", timeout=WAIT_MS)
+    return Visit(context, page, wire, errors)
+
+
+@pytest.fixture
+def visit(browser: Browser, server: str) -> Iterator[Visit]:
+    opened = open_page(browser, server)
+    yield opened
+    opened.context.close()
+    assert not [e for e in opened.errors if "favicon" not in e], opened.errors
+
+
+def pad_box(page: Page) -> dict[str, float]:
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    return box
+
+
+def to_screen(box: dict[str, float], point: tuple[float, float]) -> tuple[float, float]:
+    return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
+
+
+def next_stroke_seq(wire: Wire, sent_before: int) -> int:
+    """The seq of the first stroke message sent after index ``sent_before``."""
+    return wire.wait_sent(lambda m: m["type"] == "stroke", after=sent_before)["seq"]
+
+
+def draw_with_mouse(visit: Visit, strokes: Strokes) -> None:
+    """Draw ``strokes`` with the mouse; each stroke waits, button still down, for a frame reflecting it.
+
+    Raises playwright's TimeoutError if a stroke gets no frame before pointerup.
+    """
+    page, wire = visit.page, visit.wire
+    box = pad_box(page)
+    for stroke in strokes:
+        sent_before = len(wire.sent)
+        received_before = len(wire.received)
+        page.mouse.move(*to_screen(box, stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*to_screen(box, point), steps=3)
+        # The button is still down: a frame reflecting this stroke must come now, not at pointerup.
+        wire.frame_for(next_stroke_seq(wire, sent_before), after=received_before)
+        page.mouse.up()
+
+
+def touch_points(box: dict[str, float], point: tuple[float, float]) -> list[dict[str, float]]:
+    x, y = to_screen(box, point)
+    return [{"x": x, "y": y, "radiusX": 4, "radiusY": 4, "force": 0.5, "id": 0}]
+
+
+def draw_with_touch(visit: Visit, strokes: Strokes) -> None:
+    """Draw ``strokes`` with CDP touch events (one finger); like draw_with_mouse, each stroke waits
+    for a frame reflecting it before the finger lifts."""
+    page, wire = visit.page, visit.wire
+    cdp = visit.context.new_cdp_session(page)
+    box = pad_box(page)
+    for stroke in strokes:
+        sent_before = len(wire.sent)
+        received_before = len(wire.received)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": touch_points(box, stroke[0])})
+        for start, end in zip(stroke, stroke[1:]):
+            for t in (1 / 3, 2 / 3, 1.0):
+                point = (start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": touch_points(box, point)})
+        wire.frame_for(next_stroke_seq(wire, sent_before), after=received_before)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
+def settle(visit: Visit) -> dict[str, Any]:
+    """The frame answering everything the page sent, once the page has rendered it."""
+    frame = visit.wire.frame_for(visit.wire.last_sent_seq())
+    # Rendering happens in requestAnimationFrame: two frames later the DOM shows it.
+    visit.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    return frame
+
+
+def heatmap_title(page: Page) -> str:
+    return page.locator("#heatmap-title").inner_text()
+
+
+def expected_colours(page: Page, heatmap: np.ndarray) -> np.ndarray:
+    """The page's own colour map (static/colormap.js) applied to R / max|R|, as (784, 3) bytes."""
+    scale = float(np.abs(heatmap).max()) or 1.0
+    values = (heatmap.reshape(-1) / scale).astype(float).tolist()
+    colours = page.evaluate(
+        "async (values) => { const { diverging } = await import('/static/colormap.js');"
+        " return values.map((v) => diverging(v)); }", values)
+    return np.asarray(colours, dtype=np.int16)
+
+
+def shown_heatmap(page: Page) -> np.ndarray:
+    """The heatmap canvas's 28×28 pixels as (784, 3) bytes."""
+    rgba = page.evaluate(
+        "() => Array.from(document.getElementById('heatmap').getContext('2d').getImageData(0, 0, 28, 28).data)")
+    return np.asarray(rgba, dtype=np.int16).reshape(-1, 4)[:, :3]
+
+
+def click_neuron(page: Page, kind: str, index: int) -> None:
+    page.locator(f".neuron.{kind}[data-index='{index}']").click()
+
+
+def strongest_hidden(frame: dict[str, Any]) -> int:
+    """The hidden neuron passing the most relevance to the frame's target class."""
+    edges = decode_array(frame["edges"])
+    return int(np.argmax(edges[:, frame["target"]]))
+
+
+def test_mouse_drawing_streams_frames_during_the_stroke(visit: Visit, golden: dict[int, Strokes]) -> None:
+    first_stroke = max(golden[4], key=len)
+    page, wire = visit.page, visit.wire
+    box = pad_box(page)
+    page.mouse.move(*to_screen(box, first_stroke[0]))
+    page.mouse.down()
+    half = len(first_stroke) // 2
+    for point in first_stroke[1:half]:
+        page.mouse.move(*to_screen(box, point), steps=3)
+    stroke_seq = next_stroke_seq(wire, 0)
+    frame = wire.frame_for(stroke_seq)
+    # Mid-stroke, button still down: frames arrived and the page shows a reading.
+    page.wait_for_function("() => /^[0-9]$/.test(document.getElementById('predicted').textContent)", timeout=WAIT_MS)
+    frames_mid_stroke = len(wire.frames())
+    for point in first_stroke[half:]:
+        page.mouse.move(*to_screen(box, point), steps=3)
+    later = wire.frame_for(wire.last_sent_seq())
+    assert len(wire.frames()) > frames_mid_stroke, "no new frame while the stroke went on"
+    assert later["seq"] > frame["seq"]
+    page.mouse.up()
+
+    draw_with_mouse(visit, [stroke for stroke in golden[4] if stroke is not first_stroke])
+    final = settle(visit)
+    assert final["prediction"] == 4
+    assert page.locator("#predicted").inner_text() == "4"
+    assert heatmap_title(page) == "LRP: why the network reads '4'"
+    sent_points = sum(len(m["points"]) for m in wire.sent if m["type"] == "stroke")
+    assert sent_points >= sum(len(stroke) for stroke in golden[4])
+
+
+def test_touch_drawing_streams_frames_during_the_stroke(browser: Browser, server: str,
+                                                        golden: dict[int, Strokes]) -> None:
+    visit = open_page(browser, server, 390, 844, touch=True)
+    try:
+        draw_with_touch(visit, golden[7])
+        touch_strokes = [m for m in visit.wire.sent if m["type"] == "stroke"]
+        assert len({m["id"] for m in touch_strokes}) == len(golden[7])
+        final = settle(visit)
+        assert final["prediction"] == 7
+        assert visit.page.locator("#predicted").inner_text() == "7"
+        # The page did not scroll or zoom while the finger moved (touch-action: none).
+        assert visit.page.evaluate("() => [window.scrollY, visualViewport.scale]") == [0, 1]
+    finally:
+        visit.context.close()
+
+
+def test_hidden_neuron_shows_its_crp_map(visit: Visit, golden: dict[int, Strokes]) -> None:
+    draw_with_mouse(visit, golden[3])
+    lrp = settle(visit)
+    assert lrp["mode"] == "lrp" and lrp["prediction"] == 3
+    j = strongest_hidden(lrp)
+
+    click_neuron(visit.page, "hidden", j)
+    crp = visit.wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "crp" and m["hidden"] == j)
+    settle(visit)
+    assert heatmap_title(visit.page) == f"CRP: what hidden neuron {j} contributes to '3'"
+    assert crp["output"] == 3 and crp["target"] == 3
+    crp_map, lrp_map = decode_array(crp["heatmap"]), decode_array(lrp["heatmap"])
+    assert np.abs(crp_map).max() > 0
+    assert not np.allclose(crp_map / np.abs(crp_map).max(), lrp_map / np.abs(lrp_map).max(), atol=0.05)
+    shown = shown_heatmap(visit.page)
+    expected = expected_colours(visit.page, crp_map)
+    assert np.abs(shown - expected).max() <= 2, "the canvas does not show the frame's heatmap"
+    assert visit.page.locator(f".neuron.hidden[data-index='{j}']").get_attribute("aria-pressed") == "true"
+    visit.page.wait_for_selector(".card-body:not([hidden]) .thumbs .thumb", timeout=WAIT_MS)
+    assert visit.page.locator(".card-title").inner_text() == f"Hidden neuron {j}"
+    assert visit.page.locator("#card .thumbs").first.locator(".thumb").count() == 8
+
+
+def test_output_neuron_gives_lrp_for_that_class(visit: Visit, golden: dict[int, Strokes]) -> None:
+    draw_with_mouse(visit, golden[9])
+    assert settle(visit)["prediction"] == 9
+    click_neuron(visit.page, "output", 4)
+    frame = visit.wire.wait_received(lambda m: m["type"] == "frame" and m["output"] == 4)
+    settle(visit)
+    assert frame["mode"] == "lrp" and frame["target"] == 4 and frame["hidden"] is None
+    assert heatmap_title(visit.page) == "LRP: what speaks for and against '4'"
+    expected = expected_colours(visit.page, decode_array(frame["heatmap"]))
+    assert np.abs(shown_heatmap(visit.page) - expected).max() <= 2
+    assert visit.page.locator(".neuron.output[data-index='4']").get_attribute("aria-pressed") == "true"
+
+
+def focused_neuron(page: Page) -> dict[str, Any]:
+    return page.evaluate(
+        "() => { const g = document.activeElement; const c = g.querySelector('circle');"
+        " return {kind: g.dataset.kind, index: Number(g.dataset.index),"
+        " x: Number(c.getAttribute('cx')), y: Number(c.getAttribute('cy'))}; }")
+
+
+def test_keyboard_moves_the_selection(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, golden[2])
+    assert settle(visit)["prediction"] == 2
+    page.focus("#model")
+    page.keyboard.press("Tab")
+    start = focused_neuron(page)
+    assert start["kind"] == "hidden", "Tab after the model picker does not enter the diagram"
+
+    page.keyboard.press("ArrowRight")
+    right = focused_neuron(page)
+    assert (right["kind"], right["index"]) == ("hidden", start["index"] + 1)
+    frame = wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == right["index"])
+    assert frame["mode"] == "crp" and frame["output"] == 2
+
+    page.keyboard.press("ArrowDown")
+    down = focused_neuron(page)
+    assert down["kind"] == "hidden" and down["x"] == right["x"] and down["y"] > right["y"]
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == down["index"])
+
+    page.keyboard.press("a")
+    alone = wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "hidden")
+    assert alone["hidden"] == down["index"] and alone["output"] is None
+    settle(visit)
+    assert heatmap_title(page) == f"Hidden neuron {down['index']} alone: what it responds to in your drawing"
+
+    page.keyboard.press("Escape")
+    back = wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] is None and m["output"] is None,
+                              after=wire.received.index(alone) + 1)
+    assert back["mode"] == "lrp"
+    settle(visit)
+    assert heatmap_title(page) == "LRP: why the network reads '2'"
+
+
+def test_switching_to_h16_redraws_the_diagram(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    default_hidden = wire.received[0]["model"]["hidden"]
+    assert default_hidden != 16 and page.locator(".neuron.hidden").count() == default_hidden
+    draw_with_mouse(visit, golden[0])
+    settle(visit)
+    page.select_option("#model", "h16")
+    welcome = wire.wait_received(lambda m: m["type"] == "welcome" and m["model"]["name"] == "h16")
+    frame = wire.wait_received(lambda m: m["type"] == "frame" and m["model"] == "h16")
+    assert welcome["model"]["hidden"] == 16 and len(frame["activations"]) == 16
+    page.wait_for_function("() => document.querySelectorAll('.neuron.hidden').length === 16", timeout=WAIT_MS)
+    assert page.locator(".neuron.output").count() == 10
+    settle(visit)
+    assert page.locator("#predicted").inner_text() == str(frame["prediction"])
+    click_neuron(page, "hidden", 15)
+    wire.wait_received(lambda m: m["type"] == "frame" and m["model"] == "h16" and m["hidden"] == 15)
+
+
+def ink_pixels(page: Page) -> int:
+    """Pixels of the drawing pad with ink on them."""
+    return page.evaluate(
+        "() => { const c = document.getElementById('pad'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i] > 128) n += 1; return n; }")
+
+
+def test_page_reconnects_after_a_server_restart_with_the_drawing_intact(
+        browser: Browser, golden: dict[int, Strokes]) -> None:
+    with server_process() as first:
+        visit = open_page(browser, first.url)
+        page, wire = visit.page, visit.wire
+        draw_with_mouse(visit, golden[5])
+        frame = settle(visit)
+        assert frame["prediction"] == 5
+        j = strongest_hidden(frame)
+        click_neuron(page, "hidden", j)
+        wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+        ink_before = ink_pixels(page)
+        assert ink_before > 0
+    # The server got SIGTERM: the page was told 1012 and waits to reconnect.
+    page.wait_for_selector("#status[data-status=reconnecting]", timeout=WAIT_MS)
+    assert "Reconnecting" in page.locator("#status").inner_text()
+    port = first.url.rsplit(":", 1)[1]
+    sockets_before, received_before = len(wire.sockets), len(wire.received)
+    try:
+        with server_process(env={"PORT": port}):
+            page.wait_for_selector("#status[data-status=open]", timeout=3 * WAIT_MS)
+            assert len(wire.sockets) > sockets_before
+            replayed = wire.wait_received(
+                lambda m: m["type"] == "frame" and m["hidden"] == j and m["prediction"] == 5,
+                after=received_before)
+            assert replayed["mode"] == "crp"
+            settle(visit)
+            assert page.locator("#predicted").inner_text() == "5"
+            assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '5'"
+            assert ink_pixels(page) == ink_before
+    finally:
+        visit.context.close()
+
+
+def test_pointer_to_heatmap_latency(visit: Visit, golden: dict[int, Strokes]) -> None:
+    for digit in (1, 5, 8):
+        draw_with_mouse(visit, golden[digit])
+        settle(visit)
+        visit.page.click("#clear")
+    durations = visit.page.evaluate(
+        "() => performance.getEntriesByName('pointer-to-heatmap').map((entry) => entry.duration)")
+    assert len(durations) >= 20 and min(durations) > 0
+    print(f"\npointer event → heatmap painted: median {statistics.median(durations):.1f} ms, "
+          f"p90 {np.percentile(durations, 90):.1f} ms over {len(durations)} input batches (headless chromium)")
+
+
+def small_texts(page: Page) -> list[str]:
+    """Visible text nodes whose computed font size is below MIN_TEXT_PX (HTML and SVG)."""
+    return page.evaluate(
+        """(minimum) => {
+          const small = [];
+          const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const element = node.parentElement;
+            if (!node.textContent.trim() || !element.getClientRects().length) continue;
+            if (element.closest('[hidden]') || getComputedStyle(element).visibility === 'hidden') continue;
+            let size = parseFloat(getComputedStyle(element).fontSize);
+            const svg = element.closest('svg');
+            if (svg) size *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+            if (size < minimum - 0.01) small.push(`${node.textContent.trim()} (${size.toFixed(1)} px)`);
+          }
+          return small;
+        }""", MIN_TEXT_PX)
+
+
+def small_targets(page: Page) -> list[str]:
+    """Neurons whose tap target is under MIN_TARGET_PX in either direction."""
+    return page.evaluate(
+        """(minimum) => [...document.querySelectorAll('.neuron .hit')]
+          .map((rect) => [rect.parentElement.getAttribute('aria-label'), rect.getBoundingClientRect()])
+          .filter(([, box]) => box.width < minimum - 0.01 || box.height < minimum - 0.01)
+          .map(([label, box]) => `${label}: ${box.width.toFixed(1)}×${box.height.toFixed(1)}`)""", MIN_TARGET_PX)
+
+
+@pytest.mark.parametrize("name", list(SCREEN_SIZES))
+def test_screenshots_have_no_overflow_small_text_or_small_targets(
+        browser: Browser, server: str, golden: dict[int, Strokes], name: str) -> None:
+    width, height = SCREEN_SIZES[name]
+    visit = open_page(browser, server, width, height)
+    try:
+        page = visit.page
+        draw_with_mouse(visit, golden[4])
+        frame = settle(visit)
+        j = strongest_hidden(frame)
+        click_neuron(page, "hidden", j)
+        visit.wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+        page.wait_for_selector(".card-body:not([hidden]) .thumbs .thumb", timeout=WAIT_MS)
+        settle(visit)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
+        assert small_texts(page) == []
+        assert small_targets(page) == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    finally:
+        visit.context.close()
