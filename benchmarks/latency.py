@@ -38,7 +38,7 @@ import orjson
 from tqdm import tqdm
 
 from .loadgen import LoadSpec, Observation, run_load
-from .targets import KINDS, Kind, LocalServer, kinds_named, metrics_url, origin_for, sample_metrics
+from .targets import KINDS, Kind, LocalServer, Probe, kinds_named, metrics_url, origin_for, sample_metrics
 from .workload import Pace, load_drawings
 
 GOAL_P99_MS = 33.0  # two display frames at 60 Hz
@@ -170,7 +170,7 @@ def machine() -> dict:
             "load_average_at_start": [round(value, 2) for value in os.getloadavg()]}
 
 
-def measure(kind_name: str, url: str, origin: str, probe, visitor_counts: Sequence[int],
+def measure(kind_name: str, url: str, origin: str, probe: Probe, visitor_counts: Sequence[int],
             args: argparse.Namespace, drawings: tuple, progress: tqdm) -> list[dict]:
     """Sweep ``visitor_counts`` against one server; skip the rest once p99 passes ``--stop-above-ms``."""
     steps: list[dict] = []
@@ -226,8 +226,9 @@ def format_table(report: dict) -> str:
     lines = ["latency per input message, ms; fps = frames/s; in/v = input messages/s per visitor; "
              "CPU in cores", header]
 
-    def cell(value: float | None) -> str:
-        return "inf" if value is None else f"{value:.1f}"
+    def cell(value: float | None, missing: str = "inf") -> str:
+        """A latency (``None``: unanswered, shown as inf) or a server figure (``None``: not available)."""
+        return missing if value is None else f"{value:.1f}"
 
     for name, steps in report["results"].items():
         for step in steps:
@@ -239,8 +240,8 @@ def format_table(report: dict) -> str:
                 f"{name:<14}{step['visitors']:>5}{cell(latency['p50']):>8}{cell(latency['p95']):>8}"
                 f"{cell(latency['p99']):>8}{cell(latency['max']):>8}{step['frames_per_s']:>8.0f}"
                 f"{step['frames_per_s_per_visitor']:>7.1f}{step['input_rate_per_visitor_hz']:>6.1f}"
-                f"{step['coalesced_fraction']:>6.2f}{cell(step['server_cpu_cores']):>7}"
-                f"{step['client_cpu_cores']:>7.2f}{cell(step['server_rss_mb']):>8}  {step['errors'] or ''}")
+                f"{step['coalesced_fraction']:>6.2f}{cell(step['server_cpu_cores'], 'n/a'):>7}"
+                f"{step['client_cpu_cores']:>7.2f}{cell(step['server_rss_mb'], 'n/a'):>8}  {step['errors'] or ''}")
     lines.append(f"largest N with p99 <= {GOAL_P99_MS:.0f} ms: {report['largest_visitors_within_p99_33ms']}")
     for name, goal in report["goals"].items():
         lines.append(f"goal {name}: {goal['goal']}, measured {goal['measured']}, met: {goal['met']}")

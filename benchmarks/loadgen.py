@@ -17,7 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .targets import ProcessSample
+from .targets import ProcessSample, Probe
 from .workload import Pace, Schedule, Stroke, visitor_schedule
 
 # A frame of the H=128 model is about 12 kB; leave room for larger models.
@@ -274,7 +274,7 @@ class Observation:
     wall_s: float
 
 
-def run_load(spec: LoadSpec, probe: Callable[[], ProcessSample | None]) -> Observation:
+def run_load(spec: LoadSpec, probe: Probe) -> Observation:
     """Run one step: spawn the client processes, measure for ``spec.duration_s``, collect.
 
     ``probe`` samples the server (CPU, RSS) at the window's start and end.
