@@ -161,6 +161,8 @@ def test_all_maps_refuses_bad_input(engine):
         engine.all_maps(np.stack([good_image(), with_pixel(2.0)]), "epsilon")
     with pytest.raises(ValueError, match=r"\(B, 28, 28\)"):
         engine.all_maps(good_image(), "epsilon")
+    with pytest.raises(ValueError, match=r"\(B, 28, 28\)"):
+        engine.all_maps(np.zeros((2, 28, 27), dtype=np.float32), "epsilon")
 
 
 def test_unknown_backend():

@@ -276,10 +276,13 @@ class Engine:
         rule:
             A key of :data:`server.explain.rules.RULES`.
         """
-        if not isinstance(images, np.ndarray) or images.ndim != 3:
+        if not isinstance(images, np.ndarray) or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
             raise ValueError(f"images must be a (B, 28, 28) numpy array, got {getattr(images, 'shape', images)!r}")
-        for index, image in enumerate(images):
-            check_image(image, f"image {index}")
+        if not (np.issubdtype(images.dtype, np.floating) and np.isfinite(images).all()
+                and images.min(initial=0.0) >= 0.0 and images.max(initial=0.0) <= 1.0):
+            # Name the first offending image, with the reason.
+            for index, image in enumerate(images):
+                check_image(image, f"image {index}")
         check_rule(rule, "all_maps")
         classes, hidden = self._relevance.all_maps(self._forward(list(images)), rule)
         batch = len(images)

@@ -88,8 +88,8 @@ class Start:
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + ε·(sign z + [z = 0])``, exactly as ``zennit.core.stabilize``."""
-    return z + ((z == 0.0).to(z) + z.sign()) * epsilon
+    """``z + ε·(sign z + [z = 0])`` as ``zennit.core.stabilize``, bit for bit: ``z ± ε`` away from 0."""
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
 
 
 def closed_form(rule: LayerRule, weight: torch.Tensor, bias: torch.Tensor) -> tuple[ShareGroup, ...]:
@@ -115,23 +115,24 @@ def closed_form(rule: LayerRule, weight: torch.Tensor, bias: torch.Tensor) -> tu
     raise ValueError(f"unknown LRP rule kind {rule.kind!r}")
 
 
-def _inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list[torch.Tensor]:
+def inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list[torch.Tensor]:
     """``1 / stab(D_g x + d_g)`` per group, each ``(B, n_out)``."""
     return [1.0 / stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon) for g in groups]
 
 
 def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor,
-              dtype: torch.dtype = DTYPE) -> torch.Tensor:
+              dtype: torch.dtype = DTYPE, inverses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """``(B, n_out, n_in)``: the lower relevance of each output unit ``k`` started alone from ``start[b, k]``.
 
     ``R[b, k] = Σ_g start[b, k] / D_g[b, k] · (x[b] ⊙ A_g[k] + C_g[k])``, the
     rows of the share matrix scaled by ``start``.  The coefficients are always
     computed in ``DTYPE``; ``dtype=torch.float32`` runs the expansion, as large
     as the output, in float32, which halves its memory traffic and rounds each
-    value by at most 1e-7 of itself.
+    value by at most 1e-7 of itself.  ``inverses``: :func:`inverse_denominators`
+    of ``groups`` and ``x`` if already at hand.
     """
     maps = None
-    for group, inverse in zip(groups, _inverse_denominators(groups, x)):
+    for group, inverse in zip(groups, inverses or inverse_denominators(groups, x)):
         single = dtype == torch.float32
         numerator = group.numerator32 if single else group.numerator.to(dtype)
         constant = group.constant32 if single else group.constant
@@ -143,10 +144,14 @@ def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor
     return maps
 
 
-def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """Lower relevance ``(B, M, n_in)`` of ``M`` upper relevance vectors ``(B, M, n_out)`` per sample."""
+def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Tensor,
+              inverses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """Lower relevance ``(B, M, n_in)`` of ``M`` upper relevance vectors ``(B, M, n_out)`` per sample.
+
+    ``inverses``: :func:`inverse_denominators` of ``groups`` and ``x`` if already at hand.
+    """
     lower = None
-    for group, inverse in zip(groups, _inverse_denominators(groups, x)):
+    for group, inverse in zip(groups, inverses or inverse_denominators(groups, x)):
         scaled = relevance * inverse[:, None, :]
         term = x[:, None, :] * (scaled @ group.numerator)
         if group.constant is not None:
@@ -211,5 +216,6 @@ class FastBackend:
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All class maps ``(B, 10, 784)`` (``DTYPE``) and all hidden-neuron maps ``(B, H, 784)`` (float32)."""
         fc1 = self._forms[rule][0]
-        classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2))
-        return classes, unit_maps(fc1, forward.x, forward.z1, dtype=torch.float32)
+        inverses = inverse_denominators(fc1, forward.x)
+        classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2), inverses)
+        return classes, unit_maps(fc1, forward.x, forward.z1, torch.float32, inverses)
