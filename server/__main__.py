@@ -1,0 +1,81 @@
+"""``python -m server [--host H] [--port P] [--model NAME]``: serve the app with uvicorn.
+
+Every other setting comes from the environment (:mod:`server.settings`); the
+three options override ``HOST``, ``PORT`` and ``MODEL``.  Once listening, the
+process logs one ``listening`` event with the bound address (port 0 picks a
+free port; tests read it from there).
+"""
+
+import argparse
+import logging.config
+import socket
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .app import create_app
+from .logs import event, log_config
+from .settings import Settings, SettingsError
+from .wsprotocol import ReleasingWebSocketProtocol
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", help="address to listen on (env HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on, 0 for any free one (env PORT, default 8000)")
+    parser.add_argument("--model", help="model served to new visitors (env MODEL, default: the store's default)")
+    return parser.parse_args(argv)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, configure_logging: bool = True) -> uvicorn.Config:
+    """The uvicorn configuration of ``settings``: WebSocket limits, keepalive, shutdown grace, proxies.
+
+    ``configure_logging=False`` leaves the process's logging alone (an app run inside a test process).
+    """
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws=ReleasingWebSocketProtocol,
+        ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
+        ws_per_message_deflate=False,  # a deflate bomb must not cost memory
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        log_config=log_config(settings.log_level) if configure_logging else None,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: the kernel picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    overrides = {name: value for name, value in vars(arguments).items() if value is not None}
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.config.dictConfig(log_config(settings.log_level))
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    # Bound before uvicorn starts, so the port is known even when it was 0; /readyz says when it serves.
+    event("listening", host=host, port=port)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

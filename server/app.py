@@ -1,0 +1,243 @@
+"""The Starlette app: routes, lifespan (models loaded once, readiness check), the ``/ws`` gate.
+
+Routes (docs/protocol.md, "HTTP endpoints"): ``/`` and ``/static`` (the
+page), ``/ws`` (one WebSocket per visitor, :mod:`server.session`),
+``/healthz``, ``/readyz``, ``/metrics``, ``/api/models`` and
+``/api/models/{name}/neurons/{j}``.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette import status
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from model_store import load_model, model_record, model_names, read_manifest
+from model_store.store import store_dir_from_env
+from model_store.strokes import load_golden_digits
+from server.explain.engine import METHODS
+from server.explain.rules import RULES
+
+from . import neurons
+from .batching import Batcher, EngineFactory, EngineThreads, Job, Spec, default_engine_factory
+from .catalog import Catalog, MethodInfo, RuleInfo, model_info
+from .logs import event
+from .metrics import Metrics, create_metrics
+from .origins import origin_allowed
+from .protocol import DEFAULT_METHOD, DEFAULT_RULE, Limits
+from .session import Services, Session
+from .settings import Settings
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
+PLACEHOLDER_PAGE = "<!doctype html><title>xai-live</title><p>The page is not built yet: connect to /ws.</p>"
+
+
+@dataclass
+class Runtime:
+    """What the lifespan builds and the routes read; one per app."""
+
+    settings: Settings
+    engine_factory: EngineFactory
+    metrics: Metrics
+    services: Services | None = None
+    threads: EngineThreads | None = None
+    ready: bool = False
+    readiness: str = "starting"
+    sessions: int = 0
+    scans: dict[str, asyncio.Task[neurons.NeuronScan]] = field(default_factory=dict)
+    digits: neurons.Digits = field(default_factory=neurons.Digits)
+
+
+def create_app(settings: Settings | None = None, engine_factory: EngineFactory = default_engine_factory) -> Starlette:
+    """The app for ``settings`` (default: from the environment).
+
+    ``engine_factory(model, backend)`` builds one engine per worker thread
+    and model; tests pass a wrapper to inject inference failures.
+    """
+    runtime = Runtime(settings or Settings.from_env(), engine_factory, create_metrics())
+    routes = [
+        Route("/", homepage),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/api/models", api_models),
+        Route("/api/models/{name}/neurons/{neuron:int}", api_neuron),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app
+
+
+def _runtime(connection: Request | WebSocket) -> Runtime:
+    return connection.app.state.runtime
+
+
+# Lifespan
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Load every model of the store once, start the engine threads, check the golden digits."""
+    runtime: Runtime = app.state.runtime
+    settings = runtime.settings
+    torch.set_num_threads(1)  # see server.batching
+    catalog = build_catalog(settings)
+    models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
+    runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
+    batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
+                      batch_max=settings.batch_max if settings.coalesce else 1,
+                      batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
+                      max_jobs=settings.max_connections + 1)
+    batcher.start()
+    limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)
+    lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
+    runtime.ready, runtime.readiness = await check_golden_digits(batcher, settings.model or catalog.default_model)
+    event("server_ready" if runtime.ready else "server_not_ready",
+          logging.INFO if runtime.ready else logging.ERROR,
+          models=list(catalog.models), backend=settings.backend, workers=settings.workers,
+          coalesce=settings.coalesce, readiness=runtime.readiness)
+    try:
+        yield
+    finally:
+        lag_probe.cancel()
+        for scan in runtime.scans.values():
+            scan.cancel()
+        await batcher.stop()
+        event("server_stopped")
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    """Models from the store's manifest, methods and rules from the engine."""
+    store_dir = settings.model_store_dir or store_dir_from_env()
+    manifest = read_manifest(store_dir)
+    default = settings.model or manifest.get("default")
+    models = {name: model_info(model_record(name, store_dir)) for name in model_names(store_dir)}
+    if default not in models:
+        raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
+    methods = {name: MethodInfo(name, info.label, info.cost) for name, info in METHODS.items()}
+    rules = {name: RuleInfo(name, info.label, info.description) for name, info in RULES.items()}
+    if DEFAULT_METHOD not in methods or DEFAULT_RULE not in rules:
+        raise ValueError(f"the engine lacks the default method {DEFAULT_METHOD!r} or rule {DEFAULT_RULE!r}")
+    return Catalog(default, models, methods, rules)
+
+
+async def check_golden_digits(batcher: Batcher, model: str) -> tuple[bool, str]:
+    """Classify every golden digit (drawn as strokes) with ``model``; ready only if all are right."""
+    golden = load_golden_digits()
+    spec = (Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE),)
+    jobs = [Job(model, tuple(tuple(stroke) for stroke in strokes), spec) for strokes in golden.values()]
+    results = await asyncio.gather(*(batcher.compute(job) for job in jobs))
+    wrong = [label for label, result in zip(golden, results) if result.frames[0].prediction != label]
+    if wrong:
+        return False, f"model {model!r} misclassifies golden digit(s) {wrong}"
+    return True, f"model {model!r} classifies golden digits {sorted(golden)} correctly"
+
+
+async def probe_event_loop_lag(metrics: Metrics) -> None:
+    """Observe how late a ``LAG_PROBE_S`` sleep wakes up: the time the loop was busy elsewhere."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(LAG_PROBE_S)
+        metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - started - LAG_PROBE_S))
+
+
+# HTTP routes
+
+async def homepage(request: Request) -> Response:
+    index = STATIC_DIR / "index.html"
+    return FileResponse(index) if index.is_file() else HTMLResponse(PLACEHOLDER_PAGE)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    runtime = _runtime(request)
+    code = status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return PlainTextResponse(runtime.readiness, status_code=code)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def api_models(request: Request) -> Response:
+    services = _runtime(request).services
+    catalog = services.catalog
+    return JSONResponse({
+        "default": services.settings.model or catalog.default_model,
+        "models": [{"name": info.name, "hidden": info.hidden, "layers": list(info.layers),
+                    "val_accuracy": info.val_accuracy, "test_accuracy": info.test_accuracy}
+                   for info in catalog.models.values()],
+    })
+
+
+async def api_neuron(request: Request) -> Response:
+    runtime = _runtime(request)
+    name, neuron = request.path_params["name"], request.path_params["neuron"]
+    models = runtime.services.catalog.models
+    if name not in models or not 0 <= neuron < models[name].hidden:
+        return JSONResponse({"error": f"no hidden neuron {neuron} in model {name[:40]!r}"},
+                            status_code=status.HTTP_404_NOT_FOUND)
+    scan = await neuron_scan(runtime, name)
+    images, labels = runtime.digits.get()
+    return JSONResponse(neurons.card(name, neuron, scan, images, labels))
+
+
+async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
+    """The cached scan of ``model``; the first request starts it on an engine thread, others await it."""
+    if model not in runtime.scans:
+        runtime.scans[model] = asyncio.create_task(runtime.services.batcher.call(_scan_on_thread, runtime, model))
+    return await asyncio.shield(runtime.scans[model])
+
+
+def _scan_on_thread(runtime: Runtime, model: str) -> neurons.NeuronScan:
+    images, _ = runtime.digits.get()
+    weights = runtime.threads.models[model].fc1.weight.detach().numpy()
+    return neurons.scan(runtime.threads.engine(model), weights, images)
+
+
+# The WebSocket gate
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """Check the Origin (403 before accept), then capacity (1013 after accept), then serve."""
+    runtime = _runtime(websocket)
+    settings = runtime.settings
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
+                          websocket.url.scheme == "wss", settings.allowed_origins):
+        runtime.metrics.rejected_connections.labels("origin").inc()
+        event("connection_refused", reason="origin")
+        await websocket.send_denial_response(PlainTextResponse("origin not allowed",
+                                                               status_code=status.HTTP_403_FORBIDDEN))
+        return
+    over_capacity = runtime.sessions >= settings.max_connections
+    if not over_capacity:
+        runtime.sessions += 1  # reserved before the first await, so two newcomers cannot both pass
+    try:
+        await websocket.accept()
+        if over_capacity:
+            runtime.metrics.rejected_connections.labels("capacity").inc()
+            event("connection_refused", reason="capacity", open=runtime.sessions)
+            await websocket.close(status.WS_1013_TRY_AGAIN_LATER, "server at capacity")
+            return
+        await Session(websocket, runtime.services).run()
+    finally:
+        if not over_capacity:
+            runtime.sessions -= 1

@@ -1,0 +1,244 @@
+"""Micro-batching of frames across visitors onto a bounded pool of engine threads.
+
+Each visitor has at most one :class:`Job` in flight (``server.session``), so
+the queue holds at most one job per connection.  A dispatcher task waits for
+a free worker thread, takes the oldest job, lets up to ``batch_wait_ms`` pass
+for others to arrive, and hands up to ``batch_max`` jobs to that thread as
+one engine call per model.  While every worker is busy, jobs pile up and the
+next batch is larger: batching grows with load instead of adding latency
+when the server is idle.
+
+Workers run ``torch`` with one thread each (``torch.set_num_threads(1)``: two
+intra-op threads per call stalled batched calls by 50 ms here) and each owns
+one engine per model, built on first use: the reference backend attaches
+hooks to its model, which must never be shared between threads.
+"""
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.explain.engine import Engine, FrameData, Request, Selection
+from server.raster import rasterize
+
+from .metrics import Metrics
+
+T = TypeVar("T")
+EngineFactory = Callable[[nn.Module, str], Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One map to compute for a job's drawing: the selection, method and rule.
+
+    ``heatmap=False`` skips the method's heatmap (an on-pause method while the
+    visitor draws): the frame data is what the engine returns in mode
+    ``attribution`` minus the heatmap, which is all zeros and ``pending``.
+    """
+
+    output: int | None
+    hidden: int | None
+    method: str
+    rule: str
+    heatmap: bool = True
+
+    def request(self, image: np.ndarray) -> Request:
+        """The engine request; without a heatmap, the cheap LRP request that shares every other number."""
+        if self.heatmap:
+            return Request(image, Selection(self.output, self.hidden), method=self.method, rule=self.rule)
+        return Request(image, Selection(self.output, None), method="lrp", rule=self.rule)
+
+    def finish(self, frame: FrameData) -> FrameData:
+        """The engine's frame data, as an attribution method without its heatmap would have it."""
+        if self.heatmap:
+            return frame
+        # engine.Engine._frame in mode "attribution": no relevance reaches the hidden layer.
+        return dataclasses.replace(
+            frame, mode="attribution", hidden_relevance=np.zeros_like(frame.hidden_relevance),
+            heatmap=np.zeros_like(frame.heatmap),
+            conservation={**frame.conservation, "input_sum": 0.0, "hidden_sum": 0.0})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A drawing of one visitor and the maps wanted for it, on model ``model``.
+
+    ``strokes``: tuples of ``(x, y)`` canvas fractions, already validated.
+    """
+
+    model: str
+    strokes: tuple[tuple[tuple[float, float], ...], ...]
+    specs: tuple[Spec, ...]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time."""
+
+    image: np.ndarray
+    frames: list[FrameData]
+    compute_ms: float
+
+
+class InferenceError(RuntimeError):
+    """Computing a job failed; the message names the exception, never the input."""
+
+
+class EngineThreads:
+    """The per-thread engines: each worker thread lazily builds one engine per model."""
+
+    def __init__(self, models: dict[str, nn.Module], backend: str, factory: EngineFactory) -> None:
+        self.models = models
+        self.backend = backend
+        self.factory = factory
+        self.local = threading.local()
+
+    def engine(self, model: str) -> Any:
+        """This thread's engine for ``model``."""
+        engines = self.local.__dict__.setdefault("engines", {})
+        if model not in engines:
+            engines[model] = self.factory(self.models[model], self.backend)
+        return engines[model]
+
+    def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
+        """Compute ``jobs`` (one engine call per model); a failing call is retried job by job.
+
+        Retrying alone finds the job that failed, so only its visitor hears of it.
+        """
+        results: list[JobResult | Exception] = [InferenceError("not computed")] * len(jobs)
+        for model in dict.fromkeys(job.model for job in jobs):
+            indices = [index for index, job in enumerate(jobs) if job.model == model]
+            try:
+                for index, result in zip(indices, self._compute([jobs[i] for i in indices])):
+                    results[index] = result
+            except Exception:  # noqa: BLE001 — isolated below, job by job
+                for index in indices:
+                    results[index] = self._compute_alone(jobs[index])
+        return results
+
+    def _compute_alone(self, job: Job) -> JobResult | Exception:
+        try:
+            return self._compute([job])[0]
+        except Exception as error:  # noqa: BLE001 — handed to the visitor's session, which closes 1011
+            return error
+
+    def _compute(self, jobs: Sequence[Job]) -> list[JobResult]:
+        started = time.perf_counter()
+        images = [rasterize(job.strokes) for job in jobs]
+        requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
+        frames = iter(self.engine(jobs[0].model).explain(requests))
+        compute_ms = (time.perf_counter() - started) * 1000.0
+        return [JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms)
+                for job, image in zip(jobs, images)]
+
+
+def default_engine_factory(model: nn.Module, backend: str) -> Engine:
+    return Engine(model, backend=backend)
+
+
+def _one_torch_thread() -> None:
+    torch.set_num_threads(1)
+
+
+class Batcher:
+    """Runs jobs of many visitors on ``workers`` threads in batches of at most ``batch_max``."""
+
+    def __init__(self, threads: EngineThreads, metrics: Metrics, workers: int, batch_max: int,
+                 batch_wait_ms: float, max_jobs: int) -> None:
+        self.threads = threads
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine",
+                                           initializer=_one_torch_thread)
+        self.free_workers = asyncio.Semaphore(workers)
+        self.queue: asyncio.Queue[tuple[Job, asyncio.Future[JobResult]]] = asyncio.Queue(maxsize=max_jobs)
+        self.running: set[asyncio.Task[None]] = set()
+        self.dispatcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.dispatcher = asyncio.create_task(self._dispatch(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop dispatching, fail queued jobs, drop the threads without waiting for them."""
+        if self.dispatcher is not None:
+            self.dispatcher.cancel()
+            await asyncio.gather(self.dispatcher, return_exceptions=True)
+        while not self.queue.empty():
+            _, future = self.queue.get_nowait()
+            if not future.done():
+                future.set_exception(InferenceError("server shutting down"))
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def compute(self, job: Job) -> JobResult:
+        """Queue ``job`` and wait for its result; raises :class:`InferenceError`."""
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        # Bounded: every connection has at most one job in flight (QueueFull would be a bug).
+        self.queue.put_nowait((job, future))
+        return await future
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on a worker thread, holding a worker like a batch does."""
+        async with self.free_workers:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self.free_workers.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self.free_workers.release()
+                raise
+            task = asyncio.create_task(self._run(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _collect(self) -> list[tuple[Job, asyncio.Future[JobResult]]]:
+        """The oldest live job, plus whatever else arrives within ``batch_wait_s`` (up to ``batch_max``)."""
+        batch = [await self._next_live()]
+        self._drain(batch)
+        if len(batch) < self.batch_max and self.batch_wait_s > 0:
+            await asyncio.sleep(self.batch_wait_s)
+            self._drain(batch)
+        return batch
+
+    async def _next_live(self) -> tuple[Job, asyncio.Future[JobResult]]:
+        while True:
+            item = await self.queue.get()
+            if not item[1].done():  # a visitor that left cancelled its future
+                return item
+
+    def _drain(self, batch: list[tuple[Job, asyncio.Future[JobResult]]]) -> None:
+        while len(batch) < self.batch_max and not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item[1].done():
+                batch.append(item)
+
+    async def _run(self, batch: list[tuple[Job, asyncio.Future[JobResult]]]) -> None:
+        jobs = [job for job, _ in batch]
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self.threads.run, jobs)
+        except RuntimeError as error:  # the executor was shut down under us
+            results = [InferenceError(str(error))] * len(batch)
+        finally:
+            self.free_workers.release()
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        for (_, future), result in zip(batch, results):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(InferenceError(f"{type(result).__name__}: {result}"))
+            else:
+                future.set_result(result)

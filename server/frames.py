@@ -1,0 +1,138 @@
+"""The wire layout of every server → client message (docs/protocol.md), written once.
+
+Each ``encode_*`` function returns the UTF-8 JSON text of one message as
+``bytes`` (orjson).  Arrays of 28×28 or more travel as
+``{"dtype", "shape", "scale"?, "data"}`` with standard base64 data
+(RFC 4648 §4); shorter vectors are plain JSON numbers.
+"""
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .catalog import Catalog
+from .protocol import PROTOCOL_VERSION, ErrorCode, Limits, View
+
+U8_SCALE = 1.0 / 255.0
+I8_MAX = 127
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _base64(values: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")
+
+
+def encode_u8(image: np.ndarray) -> dict[str, Any]:
+    """Values in [0, 1] as bytes ``round(v·255)``: exact to within 1/510."""
+    quantised = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return {"dtype": "u8", "shape": list(image.shape), "scale": U8_SCALE, "data": _base64(quantised)}
+
+
+def encode_i8(values: np.ndarray) -> dict[str, Any]:
+    """Signed values as ``round(v / scale)`` with ``scale = max|v| / 127``: exact to within ``scale / 2``.
+
+    An all-zero (or empty) array has ``scale`` 0 and all bytes 0.
+    """
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    scale = largest / I8_MAX
+    quantised = np.zeros(values.shape, dtype=np.int8) if scale == 0.0 else \
+        np.clip(np.rint(values / scale), -I8_MAX, I8_MAX).astype(np.int8)
+    return {"dtype": "i8", "shape": list(values.shape), "scale": scale, "data": _base64(quantised)}
+
+
+def encode_f32(values: np.ndarray) -> dict[str, Any]:
+    """Float32 little-endian (IEEE 754), no scale."""
+    return {"dtype": "f32", "shape": list(values.shape), "data": _base64(values.astype("<f4"))}
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """A contiguous float32 vector, which orjson writes as the shortest float32 decimals."""
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document, option=_OPTIONS)
+
+
+def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[str, float]) -> bytes:
+    """The ``welcome`` message for a visitor in state ``view``.
+
+    ``timing``: the limits that are settings of the I/O layer
+    (``max_message_bytes``, ``max_frames_per_s``, ``idle_timeout_s``, ``ping_interval_s``, ``pause_ms``).
+    """
+    model = catalog.models[view.model]
+    return _dumps({
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "model": {"name": model.name, "layers": list(model.layers), "hidden": model.hidden,
+                  "test_accuracy": model.test_accuracy},
+        "models": [{"name": info.name, "hidden": info.hidden, "test_accuracy": info.test_accuracy}
+                   for info in catalog.models.values()],
+        "methods": [{"name": info.name, "label": info.label, "cost": info.cost}
+                    for info in catalog.methods.values()],
+        "rules": [{"name": info.name, "label": info.label, "description": info.description}
+                  for info in catalog.rules.values()],
+        "state": {"model": view.model, "method": view.method, "rule": view.rule,
+                  "output": view.output, "hidden": view.hidden},
+        "limits": {"max_message_bytes": timing["max_message_bytes"],
+                   "max_points_per_message": limits.max_points_per_message,
+                   "max_points": limits.max_points, "max_strokes": limits.max_strokes,
+                   "max_frames_per_s": timing["max_frames_per_s"], "idle_timeout_s": timing["idle_timeout_s"],
+                   "ping_interval_s": timing["ping_interval_s"], "pause_ms": timing["pause_ms"]},
+    })
+
+
+def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, compute_ms: float) -> bytes:
+    """The ``frame`` message.
+
+    Parameters
+    ----------
+    view:
+        The visitor state the frame was computed from (``seq``, selection, configuration).
+    image:
+        ``(28, 28)`` float32 model input in [0, 1].
+    data:
+        The engine's ``FrameData`` for the request.
+    pending:
+        ``True`` while an on-pause method waits for stillness: the heatmap is sent as ``null``.
+    compute_ms:
+        Server time spent on this frame, milliseconds.
+    """
+    conservation = data.conservation
+    return _dumps({
+        "type": "frame",
+        "seq": view.seq,
+        "model": view.model, "method": view.method, "rule": view.rule,
+        "output": view.output, "hidden": view.hidden,
+        "target": int(data.target), "mode": data.mode,
+        "prediction": int(data.prediction),
+        "probabilities": _floats(data.probabilities),
+        "logits": _floats(data.logits),
+        "activations": _floats(data.activations),
+        "hidden_relevance": _floats(data.hidden_relevance),
+        "edges": encode_f32(np.asarray(data.edges)),
+        "input": encode_u8(image),
+        "heatmap": None if pending else encode_i8(np.asarray(data.heatmap)),
+        "conservation": {key: float(conservation[key]) for key in ("input_sum", "hidden_sum", "logit")},
+        "pending": pending,
+        "compute_ms": round(compute_ms, 3),
+    })
+
+
+def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]], catalog: Catalog) -> bytes:
+    """The ``comparison`` message: one heatmap per ``(method, FrameData, compute_ms)``."""
+    return _dumps({
+        "type": "comparison",
+        "seq": view.seq,
+        "target": target,
+        "maps": [{"method": method, "label": catalog.methods[method].label, "cost": catalog.methods[method].cost,
+                  "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
+                 for method, data, compute_ms in maps],
+    })
+
+
+def encode_error(code: ErrorCode, message: str, seq: int | None) -> bytes:
+    """The ``error`` message for a refused client message."""
+    return _dumps({"type": "error", "seq": seq, "code": str(code), "message": message})

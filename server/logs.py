@@ -1,0 +1,71 @@
+"""Structured logging: one JSON object per line per event, never the contents of a message."""
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+LOGGER_NAME = "xai"
+
+
+class JsonLineFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "event", ...fields}`` on one line; tracebacks as one escaped string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", None) or record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document, default=str).decode()
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for uvicorn and the app: JSON lines on stderr."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonLineFormatter}},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            LOGGER_NAME: {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            # One line per HTTP request is noise next to the WebSocket events; warnings stay.
+            "uvicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log the event ``name`` with ``fields`` (numbers, names, codes: never client text)."""
+    logging.getLogger(LOGGER_NAME).log(level, name, extra={"event": name, "fields": fields})
+
+
+class RateLimitedEvent:
+    """Log an event at most once per ``interval_s``, counting the ones left out.
+
+    For events a peer can trigger at will (invalid UTF-8, binary frames), so
+    that an attacker cannot flood the log.
+    """
+
+    def __init__(self, name: str, interval_s: float = 10.0, level: int = logging.WARNING) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.level = level
+        self.last = -float("inf")
+        self.suppressed = 0
+
+    def __call__(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            self.suppressed += 1
+            return
+        event(self.name, self.level, suppressed_since_last=self.suppressed, **fields)
+        self.last, self.suppressed = now, 0
+

@@ -1,0 +1,302 @@
+"""The asyncio layer of one visitor's WebSocket: input in as it arrives, frames out latest-wins.
+
+Two tasks per connection:
+
+* the **receive loop** applies each message to the visitor's
+  :class:`~server.protocol.VisitorState` as soon as it arrives (refusals are
+  answered with an ``error`` at once) and only sets a *dirty* flag;
+* the **frame loop** waits for the flag, waits for the next frame slot
+  (``max_frames_per_s``), snapshots the state and computes one frame for
+  everything that arrived meanwhile.  At most one inference per visitor is
+  in flight, and nothing queues up behind it: latest wins.
+
+With ``coalesce=False`` (the benchmark's baseline) the receive loop waits for
+each message's frame before reading the next, and frames are not paced.
+
+The session ends on the peer's close, an idle timeout (1000), a binary
+message (1003), repeated refused messages (1008), an inference failure
+(1011) or a send that times out (the peer stopped reading: the TCP
+connection is dropped).  Server shutdown (1012) is uvicorn's: it closes every
+WebSocket, and the receive loop sees the disconnect.
+"""
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+
+from starlette import status
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .batching import Batcher, InferenceError, Job, Spec
+from .catalog import Catalog
+from .frames import encode_comparison, encode_error, encode_frame, encode_welcome
+from .logs import event
+from .metrics import Metrics
+from .protocol import ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
+from .ratelimit import ErrorWindow, TokenBucket
+from .settings import Settings
+from .wsprotocol import ABORT_EXTENSION
+
+_visitor_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every session of one app shares; all of it read-only or internally synchronised."""
+
+    settings: Settings
+    catalog: Catalog
+    limits: Limits
+    batcher: Batcher
+    metrics: Metrics
+
+
+class CloseConnection(Exception):
+    """End the session with WebSocket close ``code`` (RFC 6455 §7.4.1) and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class PeerNotReading(Exception):
+    """A send did not complete within ``send_timeout_s``."""
+
+
+class Session:
+    """One visitor: its state, its two loops, its sends."""
+
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.settings = services.settings
+        self.metrics = services.metrics
+        self.visitor = next(_visitor_ids)
+        self.loop = asyncio.get_running_loop()
+        now = self.loop.time()
+        self.state = VisitorState(services.catalog.options(), services.limits,
+                                  model=self.settings.model or "")
+        self.bucket = TokenBucket(self.settings.max_messages_per_s, self.settings.max_messages_per_s, now)
+        self.errors = ErrorWindow(self.settings.max_errors, self.settings.error_window_s)
+        self.frame_interval_s = 1.0 / self.settings.max_frames_per_s if self.settings.coalesce else 0.0
+        self.pause_s = self.settings.pause_ms / 1000.0
+        self.dirty = asyncio.Event()
+        self.caught_up = asyncio.Event()
+        self.welcome_due = False
+        self.frame_due = True  # the first frame, for the empty drawing
+        self.compare_due: tuple[str, ...] = ()
+        self.next_frame_at = now
+        self.last_stroke_at = -float("inf")
+        self.pause_timer: asyncio.TimerHandle | None = None
+        self.oldest_unframed_at: float | None = None
+        self.unframed_messages = 0
+
+    async def run(self) -> None:
+        """Serve the (accepted) WebSocket until it ends; never raises for peer behaviour."""
+        self.metrics.open_connections.inc()
+        event("visitor_connected", visitor=self.visitor, model=self.state.model)
+        code, reason = await self._serve()
+        self.metrics.open_connections.dec()
+        self.metrics.closed_connections.labels(str(code)).inc()
+        event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
+
+    async def _serve(self) -> tuple[int, str]:
+        """Run both loops; return the close code and reason that ended the session."""
+        tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._frame_loop())]
+        try:
+            await self._send_welcome()
+            self.dirty.set()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            ended = done.pop().exception() if done else None
+        except PeerNotReading as error:
+            ended = error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.pause_timer is not None:
+                self.pause_timer.cancel()
+        return await self._end(ended)
+
+    async def _end(self, ended: BaseException | None) -> tuple[int, str]:
+        """Close (or drop) the connection as ``ended`` demands; ``None``: the peer closed."""
+        match ended:
+            case None:
+                return self.peer_close
+            case WebSocketDisconnect():
+                return ended.code, "peer gone"
+            case CloseConnection():
+                await self._close(ended.code, ended.reason)
+                return ended.code, ended.reason
+            case PeerNotReading():
+                self._abort()
+                return status.WS_1006_ABNORMAL_CLOSURE, "peer stopped reading"
+            case InferenceError():
+                event("inference_failed", logging.ERROR, visitor=self.visitor, error=str(ended).split(":")[0])
+                await self._close(status.WS_1011_INTERNAL_ERROR, "inference failed")
+                return status.WS_1011_INTERNAL_ERROR, "inference failed"
+            case _:
+                logging.getLogger("xai").error("session failed", exc_info=ended,
+                                               extra={"event": "session_failed", "fields": {"visitor": self.visitor}})
+                await self._close(status.WS_1011_INTERNAL_ERROR, "internal error")
+                return status.WS_1011_INTERNAL_ERROR, "internal error"
+
+    # Receiving
+
+    peer_close: tuple[int, str] = (status.WS_1005_NO_STATUS_RCVD, "peer closed")
+
+    async def _receive_loop(self) -> None:
+        """Apply messages until the peer closes (returns) or the session must end (raises)."""
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.idle_timeout_s):
+                    message = await self.websocket.receive()
+            except TimeoutError:
+                raise CloseConnection(status.WS_1000_NORMAL_CLOSURE, "idle timeout") from None
+            if message["type"] == "websocket.disconnect":
+                self.peer_close = (int(message.get("code", status.WS_1005_NO_STATUS_RCVD)), "peer closed")
+                return
+            text = message.get("text")
+            if text is None:
+                self.metrics.rejected_messages.labels("binary").inc()
+                raise CloseConnection(status.WS_1003_UNSUPPORTED_DATA, "binary messages are not supported")
+            await self._handle_text(text)
+
+    async def _handle_text(self, text: str) -> None:
+        now = self.loop.time()
+        try:
+            if not self.bucket.admit(now):
+                raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                    f"more than {self.settings.max_messages_per_s} messages per second")
+            message = decode_message(text)
+            effect = self.state.apply(message)
+        except ProtocolError as error:
+            await self._refuse(error, now)
+            return
+        self.welcome_due |= effect.welcome
+        self.compare_due = effect.compare or self.compare_due
+        if effect.frame:
+            self.frame_due = True
+            self.unframed_messages += 1
+            if self.oldest_unframed_at is None:
+                self.oldest_unframed_at = now
+        if isinstance(message, Stroke):
+            self.last_stroke_at = now
+        self.caught_up.clear()
+        self.dirty.set()
+        if not self.settings.coalesce:
+            await self.caught_up.wait()
+
+    async def _refuse(self, error: ProtocolError, now: float) -> None:
+        self.metrics.rejected_messages.labels(str(error.code)).inc()
+        event("message_refused", logging.DEBUG, visitor=self.visitor, code=str(error.code))
+        await self._send(encode_error(error.code, error.message, error.seq))
+        if self.errors.record(now):
+            raise CloseConnection(status.WS_1008_POLICY_VIOLATION,
+                                  f"more than {self.settings.max_errors} refused messages "
+                                  f"in {self.settings.error_window_s:g} s")
+
+    # Framing
+
+    async def _frame_loop(self) -> None:
+        """Wait for input, then send what is due: welcome, comparison, one frame."""
+        while True:
+            await self.dirty.wait()
+            delay = self.next_frame_at - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # more input may arrive meanwhile: it joins this frame
+            self.dirty.clear()
+            await self._send_due()
+            if not self.dirty.is_set():
+                self.caught_up.set()
+
+    async def _send_due(self) -> None:
+        view = self.state.view()
+        if self.welcome_due:
+            self.welcome_due = False
+            await self._send_welcome()
+        if self.compare_due:
+            methods, self.compare_due = self.compare_due, ()
+            await self._send_comparison(view, methods)
+        if self.frame_due:
+            self.frame_due = False
+            self.next_frame_at = self.loop.time() + self.frame_interval_s
+            await self._send_frame(view)
+
+    async def _send_welcome(self) -> None:
+        settings = self.settings
+        timing = {"max_message_bytes": settings.max_message_bytes, "max_frames_per_s": settings.max_frames_per_s,
+                  "idle_timeout_s": settings.idle_timeout_s, "ping_interval_s": settings.ping_interval_s,
+                  "pause_ms": settings.pause_ms}
+        await self._send(encode_welcome(self.services.catalog, self.state.view(), self.services.limits, timing))
+
+    async def _send_frame(self, view: View) -> None:
+        oldest, folded = self.oldest_unframed_at, self.unframed_messages
+        self.oldest_unframed_at, self.unframed_messages = None, 0
+        pending = self._pending(view)
+        result = await self.services.batcher.compute(Job(view.model, view.strokes, (self._spec(view, pending),)))
+        await self._send(encode_frame(view, result.image, result.frames[0], pending, result.compute_ms))
+        self.metrics.frames_sent.inc()
+        self.metrics.frames_coalesced.inc(max(0, folded - 1))
+        if oldest is not None:
+            self.metrics.stroke_to_frame_seconds.observe(self.loop.time() - oldest)
+
+    def _pending(self, view: View) -> bool:
+        """Whether ``view``'s method waits for stillness; if so, wake the frame loop when it comes."""
+        still_at = self.last_stroke_at + self.pause_s
+        if not self.services.catalog.on_pause(view.method) or self.loop.time() >= still_at:
+            return False
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+        self.pause_timer = self.loop.call_at(still_at, self._pause_reached)
+        return True
+
+    def _pause_reached(self) -> None:
+        self.pause_timer = None
+        self.frame_due = True
+        self.dirty.set()
+
+    @staticmethod
+    def _spec(view: View, pending: bool) -> Spec:
+        """The map a frame needs; a pending frame skips its costly on-pause heatmap."""
+        return Spec(view.output, view.hidden, view.method, view.rule, heatmap=not pending)
+
+    async def _send_comparison(self, view: View, methods: tuple[str, ...]) -> None:
+        """One job per method, so that each map's ``compute_ms`` is its own."""
+        maps = []
+        target = view.output
+        for method in methods:
+            result = await self.services.batcher.compute(
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule),)))
+            data = result.frames[0]
+            target = int(data.target)  # later methods explain the same class as the first
+            maps.append((method, data, result.compute_ms))
+        await self._send(encode_comparison(view, target, maps, self.services.catalog))
+
+    # Sending and closing
+
+    async def _send(self, data: bytes) -> None:
+        """Send one JSON text message, or raise :class:`PeerNotReading` after ``send_timeout_s``."""
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await self.websocket.send({"type": "websocket.send", "text": data.decode()})
+        except TimeoutError:
+            raise PeerNotReading() from None
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await self.websocket.close(code, reason)
+        except TimeoutError:
+            self._abort()
+        except WebSocketDisconnect:
+            return  # the peer left first: nothing to close
+
+    def _abort(self) -> None:
+        """Drop the TCP connection at once (see :mod:`server.wsprotocol`)."""
+        extension = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION)
+        if extension is None:
+            raise RuntimeError(f"the server does not offer the {ABORT_EXTENSION!r} extension")
+        extension["abort"]()
