@@ -39,6 +39,9 @@ from .methods import METHODS, attribute
 from .reference import ReferenceBackend
 from .rules import RULES
 
+# The engine's public names; METHODS and RULES are the catalogues the page lists.
+__all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
+
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
 BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}

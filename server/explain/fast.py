@@ -29,6 +29,7 @@ checks that.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -82,7 +83,7 @@ class Start:
     """Where a selected map starts: ``mode`` "lrp" (class ``target``), "crp" (neuron
     ``hidden`` towards class ``target``) or "hidden" (neuron ``hidden`` alone)."""
 
-    mode: str
+    mode: Literal["lrp", "crp", "hidden"]
     target: int
     hidden: int | None = None
 
@@ -120,25 +121,25 @@ def inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list[
     return [1.0 / stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon) for g in groups]
 
 
-def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor,
-              dtype: torch.dtype = DTYPE, inverses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor, single: bool = False,
+              inverses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """``(B, n_out, n_in)``: the lower relevance of each output unit ``k`` started alone from ``start[b, k]``.
 
     ``R[b, k] = Σ_g start[b, k] / D_g[b, k] · (x[b] ⊙ A_g[k] + C_g[k])``, the
     rows of the share matrix scaled by ``start``.  The coefficients are always
-    computed in ``DTYPE``; ``dtype=torch.float32`` runs the expansion, as large
-    as the output, in float32, which halves its memory traffic and rounds each
-    value by at most 1e-7 of itself.  ``inverses``: :func:`inverse_denominators`
-    of ``groups`` and ``x`` if already at hand.
+    computed in ``DTYPE``; ``single=True`` runs the expansion, as large as the
+    output, in float32, which halves its memory traffic and rounds each value
+    by at most 1e-7 of itself.  ``inverses``: :func:`inverse_denominators` of
+    ``groups`` and ``x`` if already at hand.
     """
+    dtype = torch.float32 if single else DTYPE
+    inputs = x.to(dtype)[:, None, :]
     maps = None
     for group, inverse in zip(groups, inverses or inverse_denominators(groups, x)):
-        single = dtype == torch.float32
-        numerator = group.numerator32 if single else group.numerator.to(dtype)
-        constant = group.constant32 if single else group.constant
-        term = numerator[None] * x.to(dtype)[:, None, :]
+        numerator, constant = (group.numerator32, group.constant32) if single else (group.numerator, group.constant)
+        term = numerator[None] * inputs
         if constant is not None:
-            term += constant.to(dtype)[None]
+            term += constant[None]
         term *= (start * inverse).to(dtype)[:, :, None]
         maps = term if maps is None else maps.add_(term)
     return maps
@@ -203,14 +204,13 @@ class FastBackend:
         edges = self.edges(forward, rule)
         start = torch.zeros_like(forward.z1)
         for b, selected in enumerate(starts):
-            if selected is None:
-                continue
-            if selected.mode == "lrp":
-                start[b] = edges[b, :, selected.target]
-            elif selected.mode == "crp":
-                start[b, selected.hidden] = edges[b, selected.hidden, selected.target]
-            else:
-                start[b, selected.hidden] = forward.z1[b, selected.hidden]
+            match selected:
+                case Start(mode="lrp", target=c):
+                    start[b] = edges[b, :, c]
+                case Start(mode="crp", target=c, hidden=j):
+                    start[b, j] = edges[b, j, c]
+                case Start(mode="hidden", hidden=j):
+                    start[b, j] = forward.z1[b, j]
         return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,4 +218,4 @@ class FastBackend:
         fc1 = self._forms[rule][0]
         inverses = inverse_denominators(fc1, forward.x)
         classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2), inverses)
-        return classes, unit_maps(fc1, forward.x, forward.z1, torch.float32, inverses)
+        return classes, unit_maps(fc1, forward.x, forward.z1, single=True, inverses=inverses)

@@ -126,14 +126,15 @@ class ReferenceBackend:
         rows = []
         for b, selected in enumerate(starts):
             x = forward.x[b:b + 1]
-            if selected is None:
-                rows.append(torch.zeros_like(x))
-            elif selected.mode == "lrp":
-                rows.append(self.lrp_maps(x, [selected.target], rule))
-            elif selected.mode == "crp":
-                rows.append(self.crp_maps(x, [(selected.hidden, selected.target)], rule))
-            else:
-                rows.append(self.hidden_maps(x, [selected.hidden], rule))
+            match selected:
+                case Start(mode="lrp", target=c):
+                    rows.append(self.lrp_maps(x, [c], rule))
+                case Start(mode="crp", target=c, hidden=j):
+                    rows.append(self.crp_maps(x, [(j, c)], rule))
+                case Start(mode="hidden", hidden=j):
+                    rows.append(self.hidden_maps(x, [j], rule))
+                case None:
+                    rows.append(torch.zeros_like(x))
         return self.edges(forward, rule), torch.cat(rows).detach()
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
