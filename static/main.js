@@ -38,6 +38,7 @@ const socket = createSocket({
     store.dispatch({ type: "connection", connection });
   },
   replay: (welcome) => replayMessages(store.get(), welcome),
+  onSent: (seq) => store.dispatch({ type: "sent", seq }),
 });
 
 function receive(message) {
@@ -59,10 +60,6 @@ function receive(message) {
     default:
       console.warn("xai: unexpected message type", message.type);
   }
-}
-
-function send(message) {
-  return socket.send(message);
 }
 
 function notice(text) {
@@ -91,7 +88,7 @@ const pad = createPad($("pad"), {
     store.dispatch({ type: "points", points: accepted });
     const id = store.get().drawing.lastId;
     for (const message of strokeMessages(id, accepted, limits.max_points_per_message)) {
-      const seq = send(message);
+      const seq = socket.send(message);
       if (seq !== null) timer.input(seq, eventTimeMs);
     }
   },
@@ -101,14 +98,14 @@ const pad = createPad($("pad"), {
 function undo() {
   if (!store.get().drawing.strokes.length) return;
   store.dispatch({ type: "undo" });
-  send({ type: "undo" });
+  socket.send({ type: "undo" });
   pad.redraw(store.get().drawing.strokes);
   refreshComparison();
 }
 
 function clear() {
   store.dispatch({ type: "clear" });
-  send({ type: "clear" });
+  socket.send({ type: "clear" });
   pad.redraw([]);
   refreshComparison();
 }
@@ -125,7 +122,7 @@ document.addEventListener("keydown", (event) => {
 // ---------- selection ----------
 function select(selection) {
   store.dispatch({ type: "select", selection });
-  send(selectMessage(selection));
+  socket.send(selectMessage(selection));
 }
 
 function pick({ kind, index }) {
@@ -156,13 +153,13 @@ $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overl
 // ---------- settings and comparison ----------
 listenControls(selects, (change) => {
   store.dispatch({ type: "configure", change });
-  send({ type: "configure", ...change });
+  socket.send({ type: "configure", ...change });
 });
 
 /** The methods a comparison asks for: every method the server offers, at most 8 (docs/protocol.md). */
 function requestComparison() {
   const methods = store.get().welcome?.methods.map((method) => method.name).slice(0, 8) ?? [];
-  if (methods.length && send({ type: "compare", methods }) !== null) store.dispatch({ type: "compareRequested" });
+  if (methods.length && socket.send({ type: "compare", methods }) !== null) store.dispatch({ type: "compareRequested" });
 }
 
 /** Once a visitor asked for a comparison, keep it in step with the drawing at each pen lift. */
@@ -216,7 +213,7 @@ function render() {
   const before = rendered ?? {};
   rendered = state;
 
-  renderStatus({ line: $("status"), notice: $("notice") }, state.connection, state.stats, state.notice);
+  renderStatus({ line: $("status"), notice: $("notice") }, state.connection, state.stats, state.notice, state.frame);
   if (state.welcome && state.welcome !== before.welcome) fillControls(selects, state.welcome, state.config);
   else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
 
@@ -233,7 +230,14 @@ function render() {
   renderSelectionControls(state);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
-  $("compare-note").textContent = state.comparing ? "Computing every method…" : "";
+  $("compare-note").textContent = compareNote(state);
+}
+
+function compareNote({ comparing, comparison, drawing }) {
+  if (comparing) return "Computing every method…";
+  if (!comparison) return "";
+  const stale = comparison.drawingVersion !== drawing.version ? " The drawing has changed since: compare again." : "";
+  return `Every map explains '${comparison.target}'.${stale}`;
 }
 
 function renderNetwork(state, before) {
@@ -259,7 +263,7 @@ function renderNetwork(state, before) {
 function renderReading(frame, empty) {
   paintInk($("input"), frame.input);
   $("predicted").textContent = empty ? "–" : String(frame.prediction);
-  $("confidence").textContent = empty ? "nothing drawn yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)} % sure`;
+  $("confidence").textContent = empty ? "nothing drawn yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)}\u00a0% sure`;
   updateBars(bars, frame.probabilities, empty ? null : frame.prediction);
 }
 

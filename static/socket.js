@@ -47,9 +47,10 @@ function median(values) {
  * @param {(connection: object) => void} options.onConnection  {status, retryInMs, code}
  * @param {(welcome: object) => object[]} options.replay   messages (without seq) to send
  *        after a connection's first welcome, to restore the drawing and selection
+ * @param {(seq: number) => void} options.onSent   every message sent, replays included
  * @returns {{send: (message: object) => (number|null), wake: () => void, stats: () => object}}
  */
-export function createSocket({ url, onMessage, onConnection, replay }) {
+export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   let ws = null;
   let seq = 0;
   let attempt = 0;
@@ -127,6 +128,7 @@ export function createSocket({ url, onMessage, onConnection, replay }) {
     seq += 1; // seq increases strictly on the connection (docs/protocol.md)
     sentAt.set(seq, performance.now());
     ws.send(JSON.stringify({ ...message, seq }));
+    onSent(seq);
     return seq;
   }
 

@@ -19,7 +19,7 @@ export function initialState() {
     comparing: false, // a compare request is in flight
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
     view: { overlay: false },
-    stats: { latencyMs: null, fps: 0, frames: 0 },
+    stats: { latencyMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
   };
 }
@@ -70,7 +70,7 @@ const reducers = {
       ...state,
       frame,
       heatmapFrame: frame.heatmap ? frame : state.heatmapFrame,
-      stats,
+      stats: { ...state.stats, ...stats },
     };
   },
 
@@ -83,6 +83,8 @@ const reducers = {
   compareRequested: (state) => ({ ...state, comparing: true }),
 
   notice: (state, { notice }) => ({ ...state, notice }),
+
+  sent: (state, { seq }) => ({ ...state, stats: { ...state.stats, sentSeq: seq } }),
 
   strokeStart(state) {
     const { strokes, lastId, version } = state.drawing;

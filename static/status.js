@@ -34,14 +34,19 @@ export function describeStatus(connection, stats) {
 }
 
 /**
- * Render the status line and the last notice.
+ * Render the status line and the last notice. The line also carries, as data
+ * attributes, the connection state, the last `seq` sent and the `seq` of the
+ * frame on screen: when frame-seq ≥ sent-seq the page shows everything the
+ * visitor did (the browser tests wait on this).
  * @param {{line: HTMLElement, notice: HTMLElement}} elements
  */
-export function renderStatus(elements, connection, stats, notice) {
+export function renderStatus(elements, connection, stats, notice, frame) {
   const { text, tone } = describeStatus(connection, stats);
   elements.line.textContent = text;
   elements.line.dataset.tone = tone;
   elements.line.dataset.status = connection.status;
+  elements.line.dataset.sentSeq = String(stats.sentSeq);
+  elements.line.dataset.frameSeq = String(frame?.seq ?? 0);
   elements.notice.textContent = notice ? notice.text : "";
   elements.notice.hidden = !notice;
 }

@@ -6,8 +6,9 @@ function digitPhrase(digit) {
   return digit === 8 ? `an 8` : `a ${digit}`;
 }
 
+/** "92 %" with a no-break space, so the number and its sign never part at a line end. */
 function percent(probability) {
-  return `${Math.round(probability * 100)} %`;
+  return `${Math.round(probability * 100)}\u00a0%`;
 }
 
 /** Label of a method name, from welcome.methods. */
@@ -60,7 +61,7 @@ function hiddenShare(frame) {
   const rank = 1 + relevance.filter((r) => r > relevance[j]).length;
   if (relevance[j] > 0 && support > 0) {
     const share = Math.max(1, Math.round((100 * relevance[j]) / support));
-    return `Hidden neuron ${j} supplies ${share} % of the evidence for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found that evidence, blue pixels argued against.`;
+    return `Hidden neuron ${j} supplies ${share}\u00a0% of the evidence for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found that evidence, blue pixels argued against.`;
   }
   if (relevance[j] < 0) {
     return `Hidden neuron ${j} argues against ${frame.target}; red pixels are where it still found evidence for ${frame.target}, blue pixels are what it holds against it.`;

@@ -87,9 +87,6 @@ class Wire:
         """The first frame that reflects client message ``seq``."""
         return self.wait_received(lambda m: m["type"] == "frame" and m["seq"] is not None and m["seq"] >= seq, after)
 
-    def last_sent_seq(self) -> int:
-        return self.sent[-1]["seq"]
-
 
 @dataclass
 class Visit:
@@ -204,11 +201,16 @@ def draw_with_touch(visit: Visit, strokes: Strokes) -> None:
 
 
 def settle(visit: Visit) -> dict[str, Any]:
-    """The frame answering everything the page sent, once the page has rendered it."""
-    frame = visit.wire.frame_for(visit.wire.last_sent_seq())
-    # Rendering happens in requestAnimationFrame: two frames later the DOM shows it.
-    visit.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
-    return frame
+    """The frame answering everything the page sent, once the page shows it.
+
+    The status line carries the last seq the page sent and the seq of the
+    frame on screen (static/status.js); frame ≥ sent means nothing is pending.
+    """
+    visit.page.wait_for_function(
+        "() => { const d = document.getElementById('status').dataset;"
+        " return Number(d.frameSeq) >= Number(d.sentSeq); }", timeout=WAIT_MS)
+    sent = int(visit.page.locator("#status").get_attribute("data-sent-seq") or 0)
+    return visit.wire.frame_for(sent)
 
 
 def heatmap_title(page: Page) -> str:
@@ -255,10 +257,13 @@ def test_mouse_drawing_streams_frames_during_the_stroke(visit: Visit, golden: di
     frame = wire.frame_for(stroke_seq)
     # Mid-stroke, button still down: frames arrived and the page shows a reading.
     page.wait_for_function("() => /^[0-9]$/.test(document.getElementById('predicted').textContent)", timeout=WAIT_MS)
-    frames_mid_stroke = len(wire.frames())
+    frames_mid_stroke, received_mid_stroke = len(wire.frames()), len(wire.received)
+    newest_seq = max(m["seq"] or 0 for m in wire.frames())
     for point in first_stroke[half:]:
         page.mouse.move(*to_screen(box, point), steps=3)
-    later = wire.frame_for(wire.last_sent_seq())
+    # Points of the second half go out in a message no frame has answered yet; its frame comes, button down.
+    second_half = wire.wait_sent(lambda m: m["type"] == "stroke" and m["seq"] > newest_seq)
+    later = wire.frame_for(second_half["seq"], after=received_mid_stroke)
     assert len(wire.frames()) > frames_mid_stroke, "no new frame while the stroke went on"
     assert later["seq"] > frame["seq"]
     page.mouse.up()
@@ -487,3 +492,22 @@ def test_screenshots_have_no_overflow_small_text_or_small_targets(
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     finally:
         visit.context.close()
+
+
+def test_comparison_shows_every_method_labelled_with_its_cost(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, golden[6])
+    settle(visit)
+    page.click("#compare")
+    request = wire.wait_sent(lambda m: m["type"] == "compare")
+    methods = [method["name"] for method in wire.received[0]["methods"]][:8]
+    assert request["methods"] == methods
+    comparison = wire.wait_received(lambda m: m["type"] == "comparison")
+    page.wait_for_selector(f".compare-map >> nth={len(comparison['maps']) - 1}", timeout=WAIT_MS)
+    shown = page.locator(".compare-map")
+    assert shown.count() == len(comparison["maps"]) == len(methods)
+    for index, entry in enumerate(comparison["maps"]):
+        caption = shown.nth(index).locator("figcaption").inner_text()
+        assert entry["label"] in caption
+        assert ("live, every frame" if entry["cost"] == "per-frame" else "runs when you pause") in caption
+    page.screenshot(path=str(SCREENSHOTS / "comparison-1366x768.png"), full_page=True)
