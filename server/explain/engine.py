@@ -12,15 +12,13 @@ two agree to rounding.  Other methods come from captum
 Relevance starts from the logit of the explained class, as CRP does (zennit
 alone would start from 1).  What a selection explains:
 
-============  ============  ========  ===================================================
-``output``    ``hidden``    mode      heatmap
-============  ============  ========  ===================================================
-None          None          lrp       LRP of the predicted class
-c             None          lrp       LRP of class c
-c             j             crp       CRP ``conditions=[{'fc1': [j], 'y': [c]}]``
-None          j             hidden    neuron j alone, from ``z_j`` (CRP ``start_layer='fc1'``)
-any           ignored       attribution  a captum method for class c, else the predicted one
-============  ============  ========  ===================================================
+- ``output`` None, ``hidden`` None: mode ``lrp``, LRP of the predicted class;
+- ``output`` c, ``hidden`` None: mode ``lrp``, LRP of class c;
+- ``output`` c, ``hidden`` j: mode ``crp``, CRP ``conditions=[{'fc1': [j], 'y': [c]}]``;
+- ``output`` None, ``hidden`` j: mode ``hidden``, neuron j alone, started from
+  its pre-activation ``z_j`` (CRP ``start_layer='fc1'``);
+- any method but ``"lrp"``: mode ``attribution``, a captum map of class c, else
+  of the predicted class (``hidden`` does not apply).
 
 An engine owns a private copy of the model (zennit, CRP and captum attach
 hooks to the model they are given): create one engine per worker thread.
@@ -49,7 +47,7 @@ BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}
 
 @dataclass(frozen=True)
 class Selection:
-    """The neurons a heatmap is conditioned on; see the module docstring's table.
+    """The neurons a heatmap is conditioned on; see the module docstring.
 
     ``output``: class c in 0–9 or ``None``; ``hidden``: neuron j in 0…H−1 or ``None``.
     """
