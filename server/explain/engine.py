@@ -167,7 +167,7 @@ def check_request(request: object, index: int, hidden: int) -> None:
 
 
 def mode_of(request: Request) -> str:
-    """The mode of the module docstring's table."""
+    """The mode of the module docstring's list."""
     if request.method != "lrp":
         return "attribution"
     if request.selection.hidden is None:
