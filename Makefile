@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test bench bench-engine clean
+.PHONY: install run test bench bench-engine screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(INSTALLED)
 
 bench-engine: $(INSTALLED)
 	$(BIN)/python -m benchmarks.engine
+
+# Re-take the README's screenshots (docs/screenshots) with the browser tests.
+screenshots: $(INSTALLED)
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py -k "screenshots or comparison"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
