@@ -1,0 +1,25 @@
+"""Fixtures shared by the suite; the helpers behind them are in ``tests/support.py``.
+
+Test modules import helpers with ``from support import running_app, server_process, Visitor, decode_array``
+(pytest puts this directory on ``sys.path``).
+"""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from model_store.strokes import Stroke, load_golden_digits
+from support import running_app
+
+
+@pytest.fixture(scope="session")
+def golden_digits() -> dict[int, list[Stroke]]:
+    """Class → strokes of one golden digit per class (``model_store/golden_digits.json``)."""
+    return load_golden_digits()
+
+
+@pytest.fixture
+async def app_url() -> AsyncIterator[str]:
+    """``http://127.0.0.1:PORT`` of the app with default settings, served for one test."""
+    async with running_app() as url:
+        yield url

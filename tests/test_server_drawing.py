@@ -1,0 +1,119 @@
+"""Drawing over a real WebSocket: predictions, inputs and heatmaps equal the engine's own results."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model_store import load_model
+from model_store.strokes import Stroke
+from server.explain.engine import Engine, Request, Selection
+from server.raster import rasterize
+from support import Visitor, decode_array, running_app
+
+U8_TOLERANCE = 0.5 / 255 + 1e-6
+
+
+def assert_heatmap_equal(array: dict[str, Any], expected: np.ndarray) -> None:
+    """The i8 heatmap is within ``scale / 2`` of the engine's map (docs/protocol.md)."""
+    assert array["dtype"] == "i8" and array["shape"] == [28, 28]
+    assert array["scale"] == pytest.approx(float(np.abs(expected).max()) / 127, rel=1e-5)
+    np.testing.assert_allclose(decode_array(array), expected, rtol=0, atol=array["scale"] / 2 + 1e-6)
+
+
+def engine_frame(strokes: list[Stroke], output: int | None = None, hidden: int | None = None,
+                 method: str = "lrp", rule: str = "epsilon", model: str | None = None) -> Any:
+    engine = Engine(load_model(model))
+    return engine.explain([Request(rasterize(strokes), Selection(output, hidden), method=method, rule=rule)])[0]
+
+
+async def test_golden_digits_drawn_as_strokes_are_recognised(app_url: str,
+                                                             golden_digits: dict[int, list[Stroke]]) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        first = await visitor.frame_for(None)
+        assert first["seq"] is None and not decode_array(first["input"]).any()
+        for digit, strokes in golden_digits.items():
+            await visitor.send("clear")
+            frame = await visitor.frame_for(await visitor.draw(strokes))
+            assert frame["prediction"] == digit
+            assert frame["target"] == digit and frame["mode"] == "lrp"
+            np.testing.assert_allclose(decode_array(frame["input"]), rasterize(strokes), rtol=0, atol=U8_TOLERANCE)
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "zplus"])
+async def test_frame_equals_the_engine_for_every_selection(app_url: str, golden_digits: dict[int, list[Stroke]],
+                                                           rule: str) -> None:
+    strokes = golden_digits[3]
+    async with Visitor.connect(app_url) as visitor:
+        await visitor.send("configure", rule=rule)
+        await visitor.draw(strokes)
+        for output, hidden, mode in [(None, None, "lrp"), (5, None, "lrp"), (3, 7, "crp"), (None, 7, "hidden")]:
+            frame = await visitor.frame_for(await visitor.send("select", output=output, hidden=hidden))
+            expected = engine_frame(strokes, output, hidden, rule=rule)
+            assert (frame["output"], frame["hidden"], frame["mode"], frame["rule"]) == (output, hidden, mode, rule)
+            assert frame["target"] == expected.target and frame["prediction"] == expected.prediction
+            assert_heatmap_equal(frame["heatmap"], expected.heatmap)
+            np.testing.assert_allclose(frame["hidden_relevance"], expected.hidden_relevance, rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(decode_array(frame["edges"]), expected.edges)
+            np.testing.assert_allclose(frame["probabilities"], expected.probabilities, rtol=1e-6)
+            assert frame["conservation"]["logit"] == pytest.approx(expected.conservation["logit"])
+
+
+async def test_undo_and_clear_change_the_input(app_url: str, golden_digits: dict[int, list[Stroke]]) -> None:
+    two = [stroke for stroke in golden_digits.values() if len(stroke) >= 2][0]
+    async with Visitor.connect(app_url) as visitor:
+        await visitor.draw(two[:2])
+        frame = await visitor.frame_for(await visitor.send("undo"))
+        np.testing.assert_allclose(decode_array(frame["input"]), rasterize(two[:1]), rtol=0, atol=U8_TOLERANCE)
+        frame = await visitor.frame_for(await visitor.send("clear"))
+        assert not decode_array(frame["input"]).any()
+        assert frame["heatmap"]["scale"] == 0.0
+
+
+async def test_model_change_sends_welcome_then_frame_of_that_model(app_url: str,
+                                                                   golden_digits: dict[int, list[Stroke]]) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        others = [m["name"] for m in visitor.welcome["models"] if m["name"] != visitor.welcome["model"]["name"]]
+        if not others:
+            pytest.skip("the store holds a single model")
+        await visitor.draw(golden_digits[2])
+        await visitor.send("select", output=2, hidden=3)
+        await visitor.frame_for(visitor.seq)
+        seq = await visitor.send("configure", model=others[0])
+        welcome = await visitor.recv()
+        frame = await visitor.recv()
+        assert welcome["type"] == "welcome" and welcome["model"]["name"] == others[0]
+        assert (welcome["state"]["output"], welcome["state"]["hidden"]) == (None, None)
+        assert frame["type"] == "frame" and frame["seq"] == seq and frame["model"] == others[0]
+        assert len(frame["activations"]) == welcome["model"]["hidden"]
+        assert frame["prediction"] == engine_frame(golden_digits[2], model=others[0]).prediction
+
+
+async def test_on_pause_method_is_pending_while_drawing_then_computed(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(pause_ms=500.0) as url, Visitor.connect(url) as visitor:
+        slow = [m["name"] for m in visitor.welcome["methods"] if m["cost"] == "on-pause"]
+        method = "integrated_gradients" if "integrated_gradients" in slow else slow[0]
+        await visitor.send("configure", method=method)
+        await visitor.frame_for(visitor.seq)
+        seq = await visitor.draw(golden_digits[4])
+        pending = await visitor.frame_for(seq)
+        assert pending["pending"] is True and pending["heatmap"] is None and pending["mode"] == "attribution"
+        done = await visitor.recv_type("frame")
+        assert done["seq"] == seq and done["pending"] is False and done["mode"] == "attribution"
+        expected = engine_frame(golden_digits[4], method=method)
+        assert_heatmap_equal(done["heatmap"], expected.heatmap)
+        assert not any(done["hidden_relevance"])
+        assert pending["prediction"] == done["prediction"] == expected.prediction
+        np.testing.assert_array_equal(decode_array(pending["edges"]), decode_array(done["edges"]))
+
+
+async def test_compare_answers_one_map_per_method(app_url: str, golden_digits: dict[int, list[Stroke]]) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        frame = await visitor.frame_for(await visitor.draw(golden_digits[6]))
+        seq = await visitor.send("compare", methods=["lrp", "saliency"])
+        comparison = await visitor.recv_type("comparison")
+        assert comparison["seq"] == seq and comparison["target"] == frame["prediction"] == 6
+        assert [entry["method"] for entry in comparison["maps"]] == ["lrp", "saliency"]
+        assert_heatmap_equal(comparison["maps"][0]["heatmap"], engine_frame(golden_digits[6]).heatmap)
+        assert_heatmap_equal(comparison["maps"][1]["heatmap"],
+                             engine_frame(golden_digits[6], method="saliency").heatmap)
