@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
@@ -112,6 +113,41 @@ def get_status(url: str, timeout_s: float = 5.0) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+async def fetch(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """``GET url`` off the event loop (the in-process server shares it): status and body."""
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+    return await asyncio.to_thread(get)
+
+
+async def metric(base_url: str, sample: str, **labels: str) -> float:
+    """The value of one ``/metrics`` sample, e.g. ``metric(url, "xai_open_connections")``; 0 if absent."""
+    status, body = await fetch(base_url + "/metrics")
+    if status != 200:
+        raise AssertionError(f"/metrics answered {status}")
+    for family in text_string_to_metric_families(body.decode()):
+        for found in family.samples:
+            if found.name == sample and found.labels == labels:
+                return found.value
+    return 0.0
+
+
+async def wait_for_metric(base_url: str, sample: str, expected: float, timeout_s: float = RECEIVE_TIMEOUT_S,
+                          **labels: str) -> None:
+    """Poll ``/metrics`` until ``sample`` equals ``expected``; raise ``TimeoutError`` with the last value."""
+    value = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (value := await metric(base_url, sample, **labels)) != expected:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(f"{sample}{labels} stayed {value}, expected {expected}") from None
 
 
 def _wait_ready(server: ServerProcess, deadline: float) -> None:

@@ -1,0 +1,223 @@
+"""Every limit and bad input, over a real socket: the exact close code or error, and a bystander unharmed."""
+
+import asyncio
+import logging
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+import pytest
+from starlette import status
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode, Close
+from websockets.typing import Origin
+from websockets.uri import parse_uri
+
+from model_store import load_model
+from model_store.strokes import Stroke
+from server.explain.engine import Engine, Request, Selection
+from server.raster import rasterize
+from support import Visitor, decode_array, fetch, metric, running_app, wait_for_metric, ws_url
+
+
+async def assert_serves(url: str, strokes: list[Stroke], digit: int) -> None:
+    """A fresh visitor draws ``strokes`` and gets the right prediction and input."""
+    async with Visitor.connect(url) as visitor:
+        frame = await visitor.frame_for(await visitor.draw(strokes))
+        assert frame["prediction"] == digit
+        np.testing.assert_allclose(decode_array(frame["input"]), rasterize(strokes), rtol=0, atol=0.5 / 255 + 1e-6)
+
+
+async def closed_with(connection: Any) -> Close:
+    """Read until the server closes; return the close frame it sent."""
+    with pytest.raises(ConnectionClosed) as caught:
+        async with asyncio.timeout(10):
+            while True:
+                await connection.recv()
+    assert caught.value.rcvd is not None, "the server dropped the connection without a close frame"
+    return caught.value.rcvd
+
+
+def engine_prediction(strokes: list[Stroke]) -> int:
+    image = rasterize(strokes)
+    return Engine(load_model()).explain([Request(image, Selection(None, None))])[0].prediction
+
+
+# Origin
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://localhost.evil.example:80", None],
+                         ids=["foreign", "lookalike", "missing"])
+async def test_disallowed_origin_gets_403_before_any_websocket(app_url: str, origin: str | None) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(ws_url(app_url), origin=Origin(origin) if origin else None):
+            pass
+    assert caught.value.response.status_code == status.HTTP_403_FORBIDDEN
+    assert await metric(app_url, "xai_rejected_connections_total", reason="origin") == 1
+    assert await metric(app_url, "xai_open_connections") == 0
+
+
+async def test_localhost_origin_on_any_port_is_allowed(app_url: str) -> None:
+    async with Visitor.connect(app_url, origin="http://localhost:5173") as visitor:
+        assert visitor.welcome["protocol"] == 1
+
+
+# Frames the WebSocket layer refuses
+
+async def test_message_over_the_size_limit_closes_1009(golden_digits: dict[int, list[Stroke]]) -> None:
+    limit = 1024
+    async with running_app(max_message_bytes=limit) as url, Visitor.connect(url) as visitor:
+        at_limit = '{"type": "clear", "seq": 1}'.ljust(limit)  # JSON allows trailing whitespace
+        await visitor.send_raw(at_limit)
+        assert (await visitor.frame_for(1))["seq"] == 1
+        await visitor.send_raw('{"type": "clear", "seq": 2}'.ljust(limit + 1))
+        assert (await closed_with(visitor.connection)).code == status.WS_1009_MESSAGE_TOO_BIG
+        await assert_serves(url, golden_digits[7], 7)
+
+
+async def test_binary_message_closes_1003(app_url: str, golden_digits: dict[int, list[Stroke]]) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        await visitor.send_raw(b'{"type": "clear", "seq": 1}')
+        assert (await closed_with(visitor.connection)).code == status.WS_1003_UNSUPPORTED_DATA
+    await assert_serves(app_url, golden_digits[1], 1)
+
+
+async def test_invalid_utf8_closes_1007_without_traceback(app_url: str, golden_digits: dict[int, list[Stroke]],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        async with Visitor.connect(app_url) as visitor:
+            # A text frame whose payload is not UTF-8: the client library would refuse to build one.
+            visitor.connection.protocol.send_frame(Frame(Opcode.TEXT, b'{"type": "\xff"}'))
+            visitor.connection.send_data()
+            assert (await closed_with(visitor.connection)).code == status.WS_1007_INVALID_FRAME_PAYLOAD_DATA
+    await assert_serves(app_url, golden_digits[0], 0)
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+    assert len([record for record in caplog.records if "utf8" in record.getMessage()]) <= 1
+
+
+# Messages the protocol refuses
+
+def _stroke(seq: int, points: Any, stroke_id: int = 0) -> str:
+    return orjson.dumps({"type": "stroke", "seq": seq, "id": stroke_id, "points": points}).decode()
+
+
+BAD_MESSAGES = {
+    "malformed json": ('{"type": "stroke", "seq": 5', "invalid_json", None),
+    "not an object": ("[5]", "invalid_json", None),
+    "unknown type": ('{"type": "erase", "seq": 5}', "unknown_type", 5),
+    "seq not increasing": ('{"type": "clear", "seq": 1}', "invalid_message", 1),
+    "bool as integer": ('{"type": "select", "seq": 5, "output": true, "hidden": null}', "invalid_message", 5),
+    "nan": ('{"type": "stroke", "seq": 5, "id": 0, "points": [[NaN, 0.5]]}', "invalid_json", None),
+    "string coordinate": (_stroke(5, [["0.5", 0.5]]), "invalid_message", 5),
+    "x=1.5": (_stroke(5, [[1.5, 0.5]]), "out_of_range", 5),
+    "output=10": ('{"type": "select", "seq": 5, "output": 10, "hidden": null}', "out_of_range", 5),
+    "hidden=H": ('{"type": "select", "seq": 5, "output": null, "hidden": 100000}', "out_of_range", 5),
+    "old stroke id": (_stroke(5, [[0.5, 0.5]], stroke_id=0), "bad_stroke_id", 5),
+    "max=64 points sent=65": (_stroke(5, [[0.5, 0.5]] * 65, stroke_id=9), "too_many_points", 5),
+    "drawing max=256 points would hold 257": (_stroke(5, [[0.5, 0.5]] * 25, stroke_id=3), "too_many_points", 5),
+    "max=4 strokes sent a fifth": (_stroke(5, [[0.5, 0.5]], stroke_id=9), "too_many_strokes", 5),
+    "unknown rule": ('{"type": "configure", "seq": 5, "rule": "magic"}', "unknown_option", 5),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MESSAGES))
+async def test_bad_message_gets_error_and_changes_nothing(case: str) -> None:
+    text, code, seq = BAD_MESSAGES[case]
+    async with running_app(max_points_per_message=64, max_points=256, max_strokes=4) as url, \
+            Visitor.connect(url) as visitor, Visitor.connect(url) as bystander:
+        # Four strokes holding 232 points: a fifth stroke, or 25 more points, breaks a limit.
+        for stroke_id, count in [(0, 64), (1, 64), (2, 64), (3, 40)]:
+            visitor.seq += 1
+            await visitor.send_raw(_stroke(visitor.seq, [[0.2 + 0.001 * k, 0.1 + 0.2 * stroke_id] for k in range(count)],
+                                           stroke_id))
+        before = await visitor.frame_for(visitor.seq)
+        line = [[(0.5, 0.2), (0.52, 0.5), (0.5, 0.8)]]
+        await bystander.draw(line)
+        await visitor.send_raw(text)
+        error = await visitor.recv_type("error")
+        assert (error["code"], error["seq"]) == (code, seq)
+        assert error["message"]
+        after = await visitor.frame_for(await visitor.send("select", output=None, hidden=None))
+        np.testing.assert_array_equal(decode_array(after["input"]), decode_array(before["input"]))
+        frame = await bystander.frame_for(bystander.seq)
+        np.testing.assert_allclose(decode_array(frame["input"]), rasterize(line), rtol=0, atol=0.5 / 255 + 1e-6)
+        assert frame["prediction"] == engine_prediction(line)
+        assert await metric(url, "xai_rejected_messages_total", reason=code) == 1
+
+
+async def test_repeated_refusals_close_1008(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(max_errors=3) as url, Visitor.connect(url) as visitor:
+        for _ in range(4):
+            await visitor.send_raw("not json")
+        errors = [await visitor.recv_type("error") for _ in range(4)]
+        assert {error["code"] for error in errors} == {"invalid_json"}
+        assert (await closed_with(visitor.connection)).code == status.WS_1008_POLICY_VIOLATION
+        assert await metric(url, "xai_rejected_messages_total", reason="invalid_json") == 4
+        await assert_serves(url, golden_digits[5], 5)
+
+
+# Capacity, idle, dead and slow peers
+
+async def test_capacity_closes_newcomer_1013_and_healthz_stays_200(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(max_connections=2) as url:
+        async with Visitor.connect(url) as first, Visitor.connect(url):
+            async with connect(ws_url(url), origin=Origin(url)) as newcomer:
+                assert (await closed_with(newcomer)).code == status.WS_1013_TRY_AGAIN_LATER
+            assert await fetch(url + "/healthz") == (200, b"ok")
+            assert (await first.frame_for(await first.draw(golden_digits[9])))["prediction"] == 9
+            assert await metric(url, "xai_rejected_connections_total", reason="capacity") == 1
+            assert await metric(url, "xai_open_connections") == 2
+        await wait_for_metric(url, "xai_open_connections", 0)
+        await assert_serves(url, golden_digits[9], 9)  # the freed slots take newcomers again
+
+
+async def test_idle_visitor_is_closed_1000() -> None:
+    async with running_app(idle_timeout_s=0.3) as url, Visitor.connect(url) as visitor:
+        await visitor.frame_for(None)
+        close = await closed_with(visitor.connection)
+        assert (close.code, close.reason) == (status.WS_1000_NORMAL_CLOSURE, "idle timeout")
+
+
+async def test_silent_peer_is_dropped_by_the_keepalive_ping() -> None:
+    """A peer that completes the handshake and then never answers (no pong) is closed by the ping timeout."""
+    async with running_app(ping_interval_s=0.2, ping_timeout_s=0.2) as url:
+        protocol = ClientProtocol(parse_uri(ws_url(url)), origin=Origin(url))
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        reader, writer = await asyncio.open_connection(host, port)
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        await wait_for_metric(url, "xai_open_connections", 1)
+        frames: list[Frame] = []
+        async with asyncio.timeout(10):
+            while data := await reader.read(65536):  # read, but never send the pongs the protocol queues
+                protocol.receive_data(data)
+                frames += [event for event in protocol.events_received() if isinstance(event, Frame)]
+        writer.close()
+        assert Opcode.PING in [frame.opcode for frame in frames]
+        assert Close.parse(frames[-1].data).code == status.WS_1011_INTERNAL_ERROR  # uvicorn: keepalive ping timeout
+        await wait_for_metric(url, "xai_open_connections", 0)
+
+
+async def test_client_that_stops_reading_is_released(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(send_timeout_s=0.5, max_frames_per_s=1000.0, max_messages_per_s=100_000) as url:
+        raw = socket.create_connection((urlsplit(url).hostname, urlsplit(url).port))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's buffer fills
+        # max_queue=1: the client library stops reading the socket after one unread message.
+        async with connect(ws_url(url), origin=Origin(url), sock=raw, max_queue=1, close_timeout=1) as stalled:
+            async with Visitor.connect(url) as bystander:
+                seq = 0
+                try:
+                    while await metric(url, "xai_closed_connections_total", code="1006") == 0:
+                        for _ in range(20):  # each select asks for a ~10 kB frame nobody reads
+                            seq += 1
+                            await stalled.send(orjson.dumps({"type": "select", "seq": seq, "output": seq % 10,
+                                                             "hidden": None}).decode())
+                except ConnectionClosed:
+                    pass  # the server dropped the connection: sending fails from then on, as it should
+                await wait_for_metric(url, "xai_closed_connections_total", 1, code="1006")
+                assert (await bystander.frame_for(await bystander.draw(golden_digits[3])))["prediction"] == 3
+                assert await metric(url, "xai_open_connections") == 1
