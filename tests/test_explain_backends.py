@@ -16,7 +16,7 @@ from model_store.strokes import load_golden_digits
 from server.explain.engine import Engine, Request, Selection
 from server.explain.fast import DTYPE, FastBackend, Start
 from server.explain.reference import ReferenceBackend
-from server.explain.rules import RULES
+from server.explain.rules import RULES, LayerRule, RuleInfo
 from server.raster import rasterize
 
 TOLERANCE = 1e-5
@@ -108,3 +108,21 @@ def test_engines_agree_on_a_mixed_batch(name):
             assert relative_errors(ours.reshape(1, -1), theirs.reshape(1, -1)).item() <= TOLERANCE, field
         for key, value in reference.conservation.items():
             assert fast.conservation[key] == pytest.approx(value, rel=TOLERANCE, abs=1e-9), key
+
+
+def test_a_rule_with_a_constant_term_on_the_output_layer_agrees(monkeypatch):
+    """ZBox on fc2 gives relevance to inactive neurons unless the ReLU's mask is applied: both backends apply it."""
+    preset = RuleInfo("ZBox everywhere", "test preset", {"fc1": LayerRule("zbox", low=0.0, high=1.0),
+                                                         "fc2": LayerRule("zbox", low=0.0, high=5.0)})
+    monkeypatch.setitem(RULES, "zbox_everywhere", preset)
+    model = load_model("h16")
+    fast, reference = FastBackend(model), ReferenceBackend(model)
+    x = digits("drawn")
+    forward = fast.forward(x)
+    assert (forward.z1 <= 0).any()
+    batch = len(x)
+    classes = list(range(10)) * batch
+    expected = reference.hidden_relevance(x.repeat_interleave(10, dim=0), classes, "zbox_everywhere")
+    edges = fast.edges(forward, "zbox_everywhere").transpose(1, 2).reshape(batch * 10, -1)
+    assert relative_errors(edges, expected).max() <= TOLERANCE
+    assert not edges.reshape(batch, 10, -1).transpose(1, 2)[forward.z1 <= 0].any()

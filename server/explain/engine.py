@@ -203,9 +203,9 @@ class Engine:
         self.backend = backend
         self._relevance = BACKENDS[backend](self.model)
 
-    def _forward(self, images: Sequence[np.ndarray]) -> Forward:
-        x = torch.from_numpy(np.stack(images).reshape(len(images), -1)).to(DTYPE)
-        return self._relevance.forward(x)
+    def _forward(self, images: np.ndarray) -> Forward:
+        """The forward pass of checked ``images (B, 28, 28)``."""
+        return self._relevance.forward(torch.from_numpy(images.reshape(len(images), -1)).to(DTYPE))
 
     def explain(self, requests: Sequence[Request]) -> list[FrameData]:
         """Frame data for each request, in order.
@@ -218,7 +218,7 @@ class Engine:
             check_request(request, index, self.hidden)
         if not requests:
             return []
-        forward = self._forward([request.image for request in requests])
+        forward = self._forward(np.stack([request.image for request in requests]))
         predictions = forward.logits.argmax(dim=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p
                    for r, p in zip(requests, predictions)]
@@ -285,7 +285,7 @@ class Engine:
             for index, image in enumerate(images):
                 check_image(image, f"image {index}")
         check_rule(rule, "all_maps")
-        classes, hidden = self._relevance.all_maps(self._forward(list(images)), rule)
+        classes, hidden = self._relevance.all_maps(self._forward(images), rule)
         batch = len(images)
         return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
                        hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())

@@ -190,9 +190,12 @@ class FastBackend:
 
     def edges(self, forward: Forward, rule: str) -> torch.Tensor:
         """``(B, H, 10)`` relevance message ``R(j→c)``, each class started from its own logit."""
-        messages = unit_maps(self._forms[rule][1], forward.a, forward.logits)  # (B, 10, H)
-        active = (forward.z1 > 0).to(forward.z1)
-        return messages.transpose(1, 2) * active[:, :, None]
+        fc2 = self._forms[rule][1]
+        messages = unit_maps(fc2, forward.a, forward.logits).transpose(1, 2)  # (B, H, 10)
+        if any(group.constant is not None for group in fc2):
+            # The ReLU passes nothing to inactive neurons; only a constant (ZBox) term could give them some.
+            messages = messages * (forward.z1 > 0).to(messages)[:, :, None]
+        return messages
 
     def relevance(
         self, forward: Forward, rule: str, starts: Sequence[Start | None]
