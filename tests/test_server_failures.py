@@ -1,0 +1,77 @@
+"""Failures: an inference exception costs one visitor its socket (1011); SIGTERM closes everyone with 1012."""
+
+import asyncio
+import signal
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from starlette import status
+from torch import nn
+from websockets.exceptions import ConnectionClosed
+
+from model_store.strokes import Stroke
+from server.explain.engine import Engine, FrameData, Request
+from server.raster import rasterize
+from support import Visitor, decode_array, metric, running_app, server_process
+
+FAILING_NEURON = 13
+
+
+class FailingEngine:
+    """Test-only fault injection: the real engine, except that selecting hidden neuron 13 raises."""
+
+    def __init__(self, model: nn.Module, backend: str) -> None:
+        self.engine = Engine(model, backend=backend)
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        if any(request.selection.hidden == FAILING_NEURON for request in requests):
+            raise RuntimeError("injected inference failure")
+        return self.engine.explain(requests)
+
+
+async def closing_code(visitor: Visitor) -> int:
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                await visitor.connection.recv()
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None, "dropped without a close frame"
+        return closed.rcvd.code
+
+
+async def test_inference_exception_closes_only_that_visitor_1011(golden_digits: dict[int, list[Stroke]]) -> None:
+    # One worker and a wait long enough that both visitors' frames land in one batch, which then fails.
+    async with running_app(engine_factory=FailingEngine, workers=1, batch_wait_ms=50.0) as url:
+        async with Visitor.connect(url) as failing, Visitor.connect(url) as bystander:
+            await failing.frame_for(None)
+            await bystander.frame_for(None)
+            await failing.send("select", output=None, hidden=FAILING_NEURON)
+            seq = await bystander.draw(golden_digits[5])
+            assert await closing_code(failing) == status.WS_1011_INTERNAL_ERROR
+            frame = await bystander.frame_for(seq)
+            assert frame["prediction"] == 5
+            np.testing.assert_allclose(decode_array(frame["input"]), rasterize(golden_digits[5]),
+                                       rtol=0, atol=0.5 / 255 + 1e-6)
+        async with Visitor.connect(url) as reconnected:  # reconnecting is safe
+            assert (await reconnected.frame_for(await reconnected.draw(golden_digits[5])))["prediction"] == 5
+        assert await metric(url, "xai_closed_connections_total", code="1011") == 1
+
+
+async def test_sigterm_closes_every_visitor_1012_and_exits_within_grace(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    grace_s = 3.0
+    with server_process({"SHUTDOWN_GRACE_S": str(grace_s)}) as server:
+        async with Visitor.connect(server.url) as drawing, Visitor.connect(server.url) as idle:
+            await drawing.frame_for(await drawing.draw(golden_digits[1]))
+            await idle.frame_for(None)
+            await drawing.send("compare", methods=["lrp", "saliency"])
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            codes = await asyncio.gather(closing_code(drawing), closing_code(idle))
+        assert codes == [status.WS_1012_SERVICE_RESTART] * 2
+        returncode = await asyncio.to_thread(server.process.wait, grace_s + 5)
+        elapsed = time.monotonic() - signalled
+    assert returncode == -signal.SIGTERM  # uvicorn re-raises the signal it handled
+    assert elapsed < grace_s, f"exited {elapsed:.1f} s after SIGTERM"
+    assert "Traceback" not in server.log()
