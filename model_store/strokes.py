@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .datasets import load_embedded
+from .store import load_model, model_names
+
 Point = tuple[float, float]
 Stroke = list[Point]
 
@@ -234,10 +237,8 @@ def write_golden_digits(golden: dict[int, list[Stroke]], models: Sequence[str], 
 
 
 def main() -> None:
-    from server.raster import rasterize  # the one rasteriser the server uses
-
-    from .datasets import load_embedded
-    from .store import load_model, model_names
+    # Imported here: only this command needs the server's rasteriser, the model store itself does not.
+    from server.raster import rasterize
 
     parser = argparse.ArgumentParser(description="Rewrite golden_digits.json from the embedded digits.")
     parser.add_argument("--output", type=Path, default=GOLDEN_PATH)
