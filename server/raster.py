@@ -67,9 +67,10 @@ def _stroke_points(stroke: Sequence[Sequence[float]], index: int) -> np.ndarray:
 
 
 def _point_xy(point: Sequence[float], index: int, k: int) -> tuple[float, float]:
-    if len(point) < 2:
-        raise ValueError(f"stroke {index} point {k}: expected [x, y, ...], got {point!r}")
-    return float(point[0]), float(point[1])
+    try:
+        return float(point[0]), float(point[1])
+    except (TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"stroke {index} point {k}: expected [x, y, ...] numbers, got {point!r}") from error
 
 
 def _check_range(points: np.ndarray, index: int) -> None:

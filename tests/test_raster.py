@@ -98,7 +98,9 @@ def test_forty_strokes_and_extra_point_fields():
     ([[[0.5, -0.01]]], "in [0, 1]"),
     ([[[0.5]]], "stroke 0"),
     ([[[0.5, 0.5], [0.5]]], "stroke 0 point 1"),
-], ids=["NaN", "inf", "x > 1", "y < 0", "one coordinate", "ragged short point"])
+    ([[[0.5, 0.5], ["x", 0.5, 1]]], "stroke 0 point 1: expected"),
+    ([[[0.5, 0.5]], [0.5, 0.5]], "stroke 1"),
+], ids=["NaN", "inf", "x > 1", "y < 0", "one coordinate", "ragged short point", "not a number", "flat stroke"])
 def test_bad_points_raise_value_error_naming_them(strokes, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         rasterize(strokes)
