@@ -1,0 +1,87 @@
+"""The HTTP routes: health, readiness, metrics, the model list and neuron cards."""
+
+import asyncio
+
+import numpy as np
+import orjson
+import pytest
+import torch
+
+import server.app
+from model_store import load_model, model_names, model_record
+from model_store.datasets import load_embedded
+from server.explain.engine import Engine, Request, Selection
+from support import decode_array, fetch, running_app
+
+
+async def test_health_readiness_and_metrics(app_url: str) -> None:
+    assert await fetch(app_url + "/healthz") == (200, b"ok")
+    status, body = await fetch(app_url + "/readyz")
+    assert status == 200 and b"golden digits" in body
+    status, body = await fetch(app_url + "/metrics")
+    assert status == 200
+    for name in (b"xai_open_connections", b"xai_frames_sent_total", b"xai_frames_coalesced_total",
+                 b"xai_inference_batch_size", b"xai_stroke_to_frame_seconds", b"xai_event_loop_lag_seconds",
+                 b"xai_rejected_connections_total", b"xai_rejected_messages_total"):
+        assert name in body
+
+
+async def test_page_is_served(app_url: str) -> None:
+    status, body = await fetch(app_url + "/")
+    assert status == 200 and body.lower().startswith(b"<!doctype html")
+
+
+async def test_models_api_lists_the_store(app_url: str) -> None:
+    status, body = await fetch(app_url + "/api/models")
+    assert status == 200
+    answer = orjson.loads(body)
+    assert [entry["name"] for entry in answer["models"]] == model_names()
+    assert answer["default"] == model_record()["name"]
+    for entry in answer["models"]:
+        record = model_record(entry["name"])
+        assert entry["layers"] == [784, record["hidden"], 10] and entry["hidden"] == record["hidden"]
+        assert entry["test_accuracy"] == record.get("test_accuracy")
+
+
+async def test_neuron_card_holds_the_weight_template_and_top_digits(app_url: str) -> None:
+    name, neuron = model_record()["name"], 5
+    status, body = await fetch(app_url + f"/api/models/{name}/neurons/{neuron}", timeout_s=60)
+    assert status == 200
+    card = orjson.loads(body)
+    model = load_model(name)
+    np.testing.assert_array_equal(decode_array(card["weights"]),
+                                  model.fc1.weight[neuron].detach().numpy().reshape(28, 28))
+    images, labels = await asyncio.to_thread(load_embedded)
+    with torch.no_grad():
+        activations = torch.relu(model.fc1(torch.from_numpy(images).reshape(-1, 784)))[:, neuron].numpy()
+    top = card["top_activation"]
+    assert len(top) == 8
+    assert [entry["index"] for entry in top] == list(np.argsort(-activations, kind="stable")[:8])
+    np.testing.assert_allclose([entry["value"] for entry in top], np.sort(activations)[::-1][:8], rtol=1e-4)
+    assert all(entry["label"] == labels[entry["index"]] for entry in top)
+    relevance = [entry["value"] for entry in card["top_relevance"]]
+    assert len(relevance) == 8 and relevance == sorted(relevance, reverse=True)
+    # R_j for the digit's own predicted class under ε, exactly as the engine computes it for a frame.
+    engine = Engine(model)
+    frames = engine.explain([Request(images[entry["index"]], Selection(None, None), rule="epsilon")
+                             for entry in card["top_relevance"]])
+    np.testing.assert_allclose(relevance, [frame.hidden_relevance[neuron] for frame in frames], rtol=1e-5)
+    np.testing.assert_allclose(decode_array(card["top_relevance"][0]["image"]),
+                               images[card["top_relevance"][0]["index"]], rtol=0, atol=0.5 / 255 + 1e-6)
+
+
+async def test_unknown_model_or_neuron_is_404(app_url: str) -> None:
+    hidden = model_record()["hidden"]
+    for path in ("/api/models/nope/neurons/0", f"/api/models/{model_record()['name']}/neurons/{hidden}"):
+        status, _ = await fetch(app_url + path)
+        assert status == 404
+
+
+async def test_readiness_fails_when_a_golden_digit_is_misclassified(monkeypatch: pytest.MonkeyPatch) -> None:
+    golden = server.app.load_golden_digits()
+    swapped = {0: golden[1], **{label: strokes for label, strokes in golden.items() if label != 0}}
+    monkeypatch.setattr(server.app, "load_golden_digits", lambda: swapped)
+    async with running_app() as url:
+        status, body = await fetch(url + "/readyz")
+        assert status == 503 and b"misclassifies golden digit(s) [0]" in body
+        assert await fetch(url + "/healthz") == (200, b"ok")

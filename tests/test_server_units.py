@@ -1,0 +1,74 @@
+"""Small pure parts of the server: settings from the environment, the Origin allowlist, array encoding, rate limits."""
+
+import numpy as np
+import pytest
+
+from server.frames import encode_f32, encode_i8, encode_u8
+from server.origins import origin_allowed
+from server.ratelimit import ErrorWindow, TokenBucket
+from server.settings import DEFAULT_ALLOWED_ORIGINS, Settings, SettingsError
+from support import decode_array
+
+
+def test_settings_read_the_environment_with_types_and_defaults() -> None:
+    settings = Settings.from_env({"PORT": "9001", "COALESCE": "false", "ALLOWED_ORIGINS": "self, https://a.example",
+                                  "BATCH_WAIT_MS": "0.5", "MODEL": "h16", "MAX_POINTS": ""})
+    assert (settings.port, settings.coalesce, settings.batch_wait_ms, settings.model) == (9001, False, 0.5, "h16")
+    assert settings.allowed_origins == ("self", "https://a.example")
+    assert settings.max_points == Settings().max_points  # empty: the default
+    assert Settings.from_env({}).allowed_origins == DEFAULT_ALLOWED_ORIGINS
+
+
+@pytest.mark.parametrize("environment", [{"PORT": "eighty"}, {"PORT": "70000"}, {"COALESCE": "maybe"},
+                                         {"MAX_CONNECTIONS": "0"}, {"BACKEND": "gpu"}, {"PING_TIMEOUT_S": "nan"}])
+def test_settings_refuse_bad_values_naming_the_variable(environment: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(environment))):
+        Settings.from_env(environment)
+
+
+@pytest.mark.parametrize(("origin", "host", "secure", "allowed"), [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", False, True),
+    ("https://demo.example", "demo.example", True, True),
+    ("http://demo.example", "demo.example", True, False),  # wss page must come from https
+    ("http://LOCALHOST:5173", "demo.example", False, True),
+    ("http://localhost", "demo.example", False, True),
+    ("http://localhost:", "demo.example", False, False),
+    ("http://localhost:80x", "demo.example", False, False),
+    ("http://localhost.evil.example", "demo.example", False, False),
+    ("https://localhost:5173", "demo.example", False, False),
+    ("http://evil.example", "demo.example", False, False),
+    ("null", "demo.example", False, False),
+    (None, "demo.example", False, False),
+])
+def test_origin_allowlist_with_defaults(origin: str | None, host: str, secure: bool, allowed: bool) -> None:
+    assert origin_allowed(origin, host, secure, DEFAULT_ALLOWED_ORIGINS) is allowed
+
+
+def test_arrays_decode_as_documented_within_quantisation() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((28, 28), dtype=np.float32)
+    np.testing.assert_allclose(decode_array(encode_u8(image)), image, rtol=0, atol=0.5 / 255 + 1e-7)
+    relevance = rng.normal(size=(28, 28)).astype(np.float32)
+    encoded = encode_i8(relevance)
+    assert encoded["scale"] == pytest.approx(np.abs(relevance).max() / 127)
+    decoded = decode_array(encoded)
+    np.testing.assert_allclose(decoded, relevance, rtol=0, atol=encoded["scale"] / 2 + 1e-7)
+    assert np.abs(decoded).max() == pytest.approx(np.abs(relevance).max(), rel=1e-6)  # ±127 is ±max
+    edges = rng.normal(size=(128, 10)).astype(np.float32)
+    np.testing.assert_array_equal(decode_array(encode_f32(edges)), edges)
+    zeros = encode_i8(np.zeros((28, 28), np.float32))
+    assert zeros["scale"] == 0.0 and not decode_array(zeros).any()
+
+
+def test_token_bucket_admits_a_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate_per_s=10, burst=10, now=0.0)
+    assert [bucket.admit(0.0) for _ in range(11)] == [True] * 10 + [False]
+    assert bucket.admit(0.05) is False  # half a token back
+    assert bucket.admit(0.1) is True
+
+
+def test_error_window_counts_only_recent_errors() -> None:
+    window = ErrorWindow(allowed=2, window_s=10.0)
+    assert [window.record(t) for t in (0.0, 1.0)] == [False, False]
+    assert window.record(10.5) is False  # the error at 0.0 has left the window
+    assert window.record(10.6) is True
