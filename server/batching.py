@@ -90,7 +90,11 @@ class JobResult:
 
 
 class InferenceError(RuntimeError):
-    """Computing a job failed; the message names the exception, never the input."""
+    """Computing a job failed; ``error_type`` names the exception raised in the engine thread."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
 
 
 class EngineThreads:
@@ -114,7 +118,7 @@ class EngineThreads:
 
         Retrying alone finds the job that failed, so only its visitor hears of it.
         """
-        results: list[JobResult | Exception] = [InferenceError("not computed")] * len(jobs)
+        results: dict[int, JobResult | Exception] = {}
         for model in dict.fromkeys(job.model for job in jobs):
             indices = [index for index, job in enumerate(jobs) if job.model == model]
             try:
@@ -123,7 +127,7 @@ class EngineThreads:
             except Exception:  # noqa: BLE001 — isolated below, job by job
                 for index in indices:
                     results[index] = self._compute_alone(jobs[index])
-        return results
+        return [results[index] for index in range(len(jobs))]
 
     def _compute_alone(self, job: Job) -> JobResult | Exception:
         try:
@@ -176,7 +180,7 @@ class Batcher:
         while not self.queue.empty():
             _, future = self.queue.get_nowait()
             if not future.done():
-                future.set_exception(InferenceError("server shutting down"))
+                future.set_exception(InferenceError("Shutdown", "the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def compute(self, job: Job) -> JobResult:
@@ -230,7 +234,7 @@ class Batcher:
         try:
             results = await asyncio.get_running_loop().run_in_executor(self.executor, self.threads.run, jobs)
         except RuntimeError as error:  # the executor was shut down under us
-            results = [InferenceError(str(error))] * len(batch)
+            results = [error] * len(batch)
         finally:
             self.free_workers.release()
         self.metrics.batch_size.observe(len(batch))
@@ -239,6 +243,6 @@ class Batcher:
             if future.done():
                 continue
             if isinstance(result, Exception):
-                future.set_exception(InferenceError(f"{type(result).__name__}: {result}"))
+                future.set_exception(InferenceError(type(result).__name__, str(result)))
             else:
                 future.set_result(result)

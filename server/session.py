@@ -92,6 +92,7 @@ class Session:
         self.pause_timer: asyncio.TimerHandle | None = None
         self.oldest_unframed_at: float | None = None
         self.unframed_messages = 0
+        self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "peer closed")
 
     async def run(self) -> None:
         """Serve the (accepted) WebSocket until it ends; never raises for peer behaviour."""
@@ -109,8 +110,8 @@ class Session:
             await self._send_welcome()
             self.dirty.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            ended = done.pop().exception() if done else None
-        except PeerNotReading as error:
+            ended = done.pop().exception()
+        except (PeerNotReading, WebSocketDisconnect) as error:  # while sending the welcome
             ended = error
         finally:
             for task in tasks:
@@ -134,7 +135,7 @@ class Session:
                 self._abort()
                 return status.WS_1006_ABNORMAL_CLOSURE, "peer stopped reading"
             case InferenceError():
-                event("inference_failed", logging.ERROR, visitor=self.visitor, error=str(ended).split(":")[0])
+                event("inference_failed", logging.ERROR, visitor=self.visitor, error=ended.error_type)
                 await self._close(status.WS_1011_INTERNAL_ERROR, "inference failed")
                 return status.WS_1011_INTERNAL_ERROR, "inference failed"
             case _:
@@ -144,8 +145,6 @@ class Session:
                 return status.WS_1011_INTERNAL_ERROR, "internal error"
 
     # Receiving
-
-    peer_close: tuple[int, str] = (status.WS_1005_NO_STATUS_RCVD, "peer closed")
 
     async def _receive_loop(self) -> None:
         """Apply messages until the peer closes (returns) or the session must end (raises)."""

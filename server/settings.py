@@ -61,7 +61,8 @@ class Settings:
         shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
             within this, s; below docker compose's default stop timeout (10 s).
     Inference
-        workers: executor threads running the engine (each holds its own models).
+        workers: executor threads running the engine, at most the number of
+            cores (each holds its own engines; default min(2, cores)).
         batch_max: frames of different visitors computed as one engine call.
         batch_wait_ms: how long a batch waits for more frames once one is due, ms.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
@@ -109,6 +110,8 @@ class Settings:
                      "ping_timeout_s", "send_timeout_s", "shutdown_grace_s"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
+        # More engine threads than cores only adds contention (each runs torch with one thread).
+        _require("workers", self.workers <= (os.cpu_count() or 1), f"at most the {os.cpu_count()} cores")
         _require("backend", self.backend in BACKENDS, f"one of {BACKENDS}")
         _require("log_level", self.log_level in LOG_LEVELS, f"one of {LOG_LEVELS}")
 
