@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -165,7 +166,9 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine",
                                            initializer=_one_torch_thread)
         self.free_workers = asyncio.Semaphore(workers)
-        self.queue: asyncio.Queue[tuple[Job, asyncio.Future[JobResult]]] = asyncio.Queue(maxsize=max_jobs)
+        self.max_jobs = max_jobs
+        self.pending: deque[tuple[Job, asyncio.Future[JobResult]]] = deque()
+        self.available = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
         self.dispatcher: asyncio.Task[None] | None = None
 
@@ -177,17 +180,22 @@ class Batcher:
         if self.dispatcher is not None:
             self.dispatcher.cancel()
             await asyncio.gather(self.dispatcher, return_exceptions=True)
-        while not self.queue.empty():
-            _, future = self.queue.get_nowait()
+        for _, future in self.pending:
             if not future.done():
                 future.set_exception(InferenceError("Shutdown", "the server is shutting down"))
+        self.pending.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def compute(self, job: Job) -> JobResult:
         """Queue ``job`` and wait for its result; raises :class:`InferenceError`."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        # Bounded: every connection has at most one job in flight (QueueFull would be a bug).
-        self.queue.put_nowait((job, future))
+        # Jobs of visitors who left are dropped here, so the queue holds at most one job per open
+        # connection: the bound below is never reached unless that invariant breaks.
+        self.pending = deque(item for item in self.pending if not item[1].done())
+        if len(self.pending) >= self.max_jobs:
+            raise InferenceError("Overloaded", f"{len(self.pending)} jobs already queued")
+        self.pending.append((job, future))
+        self.available.set()
         return await future
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
@@ -218,13 +226,16 @@ class Batcher:
 
     async def _next_live(self) -> tuple[Job, asyncio.Future[JobResult]]:
         while True:
-            item = await self.queue.get()
-            if not item[1].done():  # a visitor that left cancelled its future
-                return item
+            while self.pending:
+                item = self.pending.popleft()
+                if not item[1].done():  # a visitor that left cancelled its future
+                    return item
+            self.available.clear()
+            await self.available.wait()
 
     def _drain(self, batch: list[tuple[Job, asyncio.Future[JobResult]]]) -> None:
-        while len(batch) < self.batch_max and not self.queue.empty():
-            item = self.queue.get_nowait()
+        while len(batch) < self.batch_max and self.pending:
+            item = self.pending.popleft()
             if not item[1].done():
                 batch.append(item)
 
