@@ -92,16 +92,19 @@ class Session:
         self.pause_timer: asyncio.TimerHandle | None = None
         self.oldest_unframed_at: float | None = None
         self.unframed_messages = 0
-        self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "peer closed")
+        self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
     async def run(self) -> None:
         """Serve the (accepted) WebSocket until it ends; never raises for peer behaviour."""
         self.metrics.open_connections.inc()
         event("visitor_connected", visitor=self.visitor, model=self.state.model)
-        code, reason = await self._serve()
-        self.metrics.open_connections.dec()
-        self.metrics.closed_connections.labels(str(code)).inc()
-        event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
+        code, reason = status.WS_1006_ABNORMAL_CLOSURE, "cancelled"  # if uvicorn cancels us at shutdown
+        try:
+            code, reason = await self._serve()
+        finally:
+            self.metrics.open_connections.dec()
+            self.metrics.closed_connections.labels(str(code)).inc()
+            event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
 
     async def _serve(self) -> tuple[int, str]:
         """Run both loops; return the close code and reason that ended the session."""
@@ -155,7 +158,8 @@ class Session:
             except TimeoutError:
                 raise CloseConnection(status.WS_1000_NORMAL_CLOSURE, "idle timeout") from None
             if message["type"] == "websocket.disconnect":
-                self.peer_close = (int(message.get("code", status.WS_1005_NO_STATUS_RCVD)), "peer closed")
+                # The peer's close reason is its text: not logged, like every other message content.
+                self.peer_close = (int(message.get("code", status.WS_1005_NO_STATUS_RCVD)), "disconnected")
                 return
             text = message.get("text")
             if text is None:
