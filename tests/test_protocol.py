@@ -180,11 +180,11 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20)
+points_like = st.lists(st.lists(st.floats() | st.integers(), max_size=4), max_size=4) | json_values
 message_like = st.fixed_dictionaries(
     {"type": st.sampled_from(["stroke", "select", "configure", "clear", "undo", "compare", "x"]),
      "seq": st.integers(-2, 2**54) | st.booleans() | st.floats()},
-    optional={"id": json_values | st.integers(-5, 5), "points": st.lists(st.lists(st.floats() | st.integers(), max_size=4),
-                                                                              max_size=4) | json_values,
+    optional={"id": json_values | st.integers(-5, 5), "points": points_like,
               "output": json_values | st.integers(-2, 12), "hidden": json_values | st.integers(-2, 200),
               "model": json_values, "method": json_values, "rule": json_values, "methods": json_values})
 

@@ -132,8 +132,8 @@ async def test_bad_message_gets_error_and_changes_nothing(case: str) -> None:
         # Four strokes holding 232 points: a fifth stroke, or 25 more points, breaks a limit.
         for stroke_id, count in [(0, 64), (1, 64), (2, 64), (3, 40)]:
             visitor.seq += 1
-            await visitor.send_raw(_stroke(visitor.seq, [[0.2 + 0.001 * k, 0.1 + 0.2 * stroke_id] for k in range(count)],
-                                           stroke_id))
+            points = [[0.2 + 0.001 * k, 0.1 + 0.2 * stroke_id] for k in range(count)]
+            await visitor.send_raw(_stroke(visitor.seq, points, stroke_id))
         before = await visitor.frame_for(visitor.seq)
         line = [[(0.5, 0.2), (0.52, 0.5), (0.5, 0.8)]]
         await bystander.draw(line)
