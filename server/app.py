@@ -202,10 +202,15 @@ async def api_neuron(request: Request) -> Response:
 
 
 async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
-    """The cached scan of ``model``; the first request starts it on an engine thread, others await it."""
-    if model not in runtime.scans:
-        runtime.scans[model] = asyncio.create_task(runtime.services.batcher.call(_scan_on_thread, runtime, model))
-    return await asyncio.shield(runtime.scans[model])
+    """The cached scan of ``model``; the first request starts it on an engine thread, others await it.
+
+    A scan that failed is started again by the next request rather than cached.
+    """
+    scan = runtime.scans.get(model)
+    if scan is None or (scan.done() and (scan.cancelled() or scan.exception() is not None)):
+        scan = asyncio.create_task(runtime.services.batcher.call(_scan_on_thread, runtime, model))
+        runtime.scans[model] = scan
+    return await asyncio.shield(scan)  # a visitor hanging up must not cancel the scan others wait for
 
 
 def _scan_on_thread(runtime: Runtime, model: str) -> neurons.NeuronScan:
