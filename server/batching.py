@@ -1,12 +1,13 @@
 """Micro-batching of frames across visitors onto a bounded pool of engine threads.
 
 Each visitor has at most one :class:`Job` in flight (``server.session``), so
-the queue holds at most one job per connection.  A dispatcher task waits for
-a free worker thread, takes the oldest job, lets up to ``batch_wait_ms`` pass
-for others to arrive, and hands up to ``batch_max`` jobs to that thread as
-one engine call per model.  While every worker is busy, jobs pile up and the
-next batch is larger: batching grows with load instead of adding latency
-when the server is idle.
+the queues hold at most one job per connection.  A dispatcher task takes the
+oldest job, waits for a free worker thread, adds the jobs that piled up
+meanwhile and those arriving within ``batch_wait_ms``, and hands up to
+``batch_max`` jobs to that thread as one engine call per model.  While every
+worker is busy, jobs pile up and the next batch is larger: batching grows
+with load instead of adding latency when the server is idle.  Slow jobs
+(on-pause methods) take a lane of their own that never holds every thread.
 
 Workers run ``torch`` with one thread each (``torch.set_num_threads(1)``: two
 intra-op threads per call stalled batched calls by 50 ms here) and each owns
@@ -154,8 +155,57 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+Item = tuple[Job, asyncio.Future[JobResult]]
+
+
+class Lane:
+    """The jobs waiting for a worker, oldest first; jobs of visitors who left are skipped."""
+
+    def __init__(self) -> None:
+        self.items: deque[Item] = deque()
+        self.available = asyncio.Event()
+
+    def purge(self) -> int:
+        """Drop the jobs whose visitor left (their future is cancelled); return how many remain."""
+        self.items = deque(item for item in self.items if not item[1].done())
+        return len(self.items)
+
+    def put(self, item: Item) -> None:
+        self.items.append(item)
+        self.available.set()
+
+    async def take(self) -> Item:
+        """The oldest live job, waiting for one if there is none."""
+        while True:
+            while self.items:
+                item = self.items.popleft()
+                if not item[1].done():
+                    return item
+            self.available.clear()
+            await self.available.wait()
+
+    def drain(self, batch: list[Item], limit: int) -> None:
+        """Move live jobs into ``batch`` until it holds ``limit``."""
+        while len(batch) < limit and self.items:
+            item = self.items.popleft()
+            if not item[1].done():
+                batch.append(item)
+
+    def fail(self, error: Exception) -> None:
+        for _, future in self.items:
+            if not future.done():
+                future.set_exception(error)
+        self.items.clear()
+
+
 class Batcher:
-    """Runs jobs of many visitors on ``workers`` threads in batches of at most ``batch_max``."""
+    """Runs jobs of many visitors on ``workers`` threads, per-frame jobs in batches of at most ``batch_max``.
+
+    Two lanes share the threads.  Per-frame jobs are batched.  Slow jobs
+    (on-pause methods such as LIME, comparisons) run one per call and hold
+    at most ``workers - 1`` threads, so that with two or more workers a
+    visitor waiting for LIME never holds up another visitor's frames.
+    """
 
     def __init__(self, threads: EngineThreads, metrics: Metrics, workers: int, batch_max: int,
                  batch_wait_ms: float, max_jobs: int) -> None:
@@ -166,91 +216,81 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine",
                                            initializer=_one_torch_thread)
         self.free_workers = asyncio.Semaphore(workers)
+        self.slow_slots = asyncio.Semaphore(max(1, workers - 1))
         self.max_jobs = max_jobs
-        self.pending: deque[tuple[Job, asyncio.Future[JobResult]]] = deque()
-        self.available = asyncio.Event()
-        self.running: set[asyncio.Task[None]] = set()
-        self.dispatcher: asyncio.Task[None] | None = None
+        self.fast, self.slow = Lane(), Lane()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self.dispatcher = asyncio.create_task(self._dispatch(), name="batcher")
+        self._spawn(self._dispatch_fast())
+        self._spawn(self._dispatch_slow())
 
     async def stop(self) -> None:
         """Stop dispatching, fail queued jobs, drop the threads without waiting for them."""
-        if self.dispatcher is not None:
-            self.dispatcher.cancel()
-            await asyncio.gather(self.dispatcher, return_exceptions=True)
-        for _, future in self.pending:
-            if not future.done():
-                future.set_exception(InferenceError("Shutdown", "the server is shutting down"))
-        self.pending.clear()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for lane in (self.fast, self.slow):
+            lane.fail(InferenceError("Shutdown", "the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def compute(self, job: Job) -> JobResult:
-        """Queue ``job`` and wait for its result; raises :class:`InferenceError`."""
+    async def compute(self, job: Job, slow: bool = False) -> JobResult:
+        """Queue ``job`` (``slow``: on the slow lane) and wait for its result; raises :class:`InferenceError`."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        # Jobs of visitors who left are dropped here, so the queue holds at most one job per open
-        # connection: the bound below is never reached unless that invariant breaks.
-        self.pending = deque(item for item in self.pending if not item[1].done())
-        if len(self.pending) >= self.max_jobs:
-            raise InferenceError("Overloaded", f"{len(self.pending)} jobs already queued")
-        self.pending.append((job, future))
-        self.available.set()
+        # Each open connection has at most one job queued, so this bound is never reached unless
+        # that invariant breaks; jobs of visitors who left are purged first.
+        if self.fast.purge() + self.slow.purge() >= self.max_jobs:
+            raise InferenceError("Overloaded", f"{self.max_jobs} jobs already queued")
+        (self.slow if slow else self.fast).put((job, future))
         return await future
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on a worker thread, holding a worker like a batch does."""
-        async with self.free_workers:
+        """Run ``function(*args)`` on a worker thread, as a slow job (it holds a thread for long)."""
+        async with self.slow_slots, self.free_workers:
             return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
-    async def _dispatch(self) -> None:
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _dispatch_fast(self) -> None:
+        """Wait for a job, then a worker; batch what piled up meanwhile, plus ``batch_wait_s`` more."""
         while True:
+            batch = [await self.fast.take()]
             await self.free_workers.acquire()
-            try:
-                batch = await self._collect()
-            except BaseException:
-                self.free_workers.release()
-                raise
-            task = asyncio.create_task(self._run(batch))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
+            self.fast.drain(batch, self.batch_max)
+            if len(batch) < self.batch_max and self.batch_wait_s > 0:
+                await asyncio.sleep(self.batch_wait_s)
+                self.fast.drain(batch, self.batch_max)
+            self._spawn(self._run(batch, self.free_workers))
 
-    async def _collect(self) -> list[tuple[Job, asyncio.Future[JobResult]]]:
-        """The oldest live job, plus whatever else arrives within ``batch_wait_s`` (up to ``batch_max``)."""
-        batch = [await self._next_live()]
-        self._drain(batch)
-        if len(batch) < self.batch_max and self.batch_wait_s > 0:
-            await asyncio.sleep(self.batch_wait_s)
-            self._drain(batch)
-        return batch
-
-    async def _next_live(self) -> tuple[Job, asyncio.Future[JobResult]]:
+    async def _dispatch_slow(self) -> None:
         while True:
-            while self.pending:
-                item = self.pending.popleft()
-                if not item[1].done():  # a visitor that left cancelled its future
-                    return item
-            self.available.clear()
-            await self.available.wait()
+            item = await self.slow.take()
+            await self.slow_slots.acquire()
+            await self.free_workers.acquire()
+            self._spawn(self._run([item], self.free_workers, self.slow_slots))
 
-    def _drain(self, batch: list[tuple[Job, asyncio.Future[JobResult]]]) -> None:
-        while len(batch) < self.batch_max and self.pending:
-            item = self.pending.popleft()
-            if not item[1].done():
-                batch.append(item)
-
-    async def _run(self, batch: list[tuple[Job, asyncio.Future[JobResult]]]) -> None:
-        jobs = [job for job, _ in batch]
+    async def _run(self, batch: list[Item], *held: asyncio.Semaphore) -> None:
+        """Compute ``batch`` on a worker thread, then release ``held`` and settle each job's future."""
+        live = [(job, future) for job, future in batch if not future.done()]
+        if not live:  # every visitor of the batch left while it waited for a worker
+            for semaphore in held:
+                semaphore.release()
+            return
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self.executor, self.threads.run, jobs)
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.threads.run, [job for job, _ in live])
         except RuntimeError as error:  # the executor was shut down under us
-            results = [error] * len(batch)
+            results = [error] * len(live)
         finally:
-            self.free_workers.release()
-        self.metrics.batch_size.observe(len(batch))
+            for semaphore in held:
+                semaphore.release()
+        self.metrics.batch_size.observe(len(live))
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(live, results):
             if future.done():
                 continue
             if isinstance(result, Exception):

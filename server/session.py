@@ -239,7 +239,9 @@ class Session:
         oldest, folded = self.oldest_unframed_at, self.unframed_messages
         self.oldest_unframed_at, self.unframed_messages = None, 0
         pending = self._pending(view)
-        result = await self.services.batcher.compute(Job(view.model, view.strokes, (self._spec(view, pending),)))
+        slow = self.services.catalog.on_pause(view.method) and not pending
+        result = await self.services.batcher.compute(Job(view.model, view.strokes, (self._spec(view, pending),)),
+                                                     slow=slow)
         await self._send(encode_frame(view, result.image, result.frames[0], pending, result.compute_ms))
         self.metrics.frames_sent.inc()
         self.metrics.frames_coalesced.inc(max(0, folded - 1))
@@ -272,7 +274,8 @@ class Session:
         target = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule),)))
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule),)),
+                slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
             maps.append((method, data, result.compute_ms))

@@ -1,14 +1,18 @@
-"""Behaviour under load: latest-wins coalescing, floods, micro-batching across visitors, the baseline mode."""
+"""Behaviour under load: latest-wins, floods, micro-batching across visitors, slow methods, the baseline mode."""
 
 import asyncio
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 import orjson
 import pytest
 from starlette import status
+from torch import nn
 from websockets.exceptions import ConnectionClosed
 
 from model_store.strokes import Stroke
+from server.explain.engine import METHODS, Engine, FrameData, Request
 from server.raster import rasterize
 from support import Visitor, decode_array, metric, running_app
 
@@ -98,3 +102,32 @@ async def test_frames_of_different_visitors_share_a_batch(golden_digits: dict[in
             batches = await metric(url, "xai_inference_batch_size_count")
             singles = await metric(url, "xai_inference_batch_size_bucket", le="1.0")
             assert batches > singles, "every batch held a single frame"
+
+
+class GatedEngine:
+    """Test-only: the real engine, except that on-pause methods wait until the test opens the gate."""
+
+    gate = threading.Event()
+
+    def __init__(self, model: nn.Module, backend: str) -> None:
+        self.engine = Engine(model, backend=backend)
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        if any(METHODS[request.method].cost == "on-pause" for request in requests):
+            if not self.gate.wait(timeout=30):
+                raise TimeoutError("the test never opened the gate")
+        return self.engine.explain(requests)
+
+
+async def test_slow_methods_never_hold_every_worker(golden_digits: dict[int, list[Stroke]]) -> None:
+    GatedEngine.gate.clear()
+    async with running_app(engine_factory=GatedEngine, workers=2, pause_ms=0.0) as url:
+        async with Visitor.connect(url) as slow_a, Visitor.connect(url) as slow_b, Visitor.connect(url) as quick:
+            on_pause = next(m["name"] for m in slow_a.welcome["methods"] if m["cost"] == "on-pause")
+            waiting = [await visitor.send("configure", method=on_pause) for visitor in (slow_a, slow_b)]
+            frame = await quick.frame_for(await quick.draw(golden_digits[8]))  # while both slow jobs wait
+            assert frame["prediction"] == 8
+            GatedEngine.gate.set()
+            for visitor, seq in zip((slow_a, slow_b), waiting):
+                done = await visitor.frame_for(seq)
+                assert done["method"] == on_pause and done["heatmap"] is not None
