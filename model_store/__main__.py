@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment, lr=args.lr,
         batch_size=args.batch_size, teacher_hidden=args.teacher_hidden, teacher_epochs=args.teacher_epochs,
         teacher_augment=args.teacher_augment, distill_weight=args.distill_weight,
-        distill_temperature=args.distill_temperature,
+        distill_temperature=args.distill_temperature, teachers=args.teachers,
     )
     train_set, val_set, source = _training_data(args)
     result = train(config, train_set, val_set, progress=not args.quiet)
@@ -86,10 +86,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_seconds": round(result.seconds, 1),
         "command": "python -m model_store " + shlex.join(sys.argv[1:]),
         "distilled_from": None if config.teacher_hidden is None else {
-            "hidden": config.teacher_hidden, "epochs": config.teacher_epochs,
+            "hidden": config.teacher_hidden, "epochs": config.teacher_epochs, "teachers": config.teachers,
             "augment": config.teacher_augment or config.augment,
             "val_accuracy": round(result.teacher_val_accuracy, 4),
-            "note": "teacher trained by the same command on the same data, then discarded",
+            "note": "teachers trained by the same command on the same data, then discarded",
         },
     }
     directory = _mnist_dir(args)
@@ -133,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=128)
     tr.add_argument("--teacher-hidden", type=int, default=None, help="distil from a teacher of this width")
     tr.add_argument("--teacher-epochs", type=int, default=600)
+    tr.add_argument("--teachers", type=int, default=1, help="distil from the mean of this many teachers")
     tr.add_argument("--teacher-augment", default=None, help="teacher's augmentation (default: the student's)")
     tr.add_argument("--distill-weight", type=float, default=0.7, help="weight of the teacher's soft targets")
     tr.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of distillation")

@@ -7,8 +7,9 @@ weights.  Early stopping keeps the EMA weights where the validation accuracy,
 averaged over the last ``smooth_evals`` evaluations, is highest (later wins a
 tie): on 500 digits one evaluation moves in steps of 0.2 points, so the
 maximum of hundreds of raw evaluations mostly selects noise, and validation
-cross-entropy bottoms out far too early under distillation.  With ``teacher_hidden`` set, a teacher of that width is trained
-first by the same recipe and the student learns from its softened outputs
+cross-entropy bottoms out far too early under distillation.  With ``teacher_hidden`` set,
+``teachers`` models of that width are trained first by the same recipe (seeds
+``seed + 1 …``), and the student learns from the softened mean of their logits
 (Hinton et al. 2015, "Distilling the knowledge in a neural network").
 """
 
@@ -42,6 +43,7 @@ class TrainConfig:
     teacher_hidden: int | None = None
     teacher_epochs: int = 600
     teacher_augment: str | None = None  # None: the student's augmentation
+    teachers: int = 1
     distill_temperature: float = 4.0
     distill_weight: float = 0.7
 
@@ -80,6 +82,31 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tens
     return config.distill_weight * soft + (1 - config.distill_weight) * hard
 
 
+class _Ensemble(nn.Module):
+    """Mean logits of several models."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+def _train_teacher(config: "TrainConfig", train_set: tuple[np.ndarray, np.ndarray],
+                   val_set: tuple[np.ndarray, np.ndarray], progress: bool) -> tuple[nn.Module, float]:
+    """Train ``config.teachers`` teachers; return their ensemble and its validation accuracy."""
+    members = []
+    for index in range(config.teachers):
+        teacher_config = replace(config, hidden=config.teacher_hidden, epochs=config.teacher_epochs,
+                                 augment=config.teacher_augment or config.augment, seed=config.seed + 1 + index,
+                                 teacher_hidden=None, teacher_augment=None, teachers=1)
+        members.append(train(teacher_config, train_set, val_set, progress, label=f"teacher {index + 1}").model)
+    ensemble = _Ensemble(members).eval()
+    val_images, val_labels = (torch.from_numpy(a) for a in val_set)
+    return ensemble, accuracy(ensemble, val_images.float(), val_labels.long())
+
+
 def train(
     config: TrainConfig,
     train_set: tuple[np.ndarray, np.ndarray],
@@ -95,11 +122,7 @@ def train(
     start = time.perf_counter()
     teacher, teacher_acc = None, None
     if config.teacher_hidden is not None:
-        teacher_config = replace(config, hidden=config.teacher_hidden, epochs=config.teacher_epochs,
-                                 augment=config.teacher_augment or config.augment,
-                                 teacher_hidden=None, teacher_augment=None)
-        teacher_result = train(teacher_config, train_set, val_set, progress, label="teacher")
-        teacher, teacher_acc = teacher_result.model, teacher_result.val_accuracy
+        teacher, teacher_acc = _train_teacher(config, train_set, val_set, progress)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
