@@ -248,6 +248,34 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict) -> str:
+    """The same figures as :func:`format_table`, as a Markdown table (for docs/benchmarks.md)."""
+
+    def cell(value: float | None, digits: int, missing: str = "∞") -> str:
+        return missing if value is None else f"{value:.{digits}f}"
+
+    columns = ["server", "N", "p50 ms", "p95 ms", "p99 ms", "max ms", "frames/s", "frames/s per visitor",
+               "inputs/s per visitor", "coalesced", "server CPU (cores)", "client CPU (cores)",
+               "server RSS MB", "errors"]
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "--:|" * (len(columns) - 2) + "---|"]
+    for name, steps in report["results"].items():
+        for step in steps:
+            if "skipped" in step:
+                lines.append(f"| {name} | {step['visitors']} | skipped: {step['skipped']} |"
+                             + " |" * (len(columns) - 3))
+                continue
+            latency = step["latency_ms"]
+            errors = ", ".join(f"{code} × {count}" for code, count in step["errors"].items())
+            lines.append(" | ".join([
+                f"| {name}", str(step["visitors"]),
+                *(cell(latency[key], 1) for key in ("p50", "p95", "p99", "max")),
+                f"{step['frames_per_s']:.0f}", f"{step['frames_per_s_per_visitor']:.1f}",
+                f"{step['input_rate_per_visitor_hz']:.1f}", f"{step['coalesced_fraction']:.0%}",
+                cell(step["server_cpu_cores"], 2, "n/a"), f"{step['client_cpu_cores']:.2f}",
+                cell(step["server_rss_mb"], 0, "n/a"), f"{errors} |"]))
+    return "\n".join(lines)
+
+
 def plot(report: dict, path: Path) -> None:
     """Latency percentiles against N, one colour per variant, the 33 ms goal as a line (PNG)."""
     import matplotlib
@@ -304,6 +332,7 @@ def parser() -> argparse.ArgumentParser:
                         help="skip larger N for a variant once its p99 exceeds this")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--plot", type=Path, help="write a PNG plot of latency percentiles against N here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -319,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["plot"] = str(args.plot)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+    elif args.markdown:
+        print(format_markdown(report))
     else:
         print(format_table(report))
 
