@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from model_store import load_model
 from model_store.datasets import load_idx, mnist_dir_from_env
 from model_store.strokes import image_to_strokes, load_golden_digits
-from server.raster import BOX_PX, COM_PX, PEN_PX, rasterize
+from server.raster import BOX_PX, COM_PX, MIN_EXTENT, PEN_PX, rasterize
 
 SEVEN = [[[0.2, 0.2], [0.8, 0.2], [0.45, 0.9]], [[0.35, 0.55], [0.7, 0.55]]]
 
@@ -109,14 +109,30 @@ def test_bad_points_raise_value_error_naming_them(strokes, message):
 points = st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=30)
 
 
-@settings(max_examples=150, deadline=None)
+def touches_border(image: np.ndarray, level: float = 0.0) -> bool:
+    ink = image > level
+    return bool(ink[0].any() or ink[-1].any() or ink[:, 0].any() or ink[:, -1].any())
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.lists(points, min_size=1, max_size=8))
-def test_any_valid_drawing_gives_a_centred_image(strokes):
+def test_any_valid_drawing_gives_a_boxed_centred_image(strokes):
     image = rasterize(strokes)
     check_image(image)
     assert image.sum() > 0
-    # Centring happens on a 1/4-pixel grid before area averaging.
-    assert centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+    xy = np.array([point for stroke in strokes for point in stroke])
+    if np.ptp(xy, axis=0).max() >= MIN_EXTENT:
+        assert BOX_PX - 2 <= max(ink_box(image)) <= BOX_PX + 1
+    # Centred on a 1/4-pixel grid, unless that would cut ink off: then the box is pushed against the border.
+    centred = centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
+    assert centred or touches_border(image)
+
+
+def test_far_dot_is_kept_rather_than_centred():
+    """A dot far below a heavy stroke would leave the field if the centre of mass were centred."""
+    image = rasterize([[[0.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]]])
+    assert image[20:, :8].sum() > 1.0  # the dot, bottom left
+    assert centre_of_mass(image)[0] < COM_PX - 1 and touches_border(image)
 
 
 def test_golden_digits_are_mnist_like():
