@@ -56,12 +56,14 @@ def test_input_sum_equals_logit_for_every_class(engine, rule, tolerance):
 
 @pytest.mark.parametrize("rule", ["epsilon", "zplus"])
 def test_crp_and_neuron_maps_conserve_their_start(engine, rule):
+    drawings, neurons = images()[:10], range(engine.hidden)
     requests = [Request(image, Selection(output=c, hidden=j), rule=rule)
-                for image in images()[:10] for c in (0, 5) for j in range(engine.hidden)]
-    requests += [Request(image, Selection(hidden=j), rule=rule) for image in images()[:10] for j in range(engine.hidden)]
+                for image in drawings for c in (0, 5) for j in neurons]
+    requests += [Request(image, Selection(hidden=j), rule=rule) for image in drawings for j in neurons]
     for frame in engine.explain(requests):
         # crp: Σ pixels = R(j→c); hidden: Σ pixels = z_j (the neuron's pre-activation).
-        assert frame.conservation["input_sum"] == pytest.approx(frame.conservation["hidden_sum"], rel=TOLERANCE, abs=TOLERANCE)
+        sums = frame.conservation
+        assert sums["input_sum"] == pytest.approx(sums["hidden_sum"], rel=TOLERANCE, abs=TOLERANCE)
 
 
 def test_biases_absorb_relevance_in_the_shipped_model():
