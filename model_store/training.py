@@ -9,7 +9,7 @@ tie): on 500 digits one evaluation moves in steps of 0.2 points, so the
 maximum of hundreds of raw evaluations mostly selects noise, and validation
 cross-entropy bottoms out far too early under distillation.  With ``teacher_hidden`` set,
 ``teachers`` models of that width are trained first by the same recipe (seeds
-``seed + 1 …``), and the student learns from the softened mean of their logits
+``seed``, ``seed + 1`` …), and the student learns from the softened mean of their logits
 (Hinton et al. 2015, "Distilling the knowledge in a neural network").
 """
 
@@ -99,7 +99,7 @@ def _train_teacher(config: "TrainConfig", train_set: tuple[np.ndarray, np.ndarra
     members = []
     for index in range(config.teachers):
         teacher_config = replace(config, hidden=config.teacher_hidden, epochs=config.teacher_epochs,
-                                 augment=config.teacher_augment or config.augment, seed=config.seed + 1 + index,
+                                 augment=config.teacher_augment or config.augment, seed=config.seed + index,
                                  teacher_hidden=None, teacher_augment=None, teachers=1)
         members.append(train(teacher_config, train_set, val_set, progress, label=f"teacher {index + 1}").model)
     ensemble = _Ensemble(members).eval()
