@@ -118,7 +118,7 @@ def closed_form(rule: LayerRule, weight: torch.Tensor, bias: torch.Tensor) -> tu
 
 def inverse_denominators(groups: Sequence[ShareGroup], x: torch.Tensor) -> list[torch.Tensor]:
     """``1 / stab(D_g x + d_g)`` per group, each ``(B, n_out)``."""
-    return [1.0 / stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon) for g in groups]
+    return [stabilize(torch.addmm(g.den_bias, x, g.den_weight.T), g.epsilon).reciprocal_() for g in groups]
 
 
 def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor, single: bool = False,
