@@ -23,7 +23,7 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest -ra
 
 bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.latency --plot docs/latency.png
 
 bench-engine: $(INSTALLED)
 	$(BIN)/python -m benchmarks.engine

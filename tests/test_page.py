@@ -25,7 +25,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, sync_playwright
 
 from model_store.strokes import load_golden_digits
-from tests.support import decode_array, server_process
+from support import decode_array, server_process
 
 pytestmark = pytest.mark.browser
 
