@@ -96,7 +96,7 @@ class Settings:
     shutdown_grace_s: float = 5.0
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_max: int = 16
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     coalesce: bool = True
     log_level: str = "info"
 
