@@ -1,8 +1,8 @@
 """The floor of the latency benchmark: our WebSocket stack doing no work at all.
 
 Starlette + uvicorn run exactly as ``python -m server`` runs them (its
-WebSocket protocol class and options, ``uvicorn.Server.serve`` under
-``asyncio.run``) answering each client message with a frame of the size
+``STACK_OPTIONS``: uvloop, httptools, its WebSocket protocol class; the same
+WebSocket limits; ``uvicorn.Server.run``) answering each client message with a frame of the size
 and layout of a real one (docs/protocol.md §frame, H hidden neurons), built
 once at start-up; per message it only reads ``seq`` and splices it in.  The
 gap between this and our server is the cost of the model, the explanations
@@ -13,7 +13,6 @@ and the WebSocket framing cost on this machine.
 """
 
 import argparse
-import asyncio
 import base64
 
 import numpy as np
@@ -24,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.wsprotocol import ReleasingWebSocketProtocol
+from server.wsprotocol import STACK_OPTIONS
 
 SEQ_MARK = 999_999_999_999  # a placeholder seq, replaced per message
 
@@ -105,11 +104,10 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128, help="H: sets the frame size (128: ~12 kB)")
     args = parser.parse_args()
     # The options of server.__main__.uvicorn_config that touch the data path.
-    config = uvicorn.Config(create_app(args.hidden), host=args.host, port=args.port,
-                            ws=ReleasingWebSocketProtocol, ws_max_size=65536, ws_per_message_deflate=False,
-                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off",
+    config = uvicorn.Config(create_app(args.hidden), host=args.host, port=args.port, **STACK_OPTIONS,
+                            ws_max_size=65536, ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off",
                             log_level="warning", access_log=False)
-    asyncio.run(uvicorn.Server(config).serve())
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

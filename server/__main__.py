@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from .app import create_app
 from .logs import event, log_config
 from .settings import Settings, SettingsError
-from .wsprotocol import ReleasingWebSocketProtocol
+from .wsprotocol import STACK_OPTIONS
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -37,9 +37,8 @@ def uvicorn_config(app: Starlette, settings: Settings, configure_logging: bool =
         app,
         host=settings.host,
         port=settings.port,
-        ws=ReleasingWebSocketProtocol,
+        **STACK_OPTIONS,
         ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
-        ws_per_message_deflate=False,  # a deflate bomb must not cost memory
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
         timeout_graceful_shutdown=settings.shutdown_grace_s,

@@ -71,24 +71,33 @@ class Spec:
 
 
 @dataclass(frozen=True)
+class JobResult:
+    """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time.
+
+    ``text``: what the job's ``render`` made of this result, if it has one.
+    """
+
+    image: np.ndarray
+    frames: list[FrameData]
+    compute_ms: float
+    text: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A drawing of one visitor and the maps wanted for it, on model ``model``.
 
     ``strokes``: tuples of ``(x, y)`` canvas fractions, already validated.
+    ``render``: called with the result on the engine thread, its return value
+    becomes ``JobResult.text``: the message is encoded there, so that the event
+    loop never runs numpy (each numpy call may hand the GIL to an engine
+    thread, and taking it back can wait for that thread's switch interval).
     """
 
     model: str
     strokes: tuple[tuple[tuple[float, float], ...], ...]
     specs: tuple[Spec, ...]
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time."""
-
-    image: np.ndarray
-    frames: list[FrameData]
-    compute_ms: float
+    render: Callable[[JobResult], str] | None = None
 
 
 class InferenceError(RuntimeError):
@@ -143,8 +152,10 @@ class EngineThreads:
         requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
         frames = iter(self.engine(jobs[0].model).explain(requests))
         compute_ms = (time.perf_counter() - started) * 1000.0
-        return [JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms)
-                for job, image in zip(jobs, images)]
+        results = [JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms)
+                   for job, image in zip(jobs, images)]
+        return [result if job.render is None else dataclasses.replace(result, text=job.render(result))
+                for job, result in zip(jobs, results)]
 
 
 def default_engine_factory(model: nn.Module, backend: str) -> Engine:

@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
+                               generate_latest)
 
 # Stroke → frame latency and inference time, seconds: display-rate territory (1 ms … 1 s).
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -31,8 +32,11 @@ class Metrics:
 
 
 def create_metrics() -> Metrics:
-    """A fresh registry holding every metric, all at zero."""
+    """A fresh registry holding every metric, all at zero, plus the standard ``process_*`` and
+    ``python_info`` series (CPU seconds, resident memory: what the latency benchmark reads from a URL)."""
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return Metrics(
         registry=registry,
         open_connections=Gauge("xai_open_connections", "Open visitor WebSockets.", registry=registry),

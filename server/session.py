@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .batching import Batcher, InferenceError, Job, Spec
+from .batching import Batcher, InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
 from .frames import encode_comparison, encode_error, encode_frame, encode_welcome
 from .logs import event
@@ -85,6 +85,17 @@ class Services:
     limits: Limits
     batcher: Batcher
     metrics: Metrics
+
+
+@dataclass(frozen=True)
+class FrameRenderer:
+    """The ``frame`` message of a job's result, as text: the job's ``render``, run on its engine thread."""
+
+    view: View
+    pending: bool
+
+    def __call__(self, result: JobResult) -> str:
+        return encode_frame(self.view, result.image, result.frames[0], self.pending, result.compute_ms).decode()
 
 
 class CloseConnection(Exception):
@@ -276,9 +287,9 @@ class Session:
         self.oldest_unframed_at, self.unframed_messages = None, 0
         pending = self._pending(view)
         slow = self.services.catalog.on_pause(view.method) and not pending
-        result = await self.services.batcher.compute(Job(view.model, view.strokes, (self._spec(view, pending),)),
-                                                     slow=slow)
-        await self._send(encode_frame(view, result.image, result.frames[0], pending, result.compute_ms))
+        job = Job(view.model, view.strokes, (self._spec(view, pending),), render=FrameRenderer(view, pending))
+        result = await self.services.batcher.compute(job, slow=slow)
+        await self._send_text(result.text)
         self.metrics.frames_sent.inc()
         self.metrics.frames_coalesced.inc(max(0, folded - 1))
         if oldest is not None:
@@ -320,10 +331,14 @@ class Session:
     # Sending and closing
 
     async def _send(self, data: bytes) -> None:
+        """Send one JSON text message (UTF-8 ``data``); see :meth:`_send_text`."""
+        await self._send_text(data.decode())
+
+    async def _send_text(self, text: str) -> None:
         """Send one JSON text message, or raise :class:`PeerNotReading` after ``send_timeout_s``."""
         try:
             async with asyncio.timeout(self.settings.send_timeout_s):
-                await self.websocket.send({"type": "websocket.send", "text": data.decode()})
+                await self.websocket.send({"type": "websocket.send", "text": text})
         except TimeoutError:
             raise PeerNotReading() from None
 

@@ -47,6 +47,19 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         super().send_receive_event_to_app()
 
+# The serving stack, shared with the latency benchmark's floor server
+# (benchmarks/floor_server.py) so that the two differ only in the app.  uvloop
+# and httptools come with uvicorn[standard]; uvicorn's "auto" would pick them
+# too, but silently falls back to asyncio and h11.  uvloop also keeps the GIL
+# through a socket write, where asyncio's sock.send() releases it: the event
+# loop then need not win the GIL back from an engine thread after every frame.
+STACK_OPTIONS = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "ws": ReleasingWebSocketProtocol,
+    "ws_per_message_deflate": False,  # a deflate bomb must not cost memory
+}
+
 
 def _is_utf8(fragments: list[bytes]) -> bool:
     try:
