@@ -238,34 +238,43 @@ class Engine:
             heatmaps[rows] = attribute(self.model, method, images, [targets[b] for b in rows]).reshape(
                 len(rows), -1).to(DTYPE)
 
-        return [self._frame(forward, b, targets[b], modes[b], requests[b].selection.hidden, edges[b], heatmaps[b])
-                for b in range(len(requests))]
+        return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy())
 
-    def _frame(self, forward: Forward, b: int, target: int, mode: str, hidden: int | None,
-               edges: torch.Tensor, heatmap: torch.Tensor) -> FrameData:
-        logits = forward.logits[b]
-        hidden_relevance = edges[:, target] if mode != "attribution" else torch.zeros(self.hidden, dtype=DTYPE)
-        if mode == "lrp":
-            hidden_sum = float(hidden_relevance.sum())
-        elif mode == "crp":
-            hidden_sum = float(edges[hidden, target])
-        elif mode == "hidden":
-            hidden_sum = float(forward.z1[b, hidden])
-        else:
-            hidden_sum = 0.0
-        return FrameData(
-            prediction=int(logits.argmax()),
-            probabilities=torch.softmax(logits, dim=0).float().numpy(),
-            logits=logits.float().numpy(),
-            activations=forward.a[b].float().numpy(),
-            target=target,
-            mode=mode,
-            hidden_relevance=hidden_relevance.float().numpy(),
-            edges=edges.float().numpy(),
-            heatmap=heatmap.reshape(IMAGE_SHAPE).float().numpy(),
-            conservation={"input_sum": float(heatmap.sum()), "hidden_sum": hidden_sum,
-                          "logit": float(logits[target])},
-        )
+    def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
+                modes: list[str], edges: np.ndarray, heatmaps: np.ndarray) -> list[FrameData]:
+        """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
+        z1, logits = forward.z1.numpy(), forward.logits.numpy()
+        probabilities = torch.softmax(forward.logits, dim=1).float().numpy()
+        logits32, activations32 = logits.astype(np.float32), forward.a.float().numpy()
+        edges32 = edges.astype(np.float32)
+        heatmaps32 = heatmaps.reshape(-1, *IMAGE_SHAPE).astype(np.float32)
+        input_sums = heatmaps.sum(axis=1)
+        no_relevance = np.zeros(self.hidden, dtype=np.float32)
+        frames = []
+        for b, (request, target, mode) in enumerate(zip(requests, targets, modes)):
+            j = request.selection.hidden
+            if mode == "lrp":
+                hidden_sum = float(edges[b, :, target].sum())
+            elif mode == "crp":
+                hidden_sum = float(edges[b, j, target])
+            elif mode == "hidden":
+                hidden_sum = float(z1[b, j])
+            else:
+                hidden_sum = 0.0
+            frames.append(FrameData(
+                prediction=predictions[b],
+                probabilities=probabilities[b],
+                logits=logits32[b],
+                activations=activations32[b],
+                target=target,
+                mode=mode,
+                hidden_relevance=edges32[b, :, target] if mode != "attribution" else no_relevance,
+                edges=edges32[b],
+                heatmap=heatmaps32[b],
+                conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum,
+                              "logit": float(logits[b, target])},
+            ))
+        return frames
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:
         """All 10 class maps and all H hidden-neuron maps of each image under ``rule``.

@@ -205,15 +205,23 @@ class FastBackend:
         A ``None`` start asks for no map: its row is zeros.
         """
         edges = self.edges(forward, rule)
-        start = torch.zeros_like(forward.z1)
+        # Index lists per mode, so that a batch costs three indexed copies, not B.
+        by_mode: dict[str, tuple[list[int], list[int], list[int]]] = {}
         for b, selected in enumerate(starts):
-            match selected:
-                case Start(mode="lrp", target=c):
-                    start[b] = edges[b, :, c]
-                case Start(mode="crp", target=c, hidden=j):
-                    start[b, j] = edges[b, j, c]
-                case Start(mode="hidden", hidden=j):
-                    start[b, j] = forward.z1[b, j]
+            if selected is not None:
+                rows, classes, neurons = by_mode.setdefault(selected.mode, ([], [], []))
+                rows.append(b)
+                classes.append(selected.target)
+                neurons.append(selected.hidden)
+        start = torch.zeros_like(forward.z1)
+        for mode, (rows, classes, neurons) in by_mode.items():
+            match mode:
+                case "lrp":
+                    start[rows] = edges[rows, :, classes]
+                case "crp":
+                    start[rows, neurons] = edges[rows, neurons, classes]
+                case "hidden":
+                    start[rows, neurons] = forward.z1[rows, neurons]
         return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
