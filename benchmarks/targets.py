@@ -2,8 +2,10 @@
 
 A local server is a child process on a free loopback port, waited for with
 its readiness signal (``GET /readyz`` answering 200) and stopped with
-SIGTERM.  Its CPU time and resident memory are read from ``/proc``, so the
-load generator's own CPU never counts as the server's.  For a remote URL,
+SIGTERM.  Its CPU time and resident memory are read from ``/proc``, summed
+over the process and its descendants (the server's engine processes), so
+the load generator's own CPU never counts as the server's and the engine's
+always does.  For a remote URL,
 the server's ``/metrics`` is read instead when it exports the standard
 ``process_*`` series.
 """
@@ -68,15 +70,51 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def sample_process(pid: int) -> ProcessSample:
-    """CPU (user + system, all threads) and RSS of ``pid`` from ``/proc`` (proc(5))."""
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from ``/proc/<pid>/task/<tid>/children`` (proc(5))."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue  # the thread or process ended meanwhile
+    return found
+
+
+def _sample_one(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system, all threads) and memory of one process.
+
+    Memory is the proportional set size (``Pss`` of ``smaps_rollup``): pages
+    shared by several processes (the engine processes fork from one parent)
+    are split between them, so a sum over processes counts them once.
+    """
     stat = Path(f"/proc/{pid}/stat").read_text()
     # Field 2 (comm) may hold spaces: split after its closing parenthesis.
     fields = stat[stat.rindex(")") + 2:].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime, stime: fields 14, 15
-    rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-    return ProcessSample(time.monotonic(), cpu_s, rss_kib * 1024)
+    pss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                   if line.startswith("Pss:"))
+    return cpu_s, pss_kib * 1024
+
+
+def sample_process(pid: int) -> ProcessSample:
+    """CPU and memory (PSS) of ``pid`` and its descendants, summed; a child that ends meanwhile is left out.
+
+    CPU of a child that ended between two samples is lost (it is not counted
+    into the parent's until the parent waits for it): the server's engine
+    processes live as long as the server.
+    """
+    cpu_s, rss_bytes = 0.0, 0
+    for process in descendants(pid):
+        try:
+            cpu, rss = _sample_one(process)
+        except (OSError, StopIteration):
+            continue
+        cpu_s, rss_bytes = cpu_s + cpu, rss_bytes + rss
+    return ProcessSample(time.monotonic(), cpu_s, rss_bytes)
 
 
 def metrics_url(ws_url: str) -> str:

@@ -30,7 +30,7 @@ from server.explain.engine import METHODS
 from server.explain.rules import RULES
 
 from . import neurons
-from .batching import Batcher, EngineFactory, EngineThreads, Job, Spec, default_engine_factory
+from .batching import Batcher, EngineFactory, EngineProcesses, EngineThreads, Job, Spec, default_engine_factory
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .logs import event
 from .metrics import Metrics, create_metrics
@@ -97,10 +97,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     catalog = build_catalog(settings)
     models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
+    # Starting the children blocks until they have loaded the models: not on the event loop.
+    processes = await asyncio.to_thread(EngineProcesses, runtime.threads, settings.workers) \
+        if settings.engine_processes else None
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
-                      max_jobs=settings.max_connections + 1)
+                      max_jobs=settings.max_connections + 1, processes=processes)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)

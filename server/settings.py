@@ -64,7 +64,13 @@ class Settings:
         workers: executor threads running the engine, at most the number of
             cores (each holds its own engines; default min(2, cores)).
         batch_max: frames of different visitors computed as one engine call.
-        batch_wait_ms: how long a batch waits for more frames once one is due, ms.
+        batch_wait_ms: how long a batch waits for more frames once one is due, ms
+            (0: a free worker takes what is queued at once).
+        engine_processes: ``True``: per-frame batches are computed in
+            ``workers`` child processes (one per worker thread), out of the
+            server's GIL; ``False``: in the worker threads themselves.  Slow
+            jobs (on-pause methods, comparisons, neuron scans) always run on
+            the threads.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).
@@ -97,6 +103,7 @@ class Settings:
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_max: int = 16
     batch_wait_ms: float = 0.0
+    engine_processes: bool = False
     coalesce: bool = True
     log_level: str = "info"
 

@@ -1,6 +1,7 @@
 """Failures: an inference exception costs one visitor its socket (1011); SIGTERM closes everyone with 1012."""
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -27,6 +28,18 @@ class FailingEngine:
     def explain(self, requests: Sequence[Request]) -> list[FrameData]:
         if any(request.selection.hidden == FAILING_NEURON for request in requests):
             raise RuntimeError("injected inference failure")
+        return self.engine.explain(requests)
+
+
+class DyingEngine:
+    """Test-only: the real engine, except that selecting hidden neuron 13 ends the (engine) process."""
+
+    def __init__(self, model: nn.Module, backend: str) -> None:
+        self.engine = Engine(model, backend=backend)
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        if any(request.selection.hidden == FAILING_NEURON for request in requests):
+            os._exit(1)
         return self.engine.explain(requests)
 
 
@@ -75,3 +88,21 @@ async def test_sigterm_closes_every_visitor_1012_and_exits_within_grace(
     assert returncode == -signal.SIGTERM  # uvicorn re-raises the signal it handled
     assert elapsed < grace_s, f"exited {elapsed:.1f} s after SIGTERM"
     assert "Traceback" not in server.log()
+
+
+async def test_engine_processes_serve_frames_and_a_dead_one_costs_one_visitor(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    # ENGINE_PROCESSES: per-frame batches in child processes; one dies mid-batch and is replaced.
+    async with running_app(engine_factory=DyingEngine, engine_processes=True, workers=1) as url:
+        async with Visitor.connect(url) as dying, Visitor.connect(url) as bystander:
+            frame = await bystander.frame_for(await bystander.draw(golden_digits[3]))
+            assert frame["prediction"] == 3
+            np.testing.assert_allclose(decode_array(frame["input"]), rasterize(golden_digits[3]),
+                                       rtol=0, atol=0.5 / 255 + 1e-6)
+            await dying.frame_for(None)
+            await dying.send("select", output=None, hidden=FAILING_NEURON)
+            assert await closing_code(dying) == status.WS_1011_INTERNAL_ERROR
+            await bystander.send("clear")
+            frame = await bystander.frame_for(await bystander.draw(golden_digits[6]))  # on the new child
+            assert frame["prediction"] == 6
+        assert await metric(url, "xai_closed_connections_total", code="1011") == 1
