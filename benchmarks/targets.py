@@ -59,6 +59,9 @@ KINDS = {
                       {"BACKEND": "reference"}),
     "no_coalescing": Kind("no_coalescing", "(b) no coalescing, no micro-batching", "server",
                           {"COALESCE": "false"}),
+    # Not in the default sweep: our server with the opt-in engine processes (docs/architecture.md).
+    "engine_processes": Kind("engine_processes", "ours, ENGINE_PROCESSES=true (per-frame batches in child processes)",
+                             "server", {"ENGINE_PROCESSES": "true"}),
     "floor": Kind("floor", "(c) floor: same stack, frame-sized reply, no work", "benchmarks.floor_server", {}),
 }
 

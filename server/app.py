@@ -97,9 +97,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     catalog = build_catalog(settings)
     models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
-    # Starting the children blocks until they have loaded the models: not on the event loop.
-    processes = await asyncio.to_thread(EngineProcesses, runtime.threads, settings.workers) \
-        if settings.engine_processes else None
+    processes = EngineProcesses(runtime.threads, settings.workers) if settings.engine_processes else None
+    if processes is not None:
+        await processes.start()
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,

@@ -15,8 +15,8 @@ one engine per model, built on first use: the reference backend attaches
 hooks to its model, which must never be shared between threads.
 
 With :class:`EngineProcesses` the per-frame batches leave the server process:
-each worker thread hands its batch to a child process of its own and waits
-for the reply with the GIL released.  In one process the event loop and the
+the event loop writes each batch to an idle child process and reads its
+reply, while the GIL stays with the loop.  In one process the event loop and the
 engine threads take turns on one GIL; measured here that capped a server at
 ~1,500 frames/s on less than one core.
 """
@@ -25,13 +25,14 @@ import asyncio
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
-import queue
 import signal
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -85,7 +86,9 @@ class Spec:
 class JobResult:
     """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time.
 
-    ``text``: what the job's ``render`` made of this result, if it has one.
+    ``text``: what the job's ``render`` made of this result, if it has one.  Such
+    a result computed in an engine process carries the text alone: ``image``
+    is empty and ``frames`` too.
     """
 
     image: np.ndarray
@@ -202,27 +205,112 @@ def _engine_process_main(connection: multiprocessing.connection.Connection, mode
             jobs = connection.recv()
         except (EOFError, OSError):
             return  # the server closed the pipe or exited
-        connection.send([as_inference_error(result) for result in threads.run(jobs)])
+        connection.send([_portable(job, result) for job, result in zip(jobs, threads.run(jobs))])
+
+
+def _portable(job: Job, result: JobResult | Exception) -> JobResult | InferenceError:
+    """What crosses back to the server: a rendered job's text and time only (the frame data, ~3× the
+    text's size, would cost the event loop its unpickling); an exception as :class:`InferenceError`."""
+    if isinstance(result, Exception):
+        return as_inference_error(result)
+    return JobResult(_NO_IMAGE, [], result.compute_ms, result.text) if job.render is not None else result
+
+
+_NO_IMAGE = np.zeros((0, 0), dtype=np.float32)
+
+
+class _Replies(asyncio.Protocol):
+    """The parent's end of one child's socket: writes jobs, reassembles the child's replies.
+
+    Messages are framed as :class:`multiprocessing.connection.Connection`
+    frames them (a 4-byte big-endian signed length, or -1 and an 8-byte
+    length, then the pickle), so the child simply uses ``recv`` and ``send``.
+    At most one reply is awaited at a time.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[list[JobResult | Exception]] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (reply := self._take()) is not None:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(pickle.loads(reply))
+
+    def _take(self) -> bytes | None:
+        if len(self.buffer) < 4:
+            return None
+        size, header = int.from_bytes(self.buffer[:4], "big", signed=True), 4
+        if size == -1:
+            if len(self.buffer) < 12:
+                return None
+            size, header = int.from_bytes(self.buffer[4:12], "big"), 12
+        if len(self.buffer) < header + size:
+            return None
+        reply = bytes(self.buffer[header:header + size])
+        del self.buffer[:header + size]
+        return reply
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(EOFError("the engine process ended"))
+
+    async def ask(self, jobs: list[Job]) -> list[JobResult | Exception]:
+        if self.lost or self.transport is None:
+            raise EOFError("the engine process ended")
+        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+        header = len(payload).to_bytes(4, "big", signed=True) if len(payload) < 2**31 - 1 \
+            else (-1).to_bytes(4, "big", signed=True) + len(payload).to_bytes(8, "big")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(header + payload)
+        try:
+            return await self.waiter
+        except asyncio.CancelledError:
+            self.lost = True  # its reply would be taken for the next batch's: never ask this child again
+            raise
 
 
 class EngineProcess:
-    """One child process with its own engines, and the pipe to it (used by one thread at a time)."""
+    """One child process with its own engines, and the socket to it."""
 
     def __init__(self, context: multiprocessing.context.BaseContext, models: bytes, backend: str,
                  factory: EngineFactory) -> None:
-        self.connection, child_end = context.Pipe()
+        """Start the child and wait until it has loaded its models (blocking: call from a thread)."""
+        self.connection, child_end = context.Pipe()  # a socketpair on POSIX
         self.process = context.Process(target=_engine_process_main, args=(child_end, models, backend, factory),
                                        name="xai-engine", daemon=True)
         self.process.start()
         child_end.close()
+        self.connection.send([])
+        self.connection.recv()
+        self.replies = _Replies()
 
-    def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
-        """:meth:`EngineThreads.run` in the child; raises ``EOFError`` or ``OSError`` if the child died."""
-        self.connection.send(list(jobs))
-        return self.connection.recv()
+    async def attach(self) -> None:
+        """Hand the socket to the running event loop."""
+        sock = socket.socket(fileno=os.dup(self.connection.fileno()))
+        self.connection.close()
+        await asyncio.get_running_loop().create_unix_connection(lambda: self.replies, sock=sock)
 
-    def stop(self) -> None:
-        self.connection.close()  # the child's recv ends
+    async def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
+        """:meth:`EngineThreads.run` in the child; raises ``EOFError`` if the child died."""
+        return await self.replies.ask(list(jobs))
+
+    def close(self) -> None:
+        """Close the socket: the child's ``recv`` ends and it exits (the transport closes on the next loop turn)."""
+        if self.replies.transport is not None:
+            self.replies.transport.abort()
+        else:
+            self.connection.close()
+
+    def join(self) -> None:
+        """Wait for the child to exit after :meth:`close` (blocking: call from a thread); kill it after 1 s."""
         self.process.join(timeout=1.0)
         if self.process.is_alive():
             self.process.kill()
@@ -230,11 +318,13 @@ class EngineProcess:
 
 
 class EngineProcesses:
-    """``count`` engine processes; :meth:`run` computes jobs in an idle one (call from ``count`` threads at most).
+    """``count`` engine processes; :meth:`run` computes jobs in an idle one (``count`` callers at most).
 
-    Children are forked from a forkserver that has imported this module
-    (torch, the engine) once, so that starting one costs model loading only.
-    A child that dies fails its batch and is replaced.
+    The event loop talks to the children itself (one socket each), so a
+    frame costs the same two wake-ups as on a worker thread: the child's and
+    the loop's.  Children are forked from a forkserver that has imported this
+    module (torch, the engine) once, so that starting one costs model loading
+    only.  A child that dies fails its batch and is replaced.
     """
 
     def __init__(self, threads: EngineThreads, count: int) -> None:
@@ -242,31 +332,39 @@ class EngineProcesses:
         self.context.set_forkserver_preload([__name__])
         self.models = pickle.dumps(threads.models)
         self.backend, self.factory = threads.backend, threads.factory
-        self.children = [self._start() for _ in range(count)]
-        self.idle: queue.SimpleQueue[EngineProcess] = queue.SimpleQueue()
-        for child in self.children:
-            child.run([])  # wait until it has loaded its models
-            self.idle.put(child)
+        self.count = count
+        self.children: list[EngineProcess] = []
+        self.idle: asyncio.Queue[EngineProcess] = asyncio.Queue()
 
     def _start(self) -> EngineProcess:
         return EngineProcess(self.context, self.models, self.backend, self.factory)
 
-    def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
-        child = self.idle.get()
-        try:
-            return child.run(jobs)
-        except (EOFError, OSError) as error:
-            child.stop()
-            self.children.remove(child)
-            child = self._start()
+    async def start(self) -> None:
+        """Start every child (in threads: each blocks until its models are loaded)."""
+        for child in await asyncio.gather(*(asyncio.to_thread(self._start) for _ in range(self.count))):
+            await child.attach()
             self.children.append(child)
-            return [InferenceError("EngineProcessDied", str(error) or type(error).__name__)] * len(jobs)
-        finally:
-            self.idle.put(child)
+            self.idle.put_nowait(child)
 
-    def stop(self) -> None:
+    async def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
+        child = await self.idle.get()
+        try:
+            return await child.run(jobs)
+        except EOFError as error:
+            self.children.remove(child)
+            child.close()
+            await asyncio.to_thread(child.join)
+            child = await asyncio.to_thread(self._start)
+            await child.attach()
+            self.children.append(child)
+            return [InferenceError("EngineProcessDied", str(error))] * len(jobs)
+        finally:
+            self.idle.put_nowait(child)
+
+    async def stop(self) -> None:
         for child in self.children:
-            child.stop()
+            child.close()
+        await asyncio.gather(*(asyncio.to_thread(child.join) for child in self.children))
 
 
 Item = tuple[Job, asyncio.Future[JobResult]]
@@ -326,7 +424,7 @@ class Batcher:
         self.threads = threads
         self.processes = processes
         # Per-frame batches run in the engine processes if there are any; slow jobs always on the threads.
-        self.run_fast = processes.run if processes is not None else threads.run
+        self.run_fast = processes.run if processes is not None else self._on_thread
         self.metrics = metrics
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000.0
@@ -351,7 +449,7 @@ class Batcher:
             lane.fail(InferenceError("Shutdown", "the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.processes is not None:
-            await asyncio.to_thread(self.processes.stop)
+            await self.processes.stop()
 
     async def compute(self, job: Job, slow: bool = False) -> JobResult:
         """Queue ``job`` (``slow``: on the slow lane) and wait for its result; raises :class:`InferenceError`."""
@@ -389,11 +487,14 @@ class Batcher:
             item = await self.slow.take()
             await self.slow_slots.acquire()
             await self.free_workers.acquire()
-            self._spawn(self._run([item], self.threads.run, self.free_workers, self.slow_slots))
+            self._spawn(self._run([item], self._on_thread, self.free_workers, self.slow_slots))
 
-    async def _run(self, batch: list[Item], run: Callable[[Sequence[Job]], list[JobResult | Exception]],
+    def _on_thread(self, jobs: list[Job]) -> Awaitable[list[JobResult | Exception]]:
+        return asyncio.get_running_loop().run_in_executor(self.executor, self.threads.run, jobs)
+
+    async def _run(self, batch: list[Item], run: Callable[[list[Job]], Awaitable[list[JobResult | Exception]]],
                    *held: asyncio.Semaphore) -> None:
-        """Compute ``batch`` on a worker thread, then release ``held`` and settle each job's future."""
+        """Compute ``batch`` with ``run``, then release ``held`` and settle each job's future."""
         live = [(job, future) for job, future in batch if not future.done()]
         if not live:  # every visitor of the batch left while it waited for a worker
             for semaphore in held:
@@ -401,8 +502,7 @@ class Batcher:
             return
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.executor, run, [job for job, _ in live])
+            results = await run([job for job, _ in live])
         except RuntimeError as error:  # the executor was shut down under us
             results = [error] * len(live)
         finally:
