@@ -24,7 +24,7 @@ function fill(select, options, value) {
  * @param {{model: string, method: string, rule: string}} config
  */
 export function fillControls(selects, welcome, config) {
-  fill(selects.model, welcome.models.map((m) => ({ value: m.name, label: `${m.hidden} hidden neurons${percent(m.test_accuracy)}` })), config.model);
+  fill(selects.model, welcome.models.map((m) => ({ value: m.name, label: `${m.hidden} neurons${percent(m.test_accuracy)}` })), config.model);
   fill(selects.method, welcome.methods.map((m) => ({ value: m.name, label: m.cost === "on-pause" ? `${m.label} · when you pause` : m.label })), config.method);
   fill(selects.rule, welcome.rules.map((r) => ({ value: r.name, label: r.label, title: r.description })), config.rule);
   showConfig(selects, welcome, config);

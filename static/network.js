@@ -12,13 +12,13 @@ const HTML = "http://www.w3.org/1999/xhtml";
 /** Every neuron is a tap target at least this wide and high, CSS px (WCAG 2.2 §2.5.5 AAA). */
 export const MIN_CELL_PX = 44;
 const MAX_CELL_PX = 76;
-const MAX_OUTPUT_CELL_PX = 60;
+const MAX_OUTPUT_CELL_PX = 52;
 const INPUT_PX = 44;
-const FAN_PX = 34;
-const EDGE_BAND_PX = 52;
+const FAN_PX = 24;
+const EDGE_BAND_PX = 38;
 /** Width kept for the input caption left of the input image on narrow diagrams. */
 const INPUT_CAPTION_PX = 190;
-const PROBABILITY_TEXT_PX = 22;
+const PROBABILITY_TEXT_PX = 20;
 /** Lines drawn to the explained class: every one for small layers, else the strongest. */
 const MAX_LINES = 24;
 
