@@ -97,7 +97,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     catalog = build_catalog(settings)
     models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
-    processes = EngineProcesses(runtime.threads, settings.workers) if settings.engine_processes else None
+    processes = EngineProcesses(runtime.threads, settings.workers, preload=["server.session"]) \
+        if settings.engine_processes else None
     if processes is not None:
         await processes.start()
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,

@@ -327,9 +327,11 @@ class EngineProcesses:
     only.  A child that dies fails its batch and is replaced.
     """
 
-    def __init__(self, threads: EngineThreads, count: int) -> None:
+    def __init__(self, threads: EngineThreads, count: int, preload: Sequence[str] = ()) -> None:
+        """``preload``: modules the jobs refer to (e.g. their ``render``), imported before the first
+        job rather than while unpickling it (importing the session layer took ~0.2 s)."""
         self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload([__name__])
+        self.context.set_forkserver_preload([__name__, *preload])
         self.models = pickle.dumps(threads.models)
         self.backend, self.factory = threads.backend, threads.factory
         self.count = count
