@@ -6,6 +6,7 @@ import pytest
 from server.frames import encode_f32, encode_i8, encode_u8
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket
+from server.session import FRAME_BURST, FramePacer
 from server.settings import DEFAULT_ALLOWED_ORIGINS, Settings, SettingsError
 from support import decode_array
 
@@ -65,6 +66,25 @@ def test_token_bucket_admits_a_burst_then_the_rate() -> None:
     assert [bucket.admit(0.0) for _ in range(11)] == [True] * 10 + [False]
     assert bucket.admit(0.05) is False  # half a token back
     assert bucket.admit(0.1) is True
+
+
+def test_frame_pacer_sends_after_a_pause_at_once_and_holds_the_rate() -> None:
+    pacer = FramePacer(rate_per_s=60.0, burst=FRAME_BURST, now=0.0)
+    assert pacer.delay_s(0.0) == 0.0  # after a pause: at once, twice
+    pacer.take(0.0)
+    assert pacer.delay_s(0.0) == 0.0
+    pacer.take(0.0)
+    assert pacer.delay_s(0.0) == pytest.approx(1 / 60)  # then one token per 1/60 s
+    assert pacer.delay_s(0.01) == pytest.approx(1 / 60 - 0.01)
+
+
+def test_frame_pacer_never_exceeds_burst_plus_rate_times_window() -> None:
+    pacer, now, sent = FramePacer(rate_per_s=60.0, burst=FRAME_BURST, now=0.0), 0.0, 0
+    while now < 1.0:  # a frame loop that always has input: send whenever allowed
+        now += pacer.delay_s(now)
+        pacer.take(now)
+        sent += 1
+    assert 60 <= sent <= FRAME_BURST + 60 + 1  # the rate is kept; the last frame may fall just past 1 s
 
 
 def test_error_window_counts_only_recent_errors() -> None:
