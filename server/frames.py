@@ -1,9 +1,9 @@
 """The wire layout of every server → client message (docs/protocol.md), written once.
 
 Each ``encode_*`` function returns the UTF-8 JSON text of one message as
-``bytes`` (orjson).  Arrays of 28×28 or more travel as
+``bytes`` (orjson).  The 2-D arrays (edges, images, heatmaps) travel as
 ``{"dtype", "shape", "scale"?, "data"}`` with standard base64 data
-(RFC 4648 §4); shorter vectors are plain JSON numbers.
+(RFC 4648 §4), whatever their size; the vectors are plain JSON numbers.
 """
 
 import base64
