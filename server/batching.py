@@ -505,7 +505,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             results = await run([job for job, _ in live])
-        except RuntimeError as error:  # the executor was shut down under us
+        except Exception as error:  # noqa: BLE001 — executor shut down, a job that would not pickle, a child
+            # that could not be restarted: each visitor must hear of it (1011), never wait on its future forever.
             results = [error] * len(live)
         finally:
             for semaphore in held:
