@@ -458,7 +458,9 @@ class Batcher:
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         # Each open connection has at most one job queued, so this bound is never reached unless
         # that invariant breaks; jobs of visitors who left are purged first.
-        if self.fast.purge() + self.slow.purge() >= self.max_jobs:
+        # Purging walks both queues: only when the cheap count says the bound is reached.
+        if len(self.fast.items) + len(self.slow.items) >= self.max_jobs \
+                and self.fast.purge() + self.slow.purge() >= self.max_jobs:
             raise InferenceError("Overloaded", f"{self.max_jobs} jobs already queued")
         (self.slow if slow else self.fast).put((job, future))
         return await future
