@@ -351,17 +351,30 @@ class EngineProcesses:
     async def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
         child = await self.idle.get()
         try:
-            return await child.run(jobs)
+            results = await child.run(jobs)
         except EOFError as error:
-            self.children.remove(child)
-            child.close()
-            await asyncio.to_thread(child.join)
-            child = await asyncio.to_thread(self._start)
-            await child.attach()
-            self.children.append(child)
+            await self._replace(child)
             return [InferenceError("EngineProcessDied", str(error))] * len(jobs)
-        finally:
-            self.idle.put_nowait(child)
+        except BaseException:
+            self.idle.put_nowait(child)  # the child itself is alive: only this batch failed
+            raise
+        self.idle.put_nowait(child)
+        return results
+
+    async def _replace(self, dead: EngineProcess) -> None:
+        """Drop a dead child and start another in its place.
+
+        If the new child fails to start, the error propagates (its batch's
+        visitors get 1011) and the pool is one child smaller: a dead child is
+        never handed out again.
+        """
+        self.children.remove(dead)
+        dead.close()
+        await asyncio.to_thread(dead.join)
+        child = await asyncio.to_thread(self._start)
+        await child.attach()
+        self.children.append(child)
+        self.idle.put_nowait(child)
 
     async def stop(self) -> None:
         for child in self.children:
