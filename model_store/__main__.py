@@ -4,6 +4,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -11,8 +12,8 @@ import torch
 from . import datasets
 from .evaluate import evaluate
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
-from .store import ModelStoreError, load_model, read_manifest, register_model, store_dir_from_env
-from .training import TrainConfig, config_record, train
+from .store import ModelStoreError, load_model, read_manifest, register_model
+from .training import TrainConfig, train
 
 
 def _mnist_dir(args: argparse.Namespace) -> Path | None:
@@ -80,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config, train_set, val_set, progress=not args.quiet)
     details = {
         "training_data": source,
-        "config": config_record(config),
+        "config": asdict(config),
         "val_accuracy": round(result.val_accuracy, 4),
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.seconds, 1),

@@ -14,7 +14,7 @@ cross-entropy bottoms out far too early under distillation.  With ``teacher_hidd
 """
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -62,7 +62,6 @@ class TrainResult:
     best_epoch: int
     seconds: float
     teacher_val_accuracy: float | None = None
-    history: list[tuple[int, float]] = field(default_factory=list)
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -174,9 +173,4 @@ def train(
     result_model = build_model(config.hidden)
     result_model.load_state_dict(best_state)
     return TrainResult(result_model.eval(), best_acc, best_epoch, time.perf_counter() - start,
-                       teacher_acc, history)
-
-
-def config_record(config: TrainConfig) -> dict:
-    """The config as manifest JSON."""
-    return asdict(config)
+                       teacher_acc)

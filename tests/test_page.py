@@ -71,20 +71,19 @@ class Wire:
         Playwright's sync API delivers events only inside its calls, so no
         message can slip in between the scan and the wait.
         """
-        for message in self.received[after:]:
-            if predicate(message):
-                return message
-        payload = self.sockets[-1].wait_for_event(
-            "framereceived", predicate=lambda data: predicate(orjson.loads(data)), timeout=WAIT_MS)
-        return orjson.loads(payload)
+        return self._wait(self.received, "framereceived", predicate, after)
 
     def wait_sent(self, predicate: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
         """The first message the page sent from index ``after`` on that satisfies ``predicate``."""
-        for message in self.sent[after:]:
+        return self._wait(self.sent, "framesent", predicate, after)
+
+    def _wait(self, messages: list[dict[str, Any]], event: str,
+              predicate: Callable[[dict[str, Any]], bool], after: int) -> dict[str, Any]:
+        for message in messages[after:]:
             if predicate(message):
                 return message
         payload = self.sockets[-1].wait_for_event(
-            "framesent", predicate=lambda data: predicate(orjson.loads(data)), timeout=WAIT_MS)
+            event, predicate=lambda data: predicate(orjson.loads(data)), timeout=WAIT_MS)
         return orjson.loads(payload)
 
     def frame_for(self, seq: int, after: int = 0) -> dict[str, Any]:
