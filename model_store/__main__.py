@@ -13,7 +13,7 @@ from . import datasets
 from .evaluate import evaluate
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
 from .store import ModelStoreError, load_model, read_manifest, register_model
-from .training import TrainConfig, train
+from .training import SELECTIONS, TrainConfig, train
 
 
 def _mnist_dir(args: argparse.Namespace) -> Path | None:
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment, lr=args.lr,
         batch_size=args.batch_size, teacher_hidden=args.teacher_hidden, teacher_epochs=args.teacher_epochs,
         teacher_augment=args.teacher_augment, distill_weight=args.distill_weight,
-        distill_temperature=args.distill_temperature, teachers=args.teachers,
+        distill_temperature=args.distill_temperature, teachers=args.teachers, select=args.select,
     )
     train_set, val_set, source = _training_data(args)
     result = train(config, train_set, val_set, progress=not args.quiet)
@@ -138,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--teacher-augment", default=None, help="teacher's augmentation (default: the student's)")
     tr.add_argument("--distill-weight", type=float, default=0.7, help="weight of the teacher's soft targets")
     tr.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of distillation")
+    tr.add_argument("--select", choices=SELECTIONS, default="best",
+                    help="keep the weights of the best smoothed validation accuracy, or of the last epoch")
     tr.add_argument("--data", choices=["embedded", "mnist-train"], default="embedded")
     tr.add_argument("--val-size", type=int, default=500, help="held-out digits for model selection")
     tr.add_argument("--mnist-dir", help="official IDX files; the test split is only measured, never used")

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,23 @@ def test_short_training_run_beats_chance_and_is_deterministic() -> None:
     assert first.val_accuracy > 0.7, "10 classes: chance is 0.1"
     for key, value in first.model.state_dict().items():
         assert torch.equal(second.model.state_dict()[key], value), f"{key} differs between seeded runs"
+
+
+def test_select_last_keeps_the_end_of_the_schedule() -> None:
+    images, labels = datasets.load_embedded()
+    train_set, (val_x, val_y) = datasets.split_embedded(images, labels, n_val=500, seed=0)
+    small = (train_set[0][:600], train_set[1][:600])
+    # wrong validation labels: the better the model learns, the worse it scores, so early stopping picks an
+    # early epoch and only select="last" keeps the end
+    wrong_val = (val_x, (val_y + 1) % 10)
+    config = TrainConfig(hidden=8, epochs=6, augment="none", lr=3e-3, eval_every=1, smooth_evals=1,
+                         ema_decay=0.5)
+    best = train(config, small, wrong_val, progress=False)
+    last = train(replace(config, select="last"), small, wrong_val, progress=False)
+    assert best.best_epoch < config.epochs and last.best_epoch == config.epochs
+    assert not torch.equal(best.model.fc1.weight, last.model.fc1.weight)
+    with pytest.raises(ValueError, match="unknown selection 'first'"):
+        TrainConfig(select="first")
 
 
 def test_embedded_split_is_stratified_and_disjoint() -> None:
