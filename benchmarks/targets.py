@@ -186,7 +186,7 @@ class LocalServer:
         return sample_process(self.process.pid) if self.process.poll() is None else None
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_S."""
+        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_S; keep the log unless it exited 0."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -195,6 +195,8 @@ class LocalServer:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT_S)
         self.log.close()
+        if self.process.returncode == 0:
+            self.log_path.unlink(missing_ok=True)  # kept only when something went wrong, to be read
 
     def __enter__(self) -> "LocalServer":
         return self

@@ -174,6 +174,10 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     runtime = _runtime(request)
+    processes = runtime.services.batcher.processes if runtime.services is not None else None
+    if processes is not None and processes.lost:
+        return PlainTextResponse("every engine process died and none could be restarted",
+                                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     code = status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return PlainTextResponse(runtime.readiness, status_code=code)
 

@@ -197,9 +197,12 @@ def _engine_process_main(connection: multiprocessing.connection.Connection, mode
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the server ends us
     torch.set_num_threads(1)
     threads = EngineThreads(pickle.loads(models), backend, factory)
-    # Build every engine and run torch once before the first visitor's frame does (~0.2 s here).
-    threads.run([Job(model, (((0.3, 0.3), (0.7, 0.7)),), (Spec(None, None, "lrp", "epsilon"),))
-                 for model in threads.models])
+    # Build every engine and run torch once before the first visitor's frame does (~0.2 s here).  A child
+    # that cannot compute must not join the pool: it exits, and the server sees a failed start.
+    for result in threads.run([Job(model, (((0.3, 0.3), (0.7, 0.7)),), (Spec(None, None, "lrp", "epsilon"),))
+                               for model in threads.models]):
+        if isinstance(result, Exception):
+            raise result
     while True:
         try:
             jobs = connection.recv()
@@ -336,7 +339,7 @@ class EngineProcesses:
         self.backend, self.factory = threads.backend, threads.factory
         self.count = count
         self.children: list[EngineProcess] = []
-        self.idle: asyncio.Queue[EngineProcess] = asyncio.Queue()
+        self.idle: asyncio.Queue[EngineProcess | None] = asyncio.Queue()  # None: the pool is empty
 
     def _start(self) -> EngineProcess:
         return EngineProcess(self.context, self.models, self.backend, self.factory)
@@ -348,8 +351,16 @@ class EngineProcesses:
             self.children.append(child)
             self.idle.put_nowait(child)
 
+    @property
+    def lost(self) -> bool:
+        """Whether every child died and none could be restarted: no batch can run any more."""
+        return not self.children
+
     async def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
         child = await self.idle.get()
+        if child is None:  # the pool is empty: pass the news on to the next caller, who waits as we did
+            self.idle.put_nowait(None)
+            raise InferenceError("NoEngineProcess", "every engine process died and none could be restarted")
         try:
             results = await child.run(jobs)
         except EOFError as error:
@@ -366,13 +377,19 @@ class EngineProcesses:
 
         If the new child fails to start, the error propagates (its batch's
         visitors get 1011) and the pool is one child smaller: a dead child is
-        never handed out again.
+        never handed out again.  Once the pool is empty, every later batch
+        fails at once with ``NoEngineProcess`` rather than wait for a child.
         """
         self.children.remove(dead)
         dead.close()
         await asyncio.to_thread(dead.join)
-        child = await asyncio.to_thread(self._start)
-        await child.attach()
+        try:
+            child = await asyncio.to_thread(self._start)
+            await child.attach()
+        except BaseException:
+            if self.lost:
+                self.idle.put_nowait(None)  # wakes the callers waiting in run
+            raise
         self.children.append(child)
         self.idle.put_nowait(child)
 

@@ -297,11 +297,12 @@ class Session:
 
     def _pending(self, view: View) -> bool:
         """Whether ``view``'s method waits for stillness; if so, wake the frame loop when it comes."""
+        if self.pause_timer is not None:  # this frame supersedes the one it would wake
+            self.pause_timer.cancel()
+            self.pause_timer = None
         still_at = self.last_stroke_at + self.pause_s
         if not self.services.catalog.on_pause(view.method) or self.loop.time() >= still_at:
             return False
-        if self.pause_timer is not None:
-            self.pause_timer.cancel()
         self.pause_timer = self.loop.call_at(still_at, self._pause_reached)
         return True
 

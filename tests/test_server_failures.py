@@ -1,10 +1,12 @@
 """Failures: an inference exception costs one visitor its socket (1011); SIGTERM closes everyone with 1012."""
 
 import asyncio
+import functools
 import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from starlette import status
@@ -14,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, FrameData, Request
 from server.raster import rasterize
-from support import Visitor, decode_array, metric, running_app, server_process
+from support import Visitor, decode_array, fetch, metric, running_app, server_process
 
 FAILING_NEURON = 13
 
@@ -41,6 +43,21 @@ class DyingEngine:
         if any(request.selection.hidden == FAILING_NEURON for request in requests):
             os._exit(1)
         return self.engine.explain(requests)
+
+
+class DyingForGoodEngine(DyingEngine):
+    """Test-only: a :class:`DyingEngine` after whose death no engine can be built (``marker`` says so)."""
+
+    def __init__(self, model: nn.Module, backend: str, marker: Path) -> None:
+        if marker.exists():
+            raise RuntimeError("injected start failure")
+        super().__init__(model, backend)
+        self.marker = marker
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        if any(request.selection.hidden == FAILING_NEURON for request in requests):
+            self.marker.touch()
+        return super().explain(requests)
 
 
 async def closing_code(visitor: Visitor) -> int:
@@ -106,3 +123,19 @@ async def test_engine_processes_serve_frames_and_a_dead_one_costs_one_visitor(
             frame = await bystander.frame_for(await bystander.draw(golden_digits[6]))  # on the new child
             assert frame["prediction"] == 6
         assert await metric(url, "xai_closed_connections_total", code="1011") == 1
+
+
+async def test_when_no_engine_process_can_restart_visitors_hear_1011_and_readyz_says_so(
+        golden_digits: dict[int, list[Stroke]], tmp_path: Path) -> None:
+    # The only child dies and its replacement cannot start: nobody may wait for a child that will never come.
+    factory = functools.partial(DyingForGoodEngine, marker=tmp_path / "engines-broken")
+    async with running_app(engine_factory=factory, engine_processes=True, workers=1) as url:
+        async with Visitor.connect(url) as dying, Visitor.connect(url) as bystander:
+            assert (await bystander.frame_for(await bystander.draw(golden_digits[3])))["prediction"] == 3
+            await dying.frame_for(None)
+            await dying.send("select", output=None, hidden=FAILING_NEURON)
+            assert await closing_code(dying) == status.WS_1011_INTERNAL_ERROR
+            await bystander.send("clear")
+            assert await closing_code(bystander) == status.WS_1011_INTERNAL_ERROR
+        code, body = await fetch(url + "/readyz")
+        assert code == 503 and b"none could be restarted" in body
