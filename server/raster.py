@@ -27,8 +27,8 @@ BOX_PX = 20.0
 # Pen width in output pixels as drawn, about a tenth of the 20-px box.  Chosen
 # on the 500 held-out embedded training digits, re-rastered from their
 # skeletons (model_store.strokes) at random canvas sizes: pens of 1.85, 2.35
-# and 2.85 px score alike (default 96.0 / 96.2 / 96.8 %, h16 94.8 / 94.8 /
-# 94.6 %), and 2.35 px gives MNIST's ink per digit (97 vs 102 summed pixel
+# and 2.85 px score alike (the first default model 96.0 / 96.2 / 96.8 %, h16
+# 94.8 / 94.8 / 94.6 %), and 2.35 px gives MNIST's ink per digit (97 vs 102 summed pixel
 # values).  The official test set only measures the result (tests/test_raster.py).
 PEN_PX = 2.35
 SUPERSAMPLE = 4

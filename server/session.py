@@ -11,6 +11,11 @@ Two tasks per connection:
   arrived meanwhile.  At most one inference per visitor is in flight, and
   nothing queues up behind it: latest wins.
 
+Both loops send (the receive loop its ``error`` answers).  Messages cannot
+interleave: uvicorn's sans-I/O protocol (:mod:`server.wsprotocol`) encodes
+each ``websocket.send`` and writes it to the transport whole, without
+awaiting in between.
+
 With ``coalesce=False`` (the benchmark's baseline) the receive loop waits for
 each message's frame before reading the next, and frames are not paced.
 
