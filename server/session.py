@@ -1,6 +1,6 @@
 """The asyncio layer of one visitor's WebSocket: input in as it arrives, frames out latest-wins.
 
-Two tasks per connection:
+Three tasks per connection:
 
 * the **receive loop** applies each message to the visitor's
   :class:`~server.protocol.VisitorState` as soon as it arrives (refusals are
@@ -8,10 +8,13 @@ Two tasks per connection:
 * the **frame loop** waits for the flag, then for a frame token
   (:class:`FramePacer`: ``max_frames_per_s`` on average, ``FRAME_BURST`` at
   once), snapshots the state and computes one frame for everything that
-  arrived meanwhile.  At most one inference per visitor is in flight, and
-  nothing queues up behind it: latest wins.
+  arrived meanwhile.  At most one frame per visitor is in flight, and
+  nothing queues up behind it: latest wins;
+* the **compare loop** answers ``compare`` requests beside the frames, so
+  that a comparison's slow methods (LIME, KernelSHAP: tens of ms each) do
+  not hold up the live frames.  A newer request replaces one not yet begun.
 
-Both loops send (the receive loop its ``error`` answers).  Messages cannot
+All three loops send (the receive loop its ``error`` answers).  Messages cannot
 interleave: uvicorn's sans-I/O protocol (:mod:`server.wsprotocol`) encodes
 each ``websocket.send`` and writes it to the transport whole, without
 awaiting in between.
@@ -139,6 +142,7 @@ class Session:
         self.welcome_due = False
         self.frame_due = True  # the first frame, for the empty drawing
         self.compare_due: tuple[str, ...] = ()
+        self.compare_wanted = asyncio.Event()
         self.last_stroke_at = -float("inf")
         self.pause_timer: asyncio.TimerHandle | None = None
         self.oldest_unframed_at: float | None = None
@@ -159,7 +163,7 @@ class Session:
 
     async def _serve(self) -> tuple[int, str]:
         """Run both loops; return the close code and reason that ended the session."""
-        tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._frame_loop())]
+        tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop)]
         try:
             await self._send_welcome()
             self.dirty.set()
@@ -230,7 +234,9 @@ class Session:
             await self._refuse(error, now)
             return
         self.welcome_due |= effect.welcome
-        self.compare_due = effect.compare or self.compare_due
+        if effect.compare:
+            self.compare_due = effect.compare
+            self.compare_wanted.set()
         if effect.frame:
             self.frame_due = True
             self.unframed_messages += 1
@@ -255,7 +261,7 @@ class Session:
     # Framing
 
     async def _frame_loop(self) -> None:
-        """Wait for input, then send what is due: welcome, comparison, one frame."""
+        """Wait for input, then send what is due: welcome, one frame."""
         while True:
             await self.dirty.wait()
             delay = self.pacer.delay_s(self.loop.time()) if self.pacer is not None else 0.0
@@ -271,14 +277,19 @@ class Session:
         if self.welcome_due:
             self.welcome_due = False
             await self._send_welcome()
-        if self.compare_due:
-            methods, self.compare_due = self.compare_due, ()
-            await self._send_comparison(view, methods)
         if self.frame_due:
             self.frame_due = False
             if self.pacer is not None:
                 self.pacer.take(self.loop.time())
             await self._send_frame(view)
+
+    async def _compare_loop(self) -> None:
+        """Send one ``comparison`` per request, for the drawing as it is when the work begins."""
+        while True:
+            await self.compare_wanted.wait()
+            self.compare_wanted.clear()
+            methods, self.compare_due = self.compare_due, ()
+            await self._send_comparison(self.state.view(), methods)
 
     async def _send_welcome(self) -> None:
         settings = self.settings

@@ -1,13 +1,16 @@
 """Drawing over a real WebSocket: predictions, inputs and heatmaps equal the engine's own results."""
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
+from torch import nn
 
 from model_store import load_model
 from model_store.strokes import Stroke
-from server.explain.engine import Engine, Request, Selection
+from server.explain.engine import Engine, FrameData, Request, Selection
 from server.raster import rasterize
 from support import Visitor, decode_array, running_app
 
@@ -130,3 +133,28 @@ async def test_compare_answers_one_map_per_method(app_url: str, golden_digits: d
         assert_heatmap_equal(comparison["maps"][0]["heatmap"], engine_frame(golden_digits[6]).heatmap)
         assert_heatmap_equal(comparison["maps"][1]["heatmap"],
                              engine_frame(golden_digits[6], method="saliency").heatmap)
+
+
+class SlowSaliencyEngine:
+    """Test-only: the real engine, except that a saliency map takes a whole second."""
+
+    def __init__(self, model: nn.Module, backend: str) -> None:
+        self.engine = Engine(model, backend=backend)
+
+    def explain(self, requests: Sequence[Request]) -> list[FrameData]:
+        if any(request.method == "saliency" for request in requests):
+            time.sleep(1.0)
+        return self.engine.explain(requests)
+
+
+async def test_a_slow_comparison_does_not_hold_up_live_frames(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(engine_factory=SlowSaliencyEngine) as url, Visitor.connect(url) as visitor:
+        await visitor.frame_for(await visitor.draw(golden_digits[6]))
+        compare_seq = await visitor.send("compare", methods=["lrp", "saliency"])
+        stroke_seq = await visitor.draw(golden_digits[1])  # drawn while the comparison computes
+        first = await visitor.recv()
+        while first["type"] == "frame" and first["seq"] < stroke_seq:
+            first = await visitor.recv()
+        assert first["type"] == "frame" and first["seq"] >= stroke_seq, "the frame waited for the comparison"
+        comparison = await visitor.recv_type("comparison")
+        assert comparison["seq"] >= compare_seq and len(comparison["maps"]) == 2
