@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from model_store import load_model
@@ -116,13 +116,16 @@ def touches_border(image: np.ndarray, level: float = 0.0) -> bool:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(points, min_size=1, max_size=8))
+@example([[(0.0, 0.75), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (1.0, 0.5), (1.0, 0.0), (1.0, 0.875)]])
 def test_any_valid_drawing_gives_a_boxed_centred_image(strokes):
     image = rasterize(strokes)
     check_image(image)
     assert image.sum() > 0
     xy = np.array([point for stroke in strokes for point in stroke])
     if np.ptp(xy, axis=0).max() >= MIN_EXTENT:
-        assert BOX_PX - 2 <= max(ink_box(image)) <= BOX_PX + 1
+        # level 0.1: where a pen edge falls on a pixel border, cv2's anti-aliased fringe puts ~0.05 of ink
+        # into the next pixel on each side (found by hypothesis: a 20-px box measured 22 at level 0.05)
+        assert BOX_PX - 2 <= max(ink_box(image, level=0.1)) <= BOX_PX + 1
     # Centred on a 1/4-pixel grid, unless that would cut ink off: then the box is pushed against the border.
     centred = centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
     assert centred or touches_border(image)
