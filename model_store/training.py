@@ -11,13 +11,15 @@ weights.  Which EMA weights are kept is ``select``:
   steps of 0.2 points, and validation cross-entropy bottoms out far too early
   under distillation.
 - ``"last"``: the weights at the end of the schedule, where the learning rate
-  has decayed to zero.  Under distillation from augmented inputs the student
-  sees fresh teacher-labelled digits every epoch and does not overfit, so a
-  choice among hundreds of noisy evaluations only adds variance; the
-  validation split then serves to compare recipes and to report.  With ``teacher_hidden`` set,
-``teachers`` models of that width are trained first by the same recipe (seeds
-``seed``, ``seed + 1`` …), and the student learns from the softened mean of their logits
-(Hinton et al. 2015, "Distilling the knowledge in a neural network").
+  has decayed to zero: no choice among hundreds of noisy evaluations, whose
+  maximum overstates the model (the first shipped default early-stopped at
+  98.6 % on validation and measured 97.82 % on the test set).  The validation
+  split then serves to compare recipes and to report.
+
+With ``teacher_hidden`` set, ``teachers`` models of that width are trained
+first by the same recipe (seeds ``seed``, ``seed + 1`` …), and the student
+learns from the softened mean of their logits (Hinton et al. 2015,
+"Distilling the knowledge in a neural network").
 """
 
 import time
