@@ -162,7 +162,7 @@ class Session:
             event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
 
     async def _serve(self) -> tuple[int, str]:
-        """Run both loops; return the close code and reason that ended the session."""
+        """Run the three loops; return the close code and reason that ended the session."""
         tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop)]
         try:
             await self._send_welcome()
