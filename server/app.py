@@ -104,7 +104,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
-                      max_jobs=settings.max_connections + 1, processes=processes)
+                      # a frame and a comparison per connection, and the start-up check
+                      max_jobs=2 * settings.max_connections + 1, processes=processes)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)

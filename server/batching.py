@@ -1,7 +1,8 @@
 """Micro-batching of frames across visitors onto a bounded pool of engine threads.
 
-Each visitor has at most one :class:`Job` in flight (``server.session``), so
-the queues hold at most one job per connection.  A dispatcher task takes the
+Each visitor has at most one frame :class:`Job` and one comparison job in
+flight (``server.session``), so the queues hold at most two jobs per
+connection.  A dispatcher task takes the
 oldest job, waits for a free worker thread, adds the jobs that piled up
 meanwhile and those arriving within ``batch_wait_ms``, and hands up to
 ``batch_max`` jobs to that thread as one engine call per model.  While every
@@ -358,9 +359,11 @@ class EngineProcesses:
 
     async def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
         child = await self.idle.get()
-        if child is None:  # the pool is empty: pass the news on to the next caller, who waits as we did
-            self.idle.put_nowait(None)
-            raise InferenceError("NoEngineProcess", "every engine process died and none could be restarted")
+        while child is None:  # put there when the pool became empty
+            if self.lost:  # still empty: pass the news on to the next caller, who waits as we did
+                self.idle.put_nowait(None)
+                raise InferenceError("NoEngineProcess", "every engine process died and none could be restarted")
+            child = await self.idle.get()  # a restart that was under way succeeded since: drop the news
         try:
             results = await child.run(jobs)
         except EOFError as error:
@@ -486,8 +489,8 @@ class Batcher:
     async def compute(self, job: Job, slow: bool = False) -> JobResult:
         """Queue ``job`` (``slow``: on the slow lane) and wait for its result; raises :class:`InferenceError`."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        # Each open connection has at most one job queued, so this bound is never reached unless
-        # that invariant breaks; jobs of visitors who left are purged first.
+        # Each open connection has at most two jobs queued (a frame, a comparison), so this bound is
+        # never reached unless that invariant breaks; jobs of visitors who left are purged first.
         # Purging walks both queues: only when the cheap count says the bound is reached.
         if len(self.fast.items) + len(self.slow.items) >= self.max_jobs \
                 and self.fast.purge() + self.slow.purge() >= self.max_jobs:

@@ -120,7 +120,7 @@ class PeerNotReading(Exception):
 
 
 class Session:
-    """One visitor: its state, its two loops, its sends."""
+    """One visitor: its state, its three loops, its sends."""
 
     def __init__(self, websocket: WebSocket, services: Services) -> None:
         self.websocket = websocket
@@ -333,7 +333,9 @@ class Session:
         return Spec(view.output, view.hidden, view.method, view.rule, heatmap=not pending)
 
     async def _send_comparison(self, view: View, methods: tuple[str, ...]) -> None:
-        """One job per method, so that each map's ``compute_ms`` is its own."""
+        """One job per method, so that each map's ``compute_ms`` is its own; nothing if the model changed
+        meanwhile (the page dropped its comparison on the new ``welcome``: maps of the old model would
+        pass for the new one's)."""
         maps = []
         target = view.output
         for method in methods:
@@ -343,7 +345,8 @@ class Session:
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
             maps.append((method, data, result.compute_ms))
-        await self._send(encode_comparison(view, target, maps, self.services.catalog))
+        if self.state.model == view.model:
+            await self._send(encode_comparison(view, target, maps, self.services.catalog))
 
     # Sending and closing
 

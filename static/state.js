@@ -121,6 +121,8 @@ const reducers = {
       selection: modelChanged ? { output: null, hidden: null, alone: false } : state.selection,
       card: modelChanged ? null : state.card,
       comparison: modelChanged ? null : state.comparison,
+      // the server drops a comparison whose model changed while it computed (docs/protocol.md)
+      comparing: modelChanged ? false : state.comparing,
     };
   },
 

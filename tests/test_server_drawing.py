@@ -1,5 +1,7 @@
 """Drawing over a real WebSocket: predictions, inputs and heatmaps equal the engine's own results."""
 
+import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -136,13 +138,16 @@ async def test_compare_answers_one_map_per_method(app_url: str, golden_digits: d
 
 
 class SlowSaliencyEngine:
-    """Test-only: the real engine, except that a saliency map takes a whole second."""
+    """Test-only: the real engine, except that a saliency map takes a whole second (``started`` is set then)."""
+
+    started = threading.Event()
 
     def __init__(self, model: nn.Module, backend: str) -> None:
         self.engine = Engine(model, backend=backend)
 
     def explain(self, requests: Sequence[Request]) -> list[FrameData]:
         if any(request.method == "saliency" for request in requests):
+            SlowSaliencyEngine.started.set()
             time.sleep(1.0)
         return self.engine.explain(requests)
 
@@ -151,10 +156,27 @@ async def test_a_slow_comparison_does_not_hold_up_live_frames(golden_digits: dic
     async with running_app(engine_factory=SlowSaliencyEngine) as url, Visitor.connect(url) as visitor:
         await visitor.frame_for(await visitor.draw(golden_digits[6]))
         compare_seq = await visitor.send("compare", methods=["lrp", "saliency"])
+        sent = time.monotonic()
         stroke_seq = await visitor.draw(golden_digits[1])  # drawn while the comparison computes
         first = await visitor.recv()
         while first["type"] == "frame" and first["seq"] < stroke_seq:
             first = await visitor.recv()
         assert first["type"] == "frame" and first["seq"] >= stroke_seq, "the frame waited for the comparison"
+        assert time.monotonic() - sent < 0.5, "the frame waited for the 1 s saliency map"
         comparison = await visitor.recv_type("comparison")
         assert comparison["seq"] >= compare_seq and len(comparison["maps"]) == 2
+
+
+async def test_a_comparison_overtaken_by_a_model_change_is_dropped(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(engine_factory=SlowSaliencyEngine) as url, Visitor.connect(url) as visitor:
+        await visitor.frame_for(await visitor.draw(golden_digits[6]))
+        SlowSaliencyEngine.started.clear()
+        await visitor.send("compare", methods=["saliency"])
+        assert await asyncio.to_thread(SlowSaliencyEngine.started.wait, 10), "the comparison never began"
+        await visitor.send("configure", model="h16")  # while the old model's saliency map computes
+        assert (await visitor.recv_type("welcome"))["model"]["name"] == "h16"
+        later = []
+        with pytest.raises(TimeoutError):  # the saliency map (1 s) is done within this wait
+            while True:
+                later.append((await visitor.recv(timeout_s=2.0))["type"])
+        assert "comparison" not in later, "maps of the old model were sent after the model change"

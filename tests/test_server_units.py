@@ -1,8 +1,14 @@
-"""Small pure parts of the server: settings from the environment, the Origin allowlist, array encoding, rate limits."""
+"""Small pure parts of the server: settings from the environment, the Origin allowlist, array encoding, rate limits,
+the engine-process pool's bookkeeping."""
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
 
+from server.batching import EngineProcesses, EngineThreads, InferenceError, Job, default_engine_factory
 from server.frames import encode_f32, encode_i8, encode_u8
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket
@@ -92,3 +98,68 @@ def test_error_window_counts_only_recent_errors() -> None:
     assert [window.record(t) for t in (0.0, 1.0)] == [False, False]
     assert window.record(10.5) is False  # the error at 0.0 has left the window
     assert window.record(10.6) is True
+
+
+class StubChild:
+    """Stands in for an engine process in the pool's bookkeeping; ``dies``: its batch ends as a dead child's."""
+
+    def __init__(self, name: str, dies: bool = False) -> None:
+        self.name, self.dies = name, dies
+
+    async def attach(self) -> None:
+        return None
+
+    async def run(self, jobs: Sequence[Job]) -> list[str]:
+        await asyncio.sleep(0.01)
+        if self.dies:
+            raise EOFError("the engine process ended")
+        return [self.name] * len(jobs)
+
+    def close(self) -> None:
+        return None
+
+    def join(self) -> None:
+        return None
+
+
+async def test_engine_pool_recovers_when_one_restart_fails_and_a_later_one_succeeds() -> None:
+    # Both children die at once; the first restart fails while the pool is empty, the second succeeds later.
+    # The empty-pool notice left in the queue must not fail batches once a child is back.
+    processes = EngineProcesses(EngineThreads({}, "fast", default_engine_factory), count=2)
+    starts: Iterator[tuple[float, StubChild | None]] = iter(
+        [(0.0, StubChild("a", dies=True)), (0.0, StubChild("b", dies=True)), (0.05, None), (0.2, StubChild("b2"))])
+
+    def start() -> StubChild:
+        delay, child = next(starts)
+        time.sleep(delay)  # _start runs on a thread
+        if child is None:
+            raise RuntimeError("injected start failure")
+        return child
+
+    processes._start = start  # type: ignore[method-assign]
+    await processes.start()
+    first = await asyncio.gather(processes.run(["job"]), processes.run(["job"]), return_exceptions=True)
+    assert any(isinstance(result, RuntimeError) for result in first), "one restart failed"
+    assert not processes.lost
+    for _ in range(4):
+        assert await processes.run(["job"]) == ["b2"]
+
+
+async def test_engine_pool_that_lost_every_child_fails_batches_at_once() -> None:
+    processes = EngineProcesses(EngineThreads({}, "fast", default_engine_factory), count=1)
+    starts = iter([StubChild("a", dies=True)])
+
+    def start() -> StubChild:
+        child = next(starts, None)
+        if child is None:
+            raise RuntimeError("injected start failure")
+        return child
+
+    processes._start = start  # type: ignore[method-assign]
+    await processes.start()
+    with pytest.raises(RuntimeError, match="injected start failure"):
+        await processes.run(["job"])
+    assert processes.lost
+    for _ in range(2):
+        with pytest.raises(InferenceError, match="none could be restarted"):
+            await asyncio.wait_for(processes.run(["job"]), timeout=2)
