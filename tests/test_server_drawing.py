@@ -114,7 +114,7 @@ async def test_on_pause_method_is_pending_while_drawing_then_computed(golden_dig
 
 async def test_switching_away_from_an_on_pause_method_cancels_its_pending_frame(
         golden_digits: dict[int, list[Stroke]]) -> None:
-    async with running_app(pause_ms=300.0) as url, Visitor.connect(url) as visitor:
+    async with running_app(pause_ms=500.0) as url, Visitor.connect(url) as visitor:
         slow = next(m["name"] for m in visitor.welcome["methods"] if m["cost"] == "on-pause")
         await visitor.send("configure", method=slow)
         await visitor.frame_for(visitor.seq)
@@ -122,7 +122,7 @@ async def test_switching_away_from_an_on_pause_method_cancels_its_pending_frame(
         switched = await visitor.frame_for(await visitor.send("configure", method="lrp"))
         assert switched["pending"] is False and switched["heatmap"] is not None
         with pytest.raises(TimeoutError):  # the pause passes: nothing new to show, so no frame
-            await visitor.recv(timeout_s=0.8)
+            await visitor.recv(timeout_s=1.2)
 
 
 async def test_compare_answers_one_map_per_method(app_url: str, golden_digits: dict[int, list[Stroke]]) -> None:
