@@ -135,14 +135,29 @@ def rasterize(strokes: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
     canvas = np.zeros((_CANVAS, _CANVAS), dtype=np.uint8)
     cv2.polylines(canvas, fixed, isClosed=False, color=255, thickness=_THICKNESS,
                   lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
-    return _centre_and_reduce(canvas)
+    corners = np.concatenate(fixed)
+    return _centre_and_reduce(canvas, _inked_span(corners[:, 1]), _inked_span(corners[:, 0]))
 
 
-def _centre_and_reduce(canvas: np.ndarray) -> np.ndarray:
-    """Crop ``canvas`` so the ink's centre of mass lands on ``COM_PX``, then average down to 28×28."""
+def _inked_span(fixed: np.ndarray) -> slice:
+    """Canvas pixels along one axis that the pen can have inked around these fixed-point coordinates."""
+    reach = _THICKNESS // 2 + 2  # half the pen, the anti-aliased fringe and rounding
+    return slice(max(0, int(fixed.min() >> _SHIFT_BITS) - reach),
+                 min(_CANVAS, int(fixed.max() >> _SHIFT_BITS) + reach + 1))
+
+
+def _centre_and_reduce(canvas: np.ndarray, ink_rows: slice, ink_columns: slice) -> np.ndarray:
+    """Crop ``canvas`` so the ink's centre of mass lands on ``COM_PX``, then average down to 28×28.
+
+    ``ink_rows``, ``ink_columns``: spans that hold every inked pixel (the canvas is mostly the empty
+    margin; summing only the inked block takes a fifth of the time).
+    """
     # Projections give the first moments at a quarter of cv2.moments' cost (0.03 vs 0.14 ms).
-    columns = canvas.sum(axis=0, dtype=np.int64)
-    rows = canvas.sum(axis=1, dtype=np.int64)
+    inked = canvas[ink_rows, ink_columns]
+    columns = np.zeros(_CANVAS, dtype=np.int64)
+    rows = np.zeros(_CANVAS, dtype=np.int64)
+    columns[ink_columns] = inked.sum(axis=0, dtype=np.int64)
+    rows[ink_rows] = inked.sum(axis=1, dtype=np.int64)
     left, top = _crop_start(columns), _crop_start(rows)
     crop = canvas[top:top + _CROP, left:left + _CROP]
     small = cv2.resize(crop, (IMAGE_PX, IMAGE_PX), interpolation=cv2.INTER_AREA)
