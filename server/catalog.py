@@ -19,11 +19,13 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """An attribution method: ``cost`` is ``per-frame`` or ``on-pause``."""
+    """An attribution method: ``cost`` is ``per-frame`` or ``on-pause``; ``signed``: its maps hold
+    evidence for and against (else magnitudes only)."""
 
     name: str
     label: str
     cost: str
+    signed: bool
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                   "test_accuracy": model.test_accuracy},
         "models": [{"name": info.name, "hidden": info.hidden, "test_accuracy": info.test_accuracy}
                    for info in catalog.models.values()],
-        "methods": [{"name": info.name, "label": info.label, "cost": info.cost}
+        "methods": [{"name": info.name, "label": info.label, "cost": info.cost, "signed": info.signed}
                     for info in catalog.methods.values()],
         "rules": [{"name": info.name, "label": info.label, "description": info.description}
                   for info in catalog.rules.values()],
@@ -128,6 +128,7 @@ def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]
         "seq": view.seq,
         "target": target,
         "maps": [{"method": method, "label": catalog.methods[method].label, "cost": catalog.methods[method].cost,
+                  "signed": catalog.methods[method].signed,
                   "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
                  for method, data, compute_ms in maps],
     })

@@ -15,7 +15,7 @@ const INK_COLOUR = "#111827";
  *        new [x, y] points of the current stroke (fractions in [0, 1]); eventTimeMs is
  *        the `performance.now()` time of the earliest pointer event in the batch
  * @param {() => void} handlers.onStrokeEnd
- * @returns {{redraw: (strokes: {points: number[][]}[]) => void}}
+ * @returns {{redraw: (strokes: {points: number[][]}[]) => void, endStroke: () => void}}
  */
 export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
   const context = canvas.getContext("2d");
@@ -73,7 +73,8 @@ export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
   }
 
   function down(event) {
-    if (activePointer !== null || !event.isPrimary) return;
+    // The main button only: a right click or a pen's barrel button does not draw.
+    if (activePointer !== null || !event.isPrimary || event.button !== 0) return;
     event.preventDefault();
     if (!onStrokeStart()) return;
     activePointer = event.pointerId;
@@ -104,6 +105,22 @@ export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
   canvas.addEventListener("pointermove", move);
   canvas.addEventListener("pointerup", up);
   canvas.addEventListener("pointercancel", up);
+  canvas.addEventListener("contextmenu", (event) => event.preventDefault()); // a long press is not a menu
+
+  /**
+   * Drop the stroke in progress (Undo or Clear while the pen is down): its
+   * pending points are not handed on, and the pointer draws nothing more
+   * until it is lifted and put down again.
+   */
+  function endStroke() {
+    if (activePointer !== null && canvas.hasPointerCapture(activePointer)) canvas.releasePointerCapture(activePointer);
+    activePointer = null;
+    lastPoint = null;
+    pending = [];
+    pendingSince = null;
+    if (frameRequest !== null) cancelAnimationFrame(frameRequest);
+    frameRequest = null;
+  }
 
   /** Size the backing store to the element (device pixels) and draw `strokes` again. */
   function redraw(strokes) {
@@ -122,5 +139,5 @@ export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
     if (activePointer !== null && last?.points.length) lastPoint = last.points[last.points.length - 1];
   }
 
-  return { redraw };
+  return { redraw, endStroke };
 }

@@ -22,7 +22,8 @@ export function renderComparison(grid, comparison) {
       if (map.heatmap) paintRelevance(canvas, map.heatmap);
       const caption = document.createElement("figcaption");
       const name = document.createElement("strong");
-      name.textContent = map.label;
+      // An unsigned map (sensitivity) is all red: say so, or it reads as evidence for the class.
+      name.textContent = map.signed === false ? `${map.label} (sensitivity, not for/against)` : map.label;
       const cost = document.createElement("span");
       cost.className = `cost ${map.cost}`;
       cost.textContent = `${COST_WORDS[map.cost] ?? map.cost} · ${map.compute_ms.toFixed(1)} ms`;

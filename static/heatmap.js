@@ -85,13 +85,13 @@ export function buildLegend(element) {
 /**
  * Show the scale of the map just painted.
  * @param {ReturnType<typeof buildLegend>} legend
- * @param {number} scale   max|R|
+ * @param {number|null} scale   max|R|; null: no map to read (nothing drawn), no numbers
  * @param {string} against words under the blue end
  * @param {string} towards words under the red end
  */
 export function updateLegend(legend, scale, against, towards) {
-  legend.low.textContent = formatNumber(-scale);
-  legend.high.textContent = `+${formatNumber(scale)}`;
+  legend.low.textContent = scale === null ? "" : formatNumber(-scale);
+  legend.high.textContent = scale === null ? "" : `+${formatNumber(scale)}`;
   legend.against.textContent = against;
   legend.towards.textContent = towards;
 }

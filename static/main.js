@@ -48,6 +48,7 @@ function receive(message) {
       break;
     case "frame":
       store.dispatch({ type: "frame", frame: decodeFrame(message), stats: socket.stats() });
+      followPrediction(store.get());
       break;
     case "comparison":
       store.dispatch({ type: "comparison", comparison: decodeComparison(message) });
@@ -97,6 +98,8 @@ const pad = createPad($("pad"), {
 
 function undo() {
   if (!store.get().drawing.strokes.length) return;
+  pad.endStroke(); // undoing the stroke being drawn ends it
+  socket.wake();
   store.dispatch({ type: "undo" });
   socket.send({ type: "undo" });
   pad.redraw(store.get().drawing.strokes);
@@ -104,6 +107,8 @@ function undo() {
 }
 
 function clear() {
+  pad.endStroke();
+  socket.wake();
   store.dispatch({ type: "clear" });
   socket.send({ type: "clear" });
   pad.redraw([]);
@@ -121,6 +126,7 @@ document.addEventListener("keydown", (event) => {
 
 // ---------- selection ----------
 function select(selection) {
+  socket.wake(); // after an idle close, any action reconnects; the replay carries it
   store.dispatch({ type: "select", selection });
   socket.send(selectMessage(selection));
 }
@@ -128,21 +134,29 @@ function select(selection) {
 function pick({ kind, index }) {
   const state = store.get();
   if (kind === "output") {
-    select({ output: index, hidden: null, alone: false });
+    select({ output: index, hidden: null, alone: false, implicit: false });
     return;
   }
   const output = classForHidden(state);
-  select({ output, hidden: index, alone: state.selection.alone || output === null });
+  const implicit = state.selection.output === null || state.selection.implicit;
+  select({ output, hidden: index, alone: state.selection.alone || output === null, implicit });
+}
+
+/** A hidden neuron tapped under the prediction keeps explaining the prediction as it changes. */
+function followPrediction({ selection, frame, drawing }) {
+  if (!selection.implicit || selection.alone || selection.hidden === null || isEmpty(drawing)) return;
+  if (frame.prediction !== selection.output) select({ ...selection, output: frame.prediction });
 }
 
 function alone(hidden, on) {
   const state = store.get();
   const next = on ?? !(state.selection.alone && state.selection.hidden === hidden);
-  select({ output: classForHidden(state), hidden, alone: next });
+  const implicit = state.selection.output === null || state.selection.implicit;
+  select({ output: classForHidden(state), hidden, alone: next, implicit });
 }
 
 function reset() {
-  select({ output: null, hidden: null, alone: false });
+  select({ output: null, hidden: null, alone: false, implicit: false });
 }
 
 listenNetwork(networkBox, () => network, { onPick: pick, onAlone: alone, onReset: reset });
@@ -152,12 +166,14 @@ $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overl
 
 // ---------- settings and comparison ----------
 listenControls(selects, (change) => {
+  socket.wake();
   store.dispatch({ type: "configure", change });
   socket.send({ type: "configure", ...change });
 });
 
 /** The methods a comparison asks for: every method the server offers, at most 8 (docs/protocol.md). */
 function requestComparison() {
+  socket.wake(); // reconnects after an idle close; this request is lost then, the next one is answered
   const methods = store.get().welcome?.methods.map((method) => method.name).slice(0, 8) ?? [];
   if (methods.length && socket.send({ type: "compare", methods }) !== null) store.dispatch({ type: "compareRequested" });
 }
@@ -256,8 +272,12 @@ function renderNetwork(state, before) {
   }
   const frame = state.frame;
   const fresh = frame && frame.model === model.name && frame.activations.length === model.hidden;
-  if (fresh && (frame !== before.frame || state.selection !== before.selection)) updateNetwork(network, frame, state.selection);
-  else if (state.selection !== before.selection) markSelection(network, state.selection);
+  const empty = isEmpty(state.drawing);
+  // "Neuron alone" explains no class (the server has output null): no output is marked selected.
+  const shown = state.selection.alone ? { ...state.selection, output: null } : state.selection;
+  if (fresh && (frame !== before.frame || state.selection !== before.selection || empty !== isEmpty(before.drawing ?? state.drawing))) {
+    updateNetwork(network, frame, shown, empty);
+  } else if (state.selection !== before.selection) markSelection(network, shown);
 }
 
 function renderReading(frame, empty) {
@@ -273,11 +293,11 @@ function renderExplanation(state, empty) {
   $("pending").hidden = Boolean(frame.heatmap);
   $("heatmap").parentElement.classList.toggle("stale", !frame.heatmap);
   $("heatmap-title").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
-  $("summary").textContent = summarize(frame, empty);
+  $("summary").textContent = summarize(frame, empty, state.welcome);
   if (!shown) return;
   const scale = paintRelevance($("heatmap"), shown.heatmap, state.view.overlay ? shown.input : null);
-  const [against, towards] = legendWords(shown);
-  updateLegend(legend, scale, against, towards);
+  const [against, towards] = empty ? ["", ""] : legendWords(shown, state.welcome);
+  updateLegend(legend, empty ? null : scale, against, towards);
   if (frame.heatmap) timer.painted(frame.seq ?? -1);
 }
 

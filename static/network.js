@@ -151,7 +151,7 @@ export function buildNetwork(container, layout) {
 
   caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
   caption(svg, 4, gridTop - 8, `Hidden layer: ${layout.hidden} neurons · tap one`);
-  const outputCaption = caption(svg, 4, outTop - 10, "Output layer: digits 0–9 · tap one");
+  const outputCaption = caption(svg, 4, outTop - 10, EMPTY_CAPTION);
 
   container.replaceChildren(svg);
   // Roving tabindex (WAI-ARIA APG, "Keyboard Navigation Inside Components"):
@@ -160,19 +160,23 @@ export function buildNetwork(container, layout) {
   return { layout, svg, inputCanvas, lines, hidden, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
 }
 
+const EMPTY_CAPTION = "Output layer: digits 0–9 · tap one";
+
 /**
  * Restyle the cached elements for a frame and the selection. Touches only
  * attributes and text of elements built by buildNetwork.
  * @param {ReturnType<typeof buildNetwork>} view
  * @param {object} frame      decoded frame (arrays.decodeFrame)
  * @param {{output: number|null, hidden: number|null}} selection
+ * @param {boolean} empty     nothing drawn: the net's answer to a blank pad is no reading,
+ *                            so no prediction, percentages or relevance are shown
  */
-export function updateNetwork(view, frame, selection) {
+export function updateNetwork(view, frame, selection, empty) {
   paintInk(view.inputCanvas, frame.input);
   const maxActivation = Math.max(...frame.activations, 1e-9);
   const target = frame.target;
   const H = view.hidden.length;
-  const relevance = Array.from({ length: H }, (_, j) => frame.edges.values[j * 10 + target]);
+  const relevance = Array.from({ length: H }, (_, j) => (empty ? 0 : frame.edges.values[j * 10 + target]));
   const maxRelevance = Math.max(...relevance.map(Math.abs), 1e-12);
 
   view.hidden.forEach(({ circle, text }, j) => {
@@ -199,16 +203,18 @@ export function updateNetwork(view, frame, selection) {
   });
 
   view.outputs.forEach(({ circle, text }, c) => {
-    const fill = sequential(frame.probabilities[c]);
+    const fill = sequential(empty ? 0 : frame.probabilities[c]);
     circle.setAttribute("fill", css(fill));
     text.setAttribute("fill", prefersDarkText(fill) ? "#0f172a" : "#ffffff");
-    view.probabilities[c].textContent = `${Math.round(frame.probabilities[c] * 100)}%`;
-    view.probabilities[c].classList.toggle("predicted", c === frame.prediction);
+    view.probabilities[c].textContent = empty ? "" : `${Math.round(frame.probabilities[c] * 100)}%`;
+    view.probabilities[c].classList.toggle("predicted", !empty && c === frame.prediction);
   });
-  place(view.predictedFrame, view.layout.outputPositions[frame.prediction], view.layout.outCell - 6);
-  if (target !== view.lastTarget) {
-    view.outputCaption.textContent = `Output layer · lines: relevance for '${target}'`;
-    view.lastTarget = target;
+  if (empty) view.predictedFrame.setAttribute("visibility", "hidden");
+  else place(view.predictedFrame, view.layout.outputPositions[frame.prediction], view.layout.outCell - 6);
+  const shownTarget = empty ? null : target;
+  if (shownTarget !== view.lastTarget) {
+    view.outputCaption.textContent = empty ? EMPTY_CAPTION : `Output layer · lines: relevance for '${target}'`;
+    view.lastTarget = shownTarget;
   }
   markSelection(view, selection);
 }

@@ -11,7 +11,9 @@ export function initialState() {
     connection: { status: "connecting", retryInMs: null, code: null },
     welcome: null, // last `welcome` message: model, models, methods, rules, limits
     config: null, // {model, method, rule}: ours once the first welcome set it
-    selection: { output: null, hidden: null, alone: false },
+    // implicit: `output` is the prediction a hidden neuron was tapped under, not a class the visitor
+    // chose; it follows the prediction as the drawing changes (README: "the selected, else predicted, class")
+    selection: { output: null, hidden: null, alone: false, implicit: false },
     drawing: { strokes: [], lastId: 0, version: 0 },
     frame: null, // last `frame`, arrays decoded (arrays.decodeFrame)
     heatmapFrame: null, // last frame that carried a heatmap (on-pause methods send null while drawing)
@@ -48,7 +50,8 @@ export function classForHidden(state) {
 }
 
 const reducers = {
-  connection: (state, { connection }) => ({ ...state, connection }),
+  // A comparison asked on a connection that ended is never answered: stop waiting for it.
+  connection: (state, { connection }) => ({ ...state, connection, comparing: connection.status === "open" && state.comparing }),
 
   welcome(state, { message }) {
     // The first welcome of the page sets our config; later ones (reconnect,
@@ -58,9 +61,10 @@ const reducers = {
     return {
       ...state,
       welcome: message,
+      notice: null, // a fresh connection: earlier refusals no longer apply
       config: first ? { ...message.state } : state.config,
       selection: first
-        ? { output: message.state.output, hidden: message.state.hidden, alone: false }
+        ? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false }
         : state.selection,
     };
   },
@@ -89,24 +93,25 @@ const reducers = {
   strokeStart(state) {
     const { strokes, lastId, version } = state.drawing;
     const stroke = { id: lastId + 1, points: [] };
-    return { ...state, drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 } };
+    return { ...state, notice: null, drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 } };
   },
 
   points(state, { points }) {
     const { strokes, lastId, version } = state.drawing;
     const last = strokes[strokes.length - 1];
+    if (!last) return state; // the stroke was undone or cleared while the pen was down
     const grown = { ...last, points: last.points.concat(points) };
     return { ...state, drawing: { strokes: [...strokes.slice(0, -1), grown], lastId, version: version + 1 } };
   },
 
   undo(state) {
     const { strokes, lastId, version } = state.drawing;
-    return { ...state, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
+    return { ...state, notice: null, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
   },
 
   clear(state) {
     // Stroke ids keep increasing after a clear (docs/protocol.md, "clear, undo").
-    return { ...state, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
+    return { ...state, notice: null, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
   },
 
   select: (state, { selection }) => ({ ...state, selection }),
@@ -118,7 +123,7 @@ const reducers = {
     return {
       ...state,
       config,
-      selection: modelChanged ? { output: null, hidden: null, alone: false } : state.selection,
+      selection: modelChanged ? { output: null, hidden: null, alone: false, implicit: false } : state.selection,
       card: modelChanged ? null : state.card,
       comparison: modelChanged ? null : state.comparison,
       // the server drops a comparison whose model changed while it computed (docs/protocol.md)

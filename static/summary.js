@@ -16,6 +16,11 @@ export function methodLabel(welcome, name) {
   return welcome?.methods.find((method) => method.name === name)?.label ?? name;
 }
 
+/** Whether a method's maps hold evidence for and against (else magnitudes only: sensitivity). */
+export function isSigned(welcome, name) {
+  return welcome?.methods.find((method) => method.name === name)?.signed ?? true;
+}
+
 /**
  * The heatmap title in words, e.g. "CRP: what hidden neuron 17 contributes to '4'".
  * @param {object} frame  the frame shown
@@ -30,7 +35,9 @@ export function heatmapTitle(frame, welcome) {
     case "hidden":
       return `Hidden neuron ${frame.hidden} alone: what it responds to in your drawing`;
     case "attribution":
-      return `${methodLabel(welcome, frame.method)}: evidence for ${target}`;
+      return isSigned(welcome, frame.method)
+        ? `${methodLabel(welcome, frame.method)}: evidence for ${target}`
+        : `${methodLabel(welcome, frame.method)}: where the score for ${target} is most sensitive`;
     default:
       return frame.output === null || frame.output === frame.prediction
         ? `LRP: why the network reads ${target}`
@@ -38,9 +45,10 @@ export function heatmapTitle(frame, welcome) {
   }
 }
 
-/** Words under the blue and red ends of the legend. */
-export function legendWords(frame) {
+/** Words under the blue and red ends of the legend (an unsigned map has no blue end). */
+export function legendWords(frame, welcome) {
   if (frame.mode === "hidden") return [`holds neuron ${frame.hidden} back`, `makes neuron ${frame.hidden} fire`];
+  if (frame.mode === "attribution" && !isSigned(welcome, frame.method)) return ["", "more sensitive"];
   return [`against '${frame.target}'`, `for '${frame.target}'`];
 }
 
@@ -83,9 +91,10 @@ function readingSentence(frame) {
  * (92 %). Red pixels pushed it toward 4; blue pixels pushed it away."
  * @param {object} frame
  * @param {boolean} empty  nothing drawn yet
+ * @param {object} welcome
  * @returns {string}
  */
-export function summarize(frame, empty) {
+export function summarize(frame, empty, welcome) {
   if (empty) return "Draw a digit from 0 to 9 in the box. The network reads it while you draw.";
   const reading = readingSentence(frame);
   const t = frame.target;
@@ -96,6 +105,9 @@ export function summarize(frame, empty) {
     return `${reading} Hidden neuron ${frame.hidden} fires at ${activation.toFixed(2)}; red pixels made it fire, blue pixels held it back.`;
   }
   if (frame.pending) return `${reading} This method runs when you pause drawing.`;
+  if (frame.mode === "attribution" && !isSigned(welcome, frame.method)) {
+    return `${reading} Red pixels are where a small change would move the score for ${t} most; this method does not say whether they speak for or against it.`;
+  }
   if (t !== frame.prediction) return `${reading} Red pixels speak for ${t}; blue pixels speak against it.`;
   return `${reading} Red pixels pushed it toward ${t}; blue pixels pushed it away.`;
 }

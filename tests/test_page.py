@@ -514,3 +514,119 @@ def test_comparison_shows_every_method_labelled_with_its_cost(visit: Visit, gold
         assert entry["label"] in caption
         assert ("live, every frame" if entry["cost"] == "per-frame" else "runs when you pause") in caption
     page.screenshot(path=str(SCREENSHOTS / "comparison-1366x768.png"), full_page=True)
+
+
+def diagram_reading(page: Page) -> dict[str, Any]:
+    """What the diagram and the legend claim: the predicted frame, the percentages, the legend's ends."""
+    return page.evaluate(
+        "() => ({ predictedShown: document.querySelector('.predicted-frame').getAttribute('visibility') === 'visible',"
+        " percentages: [...document.querySelectorAll('.probability')].map((t) => t.textContent),"
+        " visibleLines: document.querySelectorAll('#network line[visibility=visible]').length,"
+        " legend: document.querySelector('#legend').innerText.replace(/\\s+/g, ' ').trim() })")
+
+
+def test_a_blank_pad_claims_no_reading(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page = visit.page
+    blank = diagram_reading(page)
+    assert not blank["predictedShown"] and set(blank["percentages"]) == {""} and blank["visibleLines"] == 0
+    assert blank["legend"] == "0", "a blank pad has no scale and no class to be for or against"
+    draw_with_mouse(visit, golden[3])
+    settle(visit)
+    drawn = diagram_reading(page)
+    assert drawn["predictedShown"] and "%" in drawn["percentages"][3] and drawn["visibleLines"] > 0
+    assert "for '3'" in drawn["legend"]
+    page.click("#clear")
+    settle(visit)
+    page.wait_for_function("() => document.querySelector('.predicted-frame').getAttribute('visibility') === 'hidden'",
+                           timeout=WAIT_MS)
+    assert diagram_reading(page) == blank
+
+
+def test_undo_or_clear_while_the_pen_is_down_ends_the_stroke(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    box = pad_box(page)
+    for key in ("Control+z", "clear"):
+        stroke = max(golden[4], key=len)
+        page.mouse.move(*to_screen(box, stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:len(stroke) // 2]:
+            page.mouse.move(*to_screen(box, point), steps=2)
+        if key == "clear":
+            page.evaluate("() => document.getElementById('clear').click()")  # a second finger on Clear
+        else:
+            page.keyboard.press(key)
+        for point in stroke[len(stroke) // 2:]:  # the pen goes on moving: it draws nothing now
+            page.mouse.move(*to_screen(box, point), steps=2)
+        page.mouse.up()
+        frame = settle(visit)
+        assert ink_pixels(page) == 0 and decode_array(frame["input"]).max() == 0, key
+    assert not [m for m in wire.received if m["type"] == "error"], "the page sent strokes the server refused"
+    draw_with_mouse(visit, golden[7])
+    assert settle(visit)["prediction"] == 7
+    assert page.locator("#status").get_attribute("data-status") == "open"
+
+
+def test_right_click_does_not_draw_and_a_full_drawing_notice_clears(visit: Visit) -> None:
+    page, wire = visit.page, visit.wire
+    box = pad_box(page)
+    page.mouse.click(*to_screen(box, (0.5, 0.5)), button="right")
+    assert not [m for m in wire.sent if m["type"] == "stroke"]
+    assert page.locator("#pad-hint").is_visible()
+    max_strokes = wire.received[0]["limits"]["max_strokes"]
+    for k in range(max_strokes + 1):  # one dot more than the drawing may hold
+        page.mouse.click(*to_screen(box, (0.1 + 0.8 * (k % 8) / 7, 0.1 + 0.8 * (k // 8) / 8)))
+    page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+    assert "full" in page.locator("#notice").inner_text()
+    page.click("#clear")
+    page.wait_for_selector("#notice", state="hidden", timeout=WAIT_MS)
+
+
+def test_unsigned_maps_are_read_as_sensitivity_not_evidence(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    assert {m["name"]: m["signed"] for m in wire.received[0]["methods"]}["saliency"] is False
+    draw_with_mouse(visit, golden[4])
+    page.select_option("#method", "saliency")
+    frame = wire.wait_received(lambda m: m["type"] == "frame" and m["method"] == "saliency")
+    settle(visit)
+    assert decode_array(frame["heatmap"]).min() >= 0, "saliency is |∂y/∂x|"
+    assert heatmap_title(page) == "Saliency: where the score for '4' is most sensitive"
+    assert "more sensitive" in page.locator("#legend").inner_text() and "against" not in page.locator("#legend").inner_text()
+    assert "does not say whether" in page.locator("#summary").inner_text()
+
+
+def test_a_hidden_neuron_tapped_under_the_prediction_follows_it(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, golden[3])
+    j = strongest_hidden(settle(visit))
+    click_neuron(page, "hidden", j)
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+    settle(visit)
+    assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '3'"
+    page.click("#clear")
+    draw_with_mouse(visit, golden[1])
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j and m["target"] == 1 and m["prediction"] == 1)
+    settle(visit)
+    assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '1'"
+    page.check("#alone")
+    wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "hidden")
+    settle(visit)
+    assert page.locator(".neuron.output[aria-pressed=true]").count() == 0, "neuron alone explains no class"
+
+
+def test_any_action_reconnects_after_the_idle_close(browser: Browser, golden: dict[int, Strokes]) -> None:
+    with server_process(env={"IDLE_TIMEOUT_S": "2"}) as running:
+        visit = open_page(browser, running.url)
+        try:
+            page, wire = visit.page, visit.wire
+            draw_with_mouse(visit, golden[5])
+            settle(visit)
+            page.wait_for_selector("#status[data-status=idle]", timeout=WAIT_MS)
+            received_before = len(wire.received)
+            click_neuron(page, "output", 6)  # a tap on the diagram, not on the pad
+            page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+            frame = wire.wait_received(lambda m: m["type"] == "frame" and m["output"] == 6, after=received_before)
+            assert frame["prediction"] == 5, "the replay restored the drawing"
+            settle(visit)
+            assert heatmap_title(page) == "LRP: what speaks for and against '6'"
+        finally:
+            visit.context.close()

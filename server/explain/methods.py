@@ -43,11 +43,13 @@ OCCLUSION_STRIDES = (1, 2, 2)
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What the page shows of a method: label, cost class, one-paragraph description."""
+    """What the page shows of a method: label, cost class, one-paragraph description, and whether
+    its maps are signed (evidence for and against) or magnitudes only (``|∂y/∂x|``: sensitivity)."""
 
     label: str
     cost: Cost
     description: str
+    signed: bool = True
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -57,7 +59,8 @@ METHODS: dict[str, MethodInfo] = {
         "(CRP); closed form, checked against zennit and zennit-crp."),
     "saliency": MethodInfo(
         "Saliency", "per-frame",
-        "|∂ logit / ∂ pixel|: how sensitive the class score is to each pixel, regardless of ink."),
+        "|∂ logit / ∂ pixel|: how sensitive the class score is to each pixel, regardless of ink.",
+        signed=False),
     "gradient_x_input": MethodInfo(
         "Gradient × Input", "per-frame",
         "∂ logit / ∂ pixel × pixel; on this network the same map as LRP-ε."),
@@ -68,7 +71,7 @@ METHODS: dict[str, MethodInfo] = {
     "smoothgrad": MethodInfo(
         "SmoothGrad", "per-frame",
         f"Saliency averaged over {SMOOTHGRAD_SAMPLES} noisy copies of the drawing "
-        f"(σ = {SMOOTHGRAD_STDEV}), which smooths the gradient's noise."),
+        f"(σ = {SMOOTHGRAD_STDEV}), which smooths the gradient's noise.", signed=False),
     "occlusion": MethodInfo(
         "Occlusion", "on-pause",
         "How much the class score drops when a 4×4 patch is blacked out, slid with stride 2."),
