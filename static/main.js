@@ -63,6 +63,12 @@ function receive(message) {
   }
 }
 
+// The frame rate counts frames of the last second: once frames stop (the pen rests), it must fall to
+// 0 although no frame arrives to update it.
+setInterval(() => {
+  if (store.get().stats.fps !== socket.stats().fps) store.dispatch({ type: "stats", stats: socket.stats() });
+}, 1000);
+
 function notice(text) {
   store.dispatch({ type: "notice", notice: { code: "limit", text } });
 }

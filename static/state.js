@@ -90,6 +90,8 @@ const reducers = {
 
   sent: (state, { seq }) => ({ ...state, stats: { ...state.stats, sentSeq: seq } }),
 
+  stats: (state, { stats }) => ({ ...state, stats: { ...state.stats, ...stats } }),
+
   strokeStart(state) {
     const { strokes, lastId, version } = state.drawing;
     const stroke = { id: lastId + 1, points: [] };

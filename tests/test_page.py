@@ -630,3 +630,10 @@ def test_any_action_reconnects_after_the_idle_close(browser: Browser, golden: di
             assert heatmap_title(page) == "LRP: what speaks for and against '6'"
         finally:
             visit.context.close()
+
+
+def test_frame_rate_falls_to_zero_when_the_pen_rests(visit: Visit, golden: dict[int, Strokes]) -> None:
+    draw_with_mouse(visit, golden[2])
+    settle(visit)
+    visit.page.wait_for_function("() => document.getElementById('status').textContent.endsWith(' 0 fps')",
+                                 timeout=WAIT_MS)
