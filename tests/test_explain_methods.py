@@ -1,5 +1,8 @@
 """Captum methods through the engine: equal to captum's own output, and to closed forms."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +105,10 @@ def test_superpixels_are_49_blocks_of_4x4():
     assert mask.shape == (1, 1, 28, 28)
     assert torch.bincount(mask.ravel()).tolist() == [16] * 49
     assert mask[0, 0, :4, :4].unique().tolist() == [0] and mask[0, 0, 24:, 24:].unique().tolist() == [48]
+
+
+def test_the_surrogate_fitting_library_loads_with_the_methods_not_in_the_first_comparison() -> None:
+    # captum imports scikit-learn when LIME first fits (~1 s): that second belongs to server start.
+    code = "import sys, server.explain.methods; print('sklearn.linear_model' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "True"
