@@ -11,7 +11,7 @@ import { buildLegend, paintInk, paintRelevance, updateLegend } from "./heatmap.j
 import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
 import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
 import { createSocket } from "./socket.js";
-import { classForHidden, createStore, isEmpty, limitsOf, pointCount } from "./state.js";
+import { createStore, hiddenSelection, isEmpty, limitsOf, pointCount } from "./state.js";
 import { renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
@@ -143,9 +143,7 @@ function pick({ kind, index }) {
     select({ output: index, hidden: null, alone: false, implicit: false });
     return;
   }
-  const output = classForHidden(state);
-  const implicit = state.selection.output === null || state.selection.implicit;
-  select({ output, hidden: index, alone: state.selection.alone || output === null, implicit });
+  select(hiddenSelection(state, index, state.selection.alone));
 }
 
 /** A hidden neuron tapped under the prediction keeps explaining the prediction as it changes. */
@@ -157,8 +155,7 @@ function followPrediction({ selection, frame, drawing }) {
 function alone(hidden, on) {
   const state = store.get();
   const next = on ?? !(state.selection.alone && state.selection.hidden === hidden);
-  const implicit = state.selection.output === null || state.selection.implicit;
-  select({ output: classForHidden(state), hidden, alone: next, implicit });
+  select(hiddenSelection(state, hidden, next));
 }
 
 function reset() {

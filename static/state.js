@@ -44,9 +44,14 @@ export function isEmpty(drawing) {
   return pointCount(drawing) === 0;
 }
 
-/** The class a hidden neuron is explained under: the selected one, else the prediction. */
-export function classForHidden(state) {
-  return state.selection.output ?? state.frame?.prediction ?? null;
+/**
+ * The selection of hidden neuron `hidden`, explained under the selected class, else the prediction
+ * (`implicit`: it then follows the prediction). Without either it can only be that neuron alone.
+ */
+export function hiddenSelection(state, hidden, alone) {
+  const output = state.selection.output ?? state.frame?.prediction ?? null;
+  const implicit = state.selection.output === null || state.selection.implicit;
+  return { output, hidden, alone: alone || output === null, implicit };
 }
 
 const reducers = {
