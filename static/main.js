@@ -30,6 +30,17 @@ let network = null; // the built diagram; rebuilt when the model or the layout c
 let networkKey = "";
 
 // ---------- the connection ----------
+// The drawing version each sent message left the page at. A comparison answers the drawing as of its
+// `seq` (docs/protocol.md), which may be older than the drawing when it arrives.
+const versionAtSeq = new Map();
+const VERSIONS_KEPT = 4096;
+
+function sent(seq) {
+  versionAtSeq.set(seq, store.get().drawing.version);
+  if (versionAtSeq.size > VERSIONS_KEPT) versionAtSeq.delete(versionAtSeq.keys().next().value);
+  store.dispatch({ type: "sent", seq });
+}
+
 const socket = createSocket({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
   onMessage: receive,
@@ -38,7 +49,7 @@ const socket = createSocket({
     store.dispatch({ type: "connection", connection });
   },
   replay: (welcome) => replayMessages(store.get(), welcome),
-  onSent: (seq) => store.dispatch({ type: "sent", seq }),
+  onSent: sent,
 });
 
 function receive(message) {
@@ -51,7 +62,7 @@ function receive(message) {
       followPrediction(store.get());
       break;
     case "comparison":
-      store.dispatch({ type: "comparison", comparison: decodeComparison(message) });
+      store.dispatch({ type: "comparison", comparison: decodeComparison(message), version: versionAtSeq.get(message.seq) });
       break;
     case "error":
       // One line, the code only: the refused message may hold a visitor's drawing.

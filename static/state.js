@@ -83,9 +83,10 @@ const reducers = {
     };
   },
 
-  comparison: (state, { comparison }) => ({
+  // version: the drawing version the comparison answered (the page's record for its seq), if known
+  comparison: (state, { comparison, version }) => ({
     ...state,
-    comparison: { ...comparison, drawingVersion: state.drawing.version },
+    comparison: { ...comparison, drawingVersion: version ?? state.drawing.version },
     comparing: false,
   }),
 

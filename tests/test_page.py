@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, WebSocketRoute, sync_playwright
 
 from model_store.strokes import load_golden_digits
 from support import decode_array, server_process
@@ -637,3 +637,50 @@ def test_frame_rate_falls_to_zero_when_the_pen_rests(visit: Visit, golden: dict[
     settle(visit)
     visit.page.wait_for_function("() => document.getElementById('status').textContent.endsWith(' 0 fps')",
                                  timeout=WAIT_MS)
+
+
+def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(
+        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    # The comparison is held back on its way to the page (a routed WebSocket) while the visitor draws on.
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+    held: list[str] = []
+    routes: list[WebSocketRoute] = []
+
+    def route(page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+        routes.append(page_side)
+        page_side.on_message(server_side.send)
+        server_side.on_message(lambda message: held.append(message) if '"type":"comparison"' in str(message)
+                               else page_side.send(message))
+
+    try:
+        page = context.new_page()
+        page.route_web_socket("**/ws", route)
+        page.goto(server)
+        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+        caught_up = ("() => { const d = document.getElementById('status').dataset;"
+                     " return Number(d.frameSeq) >= Number(d.sentSeq) && Number(d.sentSeq) > 0; }")
+        box = pad_box(page)
+        for stroke in golden[6]:
+            page.mouse.move(*to_screen(box, stroke[0]))
+            page.mouse.down()
+            for point in stroke[1:]:
+                page.mouse.move(*to_screen(box, point), steps=2)
+            page.mouse.up()
+        page.wait_for_function(caught_up, timeout=WAIT_MS)
+        page.click("#compare")
+        # a dot drawn while the comparison is on its way (the click on Compare may have scrolled the page)
+        page.locator("#pad").click(position={"x": 0.9 * box["width"], "y": 0.9 * box["height"]})
+        page.wait_for_function(caught_up, timeout=WAIT_MS)
+        page.wait_for_function("() => document.getElementById('compare-note').textContent.includes('Computing')",
+                               timeout=WAIT_MS)
+        deadline_ms = WAIT_MS
+        while not held and deadline_ms > 0:
+            page.wait_for_timeout(20)
+            deadline_ms -= 20
+        assert held, "no comparison came from the server"
+        routes[-1].send(held[0])
+        page.wait_for_selector("#compare-grid .compare-map", timeout=WAIT_MS)
+        assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
+    finally:
+        context.close()
