@@ -56,6 +56,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   let attempt = 0;
   let retryTimer = null;
   let welcomed = false;
+  let replayedSeq = 0; // seq of the last replayed message: earlier frames show the server's fresh state
   const sentAt = new Map(); // seq → performance.now() when sent
   const roundTrips = [];
   const frameTimes = [];
@@ -82,9 +83,13 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
       attempt = 0;
       report("open");
       onMessage(message);
-      for (const next of replay(message)) send(next);
+      replayedSeq = 0;
+      for (const next of replay(message)) replayedSeq = send(next) ?? replayedSeq;
       return;
     }
+    // A frame from before the replay shows a blank drawing, not the visitor's: it would flash a
+    // wrong reading for a moment after every reconnect.
+    if (message.type === "frame" && (message.seq ?? 0) < replayedSeq) return;
     onMessage(message);
   }
 

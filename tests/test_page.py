@@ -684,3 +684,30 @@ def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(
         assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
     finally:
         context.close()
+
+
+def test_frames_from_before_the_replay_are_not_shown(visit: Visit) -> None:
+    # socket.js against a scripted WebSocket in the browser: after a reconnect the server's first frame
+    # shows its fresh, blank state; only frames that reflect the replayed drawing may reach the page.
+    result = visit.page.evaluate("""async () => {
+        const { createSocket } = await import('/static/socket.js');
+        const sockets = [];
+        class ScriptedSocket extends EventTarget {
+          static OPEN = 1;
+          constructor() { super(); this.readyState = 1; this.sent = []; sockets.push(this); }
+          send(data) { this.sent.push(JSON.parse(data)); }
+          emit(message) { this.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(message) })); }
+        }
+        window.WebSocket = ScriptedSocket;
+        const shown = [];
+        createSocket({ url: 'ws://scripted/ws', onMessage: (m) => shown.push(`${m.type}:${m.seq}`),
+                       onConnection: () => {}, onSent: () => {},
+                       replay: () => [{ type: 'stroke', id: 1, points: [[0.5, 0.5]] }] });
+        const server = sockets[0];
+        server.emit({ type: 'welcome', seq: null });
+        server.emit({ type: 'frame', seq: null });
+        const replayed = server.sent[0].seq;
+        server.emit({ type: 'frame', seq: replayed });
+        return { shown, replayed };
+    }""")
+    assert result["shown"] == ["welcome:null", f"frame:{result['replayed']}"]
