@@ -639,49 +639,83 @@ def test_frame_rate_falls_to_zero_when_the_pen_rests(visit: Visit, golden: dict[
                                  timeout=WAIT_MS)
 
 
-def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(
-        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
-    # The comparison is held back on its way to the page (a routed WebSocket) while the visitor draws on.
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
-    held: list[str] = []
-    routes: list[WebSocketRoute] = []
+@dataclass
+class HeldComparisons:
+    """A page whose WebSocket runs through a route that holds every ``comparison`` back until released."""
 
-    def route(page_side: WebSocketRoute) -> None:
+    page: Page
+    held: list[str | bytes] = field(default_factory=list)
+    routes: list[WebSocketRoute] = field(default_factory=list)
+
+    def route(self, page_side: WebSocketRoute) -> None:
         server_side = page_side.connect_to_server()
-        routes.append(page_side)
+        self.routes.append(page_side)
         page_side.on_message(server_side.send)
-        server_side.on_message(lambda message: held.append(message) if '"type":"comparison"' in str(message)
+        server_side.on_message(lambda message: self.held.append(message) if '"type":"comparison"' in str(message)
                                else page_side.send(message))
 
+    def wait_held(self) -> None:
+        deadline_ms = WAIT_MS
+        while not self.held and deadline_ms > 0:
+            self.page.wait_for_timeout(20)
+            deadline_ms -= 20
+        assert self.held, "no comparison came from the server"
+
+
+CAUGHT_UP = ("() => { const d = document.getElementById('status').dataset;"
+             " return Number(d.frameSeq) >= Number(d.sentSeq) && Number(d.sentSeq) > 0; }")
+
+
+def open_holding_comparisons(context: BrowserContext, url: str, strokes: Strokes) -> HeldComparisons:
+    """A page at ``url`` through :class:`HeldComparisons`, with ``strokes`` drawn and answered."""
+    page = context.new_page()
+    holding = HeldComparisons(page)
+    page.route_web_socket("**/ws", holding.route)
+    page.goto(url)
+    page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+    box = pad_box(page)
+    for stroke in strokes:
+        page.mouse.move(*to_screen(box, stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*to_screen(box, point), steps=2)
+        page.mouse.up()
+    page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+    return holding
+
+
+def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(
+        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
     try:
-        page = context.new_page()
-        page.route_web_socket("**/ws", route)
-        page.goto(server)
-        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
-        caught_up = ("() => { const d = document.getElementById('status').dataset;"
-                     " return Number(d.frameSeq) >= Number(d.sentSeq) && Number(d.sentSeq) > 0; }")
+        holding = open_holding_comparisons(context, server, golden[6])
+        page = holding.page
         box = pad_box(page)
-        for stroke in golden[6]:
-            page.mouse.move(*to_screen(box, stroke[0]))
-            page.mouse.down()
-            for point in stroke[1:]:
-                page.mouse.move(*to_screen(box, point), steps=2)
-            page.mouse.up()
-        page.wait_for_function(caught_up, timeout=WAIT_MS)
         page.click("#compare")
         # a dot drawn while the comparison is on its way (the click on Compare may have scrolled the page)
         page.locator("#pad").click(position={"x": 0.9 * box["width"], "y": 0.9 * box["height"]})
-        page.wait_for_function(caught_up, timeout=WAIT_MS)
-        page.wait_for_function("() => document.getElementById('compare-note').textContent.includes('Computing')",
-                               timeout=WAIT_MS)
-        deadline_ms = WAIT_MS
-        while not held and deadline_ms > 0:
-            page.wait_for_timeout(20)
-            deadline_ms -= 20
-        assert held, "no comparison came from the server"
-        routes[-1].send(held[0])
+        page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+        holding.wait_held()
+        holding.routes[-1].send(holding.held[0])
         page.wait_for_selector("#compare-grid .compare-map", timeout=WAIT_MS)
         assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
+    finally:
+        context.close()
+
+
+def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(
+        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+    try:
+        holding = open_holding_comparisons(context, server, golden[6])
+        page = holding.page
+        page.click("#compare")
+        holding.wait_held()
+        assert "Computing" in page.locator("#compare-note").inner_text()
+        holding.routes[-1].close(code=1012, reason="restart")  # as a server restart would
+        page.wait_for_function("() => document.getElementById('status').dataset.status !== 'open'", timeout=WAIT_MS)
+        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)  # reconnected through the route
+        assert "Computing" not in page.locator("#compare-note").inner_text()
     finally:
         context.close()
 
