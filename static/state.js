@@ -63,9 +63,13 @@ const reducers = {
     // model change) only describe the server: our config and selection are
     // replayed to it (docs/protocol.md, "Close codes").
     const first = state.config === null;
+    // After a reconnect the server first describes its default model while our replayed `configure`
+    // is on its way: keep describing ours until its welcome comes (unless the server lacks ours).
+    const ours = first || message.model.name === state.config.model
+      || !message.models.some((model) => model.name === state.config.model);
     return {
       ...state,
-      welcome: message,
+      welcome: ours ? message : state.welcome,
       notice: null, // a fresh connection: earlier refusals no longer apply
       config: first ? { ...message.state } : state.config,
       selection: first

@@ -745,3 +745,26 @@ def test_frames_from_before_the_replay_are_not_shown(visit: Visit) -> None:
         return { shown, replayed };
     }""")
     assert result["shown"] == ["welcome:null", f"frame:{result['replayed']}"]
+
+
+def test_after_a_reconnect_the_page_keeps_describing_the_visitors_model(visit: Visit) -> None:
+    # state.js in the browser: a reconnect's first welcome describes the server's default model; the
+    # page keeps the diagram of the visitor's model until the replayed configure's welcome arrives.
+    names = visit.page.evaluate("""async () => {
+        const { createStore } = await import('/static/state.js');
+        const store = createStore();
+        const models = [{ name: 'default', hidden: 128 }, { name: 'h16', hidden: 16 }];
+        const welcome = (name) => ({ type: 'welcome', model: { name }, models, limits: {},
+                                     state: { model: name, method: 'lrp', rule: 'epsilon', output: null, hidden: null } });
+        const seen = [];
+        store.dispatch({ type: 'welcome', message: welcome('default') });
+        store.dispatch({ type: 'configure', change: { model: 'h16' } });
+        store.dispatch({ type: 'welcome', message: welcome('h16') });
+        seen.push(store.get().welcome.model.name);
+        store.dispatch({ type: 'welcome', message: welcome('default') });  // reconnected
+        seen.push(store.get().welcome.model.name);
+        store.dispatch({ type: 'welcome', message: welcome('h16') });  // the replayed configure's
+        seen.push(store.get().welcome.model.name);
+        return seen;
+    }""")
+    assert names == ["h16", "h16", "h16"]
