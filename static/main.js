@@ -114,11 +114,13 @@ const pad = createPad($("pad"), {
 });
 
 function undo() {
-  if (!store.get().drawing.strokes.length) return;
+  const { strokes } = store.get().drawing;
+  if (!strokes.length) return;
   pad.endStroke(); // undoing the stroke being drawn ends it
   socket.wake();
   store.dispatch({ type: "undo" });
-  socket.send({ type: "undo" });
+  // A stroke without points was never sent: the server's last stroke is the one before it.
+  if (strokes[strokes.length - 1].points.length) socket.send({ type: "undo" });
   pad.redraw(store.get().drawing.strokes);
   refreshComparison();
 }
@@ -288,7 +290,9 @@ function renderNetwork(state, before) {
   const fresh = frame && frame.model === model.name && frame.activations.length === model.hidden;
   const empty = isEmpty(state.drawing);
   // "Neuron alone" explains no class (the server has output null): no output is marked selected.
-  const shown = state.selection.alone ? { ...state.selection, output: null } : state.selection;
+  // Nor does a class taken from a blank pad's "prediction".
+  const classless = state.selection.alone || (empty && state.selection.implicit);
+  const shown = classless ? { ...state.selection, output: null } : state.selection;
   if (fresh && (frame !== before.frame || state.selection !== before.selection || empty !== isEmpty(before.drawing ?? state.drawing))) {
     updateNetwork(network, frame, shown, empty);
   } else if (state.selection !== before.selection) markSelection(network, shown);

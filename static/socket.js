@@ -88,7 +88,9 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
       return;
     }
     // A frame from before the replay shows a blank drawing, not the visitor's: it would flash a
-    // wrong reading for a moment after every reconnect.
+    // wrong reading for a moment after every reconnect. If the server refused the last replayed
+    // message, no frame will ever reach its seq: stop waiting for one.
+    if (message.type === "error" && message.seq === replayedSeq) replayedSeq = 0;
     if (message.type === "frame" && (message.seq ?? 0) < replayedSeq) return;
     onMessage(message);
   }
@@ -137,10 +139,10 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     return seq;
   }
 
-  /** Reconnect now after an idle or refused close, or skip a pending backoff wait. */
+  /** Reconnect now after an idle or refused close. A pending backoff wait is kept: every tap
+   *  skipping it would undo the jitter that spreads visitors over a restarted or full server. */
   function wake() {
-    if (ws) return;
-    if (retryTimer !== null) clearTimeout(retryTimer);
+    if (ws || retryTimer !== null) return;
     attempt = 0;
     connect();
   }

@@ -49,8 +49,8 @@ export function isEmpty(drawing) {
  * (`implicit`: it then follows the prediction). Without either it can only be that neuron alone.
  */
 export function hiddenSelection(state, hidden, alone) {
-  const output = state.selection.output ?? state.frame?.prediction ?? null;
   const implicit = state.selection.output === null || state.selection.implicit;
+  const output = (implicit ? state.frame?.prediction : state.selection.output) ?? null;
   return { output, hidden, alone: alone || output === null, implicit };
 }
 

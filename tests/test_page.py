@@ -530,6 +530,11 @@ def test_a_blank_pad_claims_no_reading(visit: Visit, golden: dict[int, Strokes])
     blank = diagram_reading(page)
     assert not blank["predictedShown"] and set(blank["percentages"]) == {""} and blank["visibleLines"] == 0
     assert blank["legend"] == "0", "a blank pad has no scale and no class to be for or against"
+    click_neuron(page, "hidden", 0)  # under no class: a blank pad's "prediction" is none
+    visit.wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == 0)
+    settle(visit)
+    assert page.locator(".neuron.output[aria-pressed=true]").count() == 0
+    page.click("#reset")
     draw_with_mouse(visit, golden[3])
     settle(visit)
     drawn = diagram_reading(page)
@@ -720,31 +725,59 @@ def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(
         context.close()
 
 
+SCRIPTED_SOCKET = """
+    const { createSocket } = await import('/static/socket.js');
+    const sockets = [];
+    class ScriptedSocket extends EventTarget {
+      static OPEN = 1;
+      constructor() { super(); this.readyState = 1; this.sent = []; sockets.push(this); }
+      send(data) { this.sent.push(JSON.parse(data)); }
+      emit(message) { this.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(message) })); }
+      drop(code) { this.dispatchEvent(new CloseEvent('close', { code })); }
+    }
+    window.WebSocket = ScriptedSocket;
+    const shown = [];
+    const socket = createSocket({ url: 'ws://scripted/ws', onMessage: (m) => shown.push(`${m.type}:${m.seq}`),
+                                  onConnection: () => {}, onSent: () => {},
+                                  replay: () => [{ type: 'stroke', id: 1, points: [[0.5, 0.5]] }] });
+    const server = sockets[0];
+    server.emit({ type: 'welcome', seq: null });
+    const replayed = server.sent[0].seq;
+"""
+
+
+def scripted(visit: Visit, script: str) -> Any:
+    """Run ``script`` after :data:`SCRIPTED_SOCKET`: socket.js in the browser, against a scripted
+    WebSocket (``server``) that has sent its welcome and received the one replayed stroke."""
+    return visit.page.evaluate(f"async () => {{ {SCRIPTED_SOCKET} {script} }}")
+
+
 def test_frames_from_before_the_replay_are_not_shown(visit: Visit) -> None:
-    # socket.js against a scripted WebSocket in the browser: after a reconnect the server's first frame
-    # shows its fresh, blank state; only frames that reflect the replayed drawing may reach the page.
-    result = visit.page.evaluate("""async () => {
-        const { createSocket } = await import('/static/socket.js');
-        const sockets = [];
-        class ScriptedSocket extends EventTarget {
-          static OPEN = 1;
-          constructor() { super(); this.readyState = 1; this.sent = []; sockets.push(this); }
-          send(data) { this.sent.push(JSON.parse(data)); }
-          emit(message) { this.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(message) })); }
-        }
-        window.WebSocket = ScriptedSocket;
-        const shown = [];
-        createSocket({ url: 'ws://scripted/ws', onMessage: (m) => shown.push(`${m.type}:${m.seq}`),
-                       onConnection: () => {}, onSent: () => {},
-                       replay: () => [{ type: 'stroke', id: 1, points: [[0.5, 0.5]] }] });
-        const server = sockets[0];
-        server.emit({ type: 'welcome', seq: null });
+    # After a reconnect the server's first frame shows its fresh, blank state; only frames that
+    # reflect the replayed drawing may reach the page.
+    result = scripted(visit, """
         server.emit({ type: 'frame', seq: null });
-        const replayed = server.sent[0].seq;
         server.emit({ type: 'frame', seq: replayed });
-        return { shown, replayed };
-    }""")
+        return { shown, replayed };""")
     assert result["shown"] == ["welcome:null", f"frame:{result['replayed']}"]
+
+
+def test_frames_are_shown_again_when_the_replay_was_refused(visit: Visit) -> None:
+    # The server refused the replayed stroke: its frames never reach that seq, and must not be dropped.
+    result = scripted(visit, """
+        server.emit({ type: 'error', seq: replayed, code: 'bad_stroke_id' });
+        server.emit({ type: 'frame', seq: null });
+        return { shown, replayed };""")
+    assert result["shown"] == ["welcome:null", f"error:{result['replayed']}", "frame:null"]
+
+
+def test_an_action_during_a_reconnect_backoff_keeps_the_backoff(visit: Visit) -> None:
+    # 1013: the server is full; a tap must not skip the jittered wait and reconnect at once.
+    opened = scripted(visit, """
+        server.drop(1013);
+        socket.wake();
+        return sockets.length;""")
+    assert opened == 1
 
 
 def test_after_a_reconnect_the_page_keeps_describing_the_visitors_model(visit: Visit) -> None:
@@ -768,3 +801,34 @@ def test_after_a_reconnect_the_page_keeps_describing_the_visitors_model(visit: V
         return seen;
     }""")
     assert names == ["h16", "h16", "h16"]
+
+
+def test_a_second_hidden_neuron_tapped_under_the_prediction_takes_the_current_prediction(visit: Visit) -> None:
+    output = visit.page.evaluate("""async () => {
+        const { hiddenSelection } = await import('/static/state.js');
+        const state = { selection: { output: 3, hidden: 5, alone: false, implicit: true }, frame: { prediction: 8 } };
+        return hiddenSelection(state, 9, false).output;
+    }""")
+    assert output == 8
+
+
+def test_undo_before_the_first_point_is_sent_keeps_page_and_server_in_step(
+        visit: Visit, golden: dict[int, Strokes]) -> None:
+    page = visit.page
+    draw_with_mouse(visit, golden[1])
+    settle(visit)
+    # Pen down and Ctrl+Z in one task: the new stroke's first point has not been handed on yet.
+    page.evaluate("""() => {
+        const pad = document.getElementById('pad');
+        pad.setPointerCapture = () => {};  // a synthetic pointer cannot be captured (it is not active)
+        const box = pad.getBoundingClientRect();
+        const at = { pointerId: 7, isPrimary: true, button: 0, bubbles: true, pointerType: 'mouse',
+                     clientX: box.left + box.width / 2, clientY: box.top + box.height / 2 };
+        pad.dispatchEvent(new PointerEvent('pointerdown', at));
+        document.dispatchEvent(new KeyboardEvent('keydown', { key: 'z', ctrlKey: true, bubbles: true }));
+        pad.dispatchEvent(new PointerEvent('pointerup', at));
+    }""")
+    page.wait_for_timeout(100)  # any undo the page sent is answered by now
+    frame = settle(visit)
+    assert decode_array(frame["input"]).max() > 0, "the server undid the stroke the page still shows"
+    assert ink_pixels(page) > 0
