@@ -67,7 +67,8 @@ function receive(message) {
     case "error":
       // One line, the code only: the refused message may hold a visitor's drawing.
       console.warn("xai: server refused a message", message.code, "seq", message.seq);
-      store.dispatch({ type: "notice", notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
+      store.dispatch({ type: "refused", seq: message.seq,
+                       notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
       break;
     default:
       console.warn("xai: unexpected message type", message.type);
@@ -191,7 +192,8 @@ listenControls(selects, (change) => {
 function requestComparison() {
   socket.wake(); // reconnects after an idle close; this request is lost then, the next one is answered
   const methods = store.get().welcome?.methods.map((method) => method.name).slice(0, 8) ?? [];
-  if (methods.length && socket.send({ type: "compare", methods }) !== null) store.dispatch({ type: "compareRequested" });
+  const seq = methods.length ? socket.send({ type: "compare", methods }) : null;
+  if (seq !== null) store.dispatch({ type: "compareRequested", seq });
 }
 
 /** Once a visitor asked for a comparison, keep it in step with the drawing at each pen lift. */
@@ -266,7 +268,7 @@ function render() {
 }
 
 function compareNote({ comparing, comparison, drawing }) {
-  if (comparing) return "Computing every method…";
+  if (comparing !== null) return "Computing every method…";
   if (!comparison) return "";
   const stale = comparison.drawingVersion !== drawing.version ? " The drawing has changed since: compare again." : "";
   return `Every map explains '${comparison.target}'.${stale}`;

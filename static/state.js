@@ -18,7 +18,7 @@ export function initialState() {
     frame: null, // last `frame`, arrays decoded (arrays.decodeFrame)
     heatmapFrame: null, // last frame that carried a heatmap (on-pause methods send null while drawing)
     comparison: null, // last `comparison`, maps decoded, with the drawing version it answered
-    comparing: false, // a compare request is in flight
+    comparing: null, // the seq of the compare request in flight, if any
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
     view: { overlay: false },
     stats: { latencyMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
@@ -56,7 +56,7 @@ export function hiddenSelection(state, hidden, alone) {
 
 const reducers = {
   // A comparison asked on a connection that ended is never answered: stop waiting for it.
-  connection: (state, { connection }) => ({ ...state, connection, comparing: connection.status === "open" && state.comparing }),
+  connection: (state, { connection }) => ({ ...state, connection, comparing: connection.status === "open" ? state.comparing : null }),
 
   welcome(state, { message }) {
     // The first welcome of the page sets our config; later ones (reconnect,
@@ -64,9 +64,11 @@ const reducers = {
     // replayed to it (docs/protocol.md, "Close codes").
     const first = state.config === null;
     // After a reconnect the server first describes its default model while our replayed `configure`
-    // is on its way: keep describing ours until its welcome comes (unless the server lacks ours).
-    const ours = first || message.model.name === state.config.model
-      || !message.models.some((model) => model.name === state.config.model);
+    // is on its way: keep describing ours until its welcome comes (unless the server lacks our model,
+    // method or rule: then it refuses that configure, and its own welcome is the one that holds).
+    const serves = (list, name) => list.some((item) => item.name === name);
+    const ours = first || message.model.name === state.config.model || !serves(message.models, state.config.model)
+      || !serves(message.methods, state.config.method) || !serves(message.rules, state.config.rule);
     return {
       ...state,
       welcome: ours ? message : state.welcome,
@@ -91,10 +93,13 @@ const reducers = {
   comparison: (state, { comparison, version }) => ({
     ...state,
     comparison: { ...comparison, drawingVersion: version ?? state.drawing.version },
-    comparing: false,
+    comparing: null,
   }),
 
-  compareRequested: (state) => ({ ...state, comparing: true }),
+  compareRequested: (state, { seq }) => ({ ...state, comparing: seq }),
+
+  // A refused compare is never answered: stop waiting for it. Other refusals only set the notice.
+  refused: (state, { seq, notice }) => ({ ...state, notice, comparing: seq === state.comparing ? null : state.comparing }),
 
   notice: (state, { notice }) => ({ ...state, notice }),
 
@@ -139,7 +144,7 @@ const reducers = {
       card: modelChanged ? null : state.card,
       comparison: modelChanged ? null : state.comparison,
       // the server drops a comparison whose model changed while it computed (docs/protocol.md)
-      comparing: modelChanged ? false : state.comparing,
+      comparing: modelChanged ? null : state.comparing,
     };
   },
 

@@ -787,8 +787,10 @@ def test_after_a_reconnect_the_page_keeps_describing_the_visitors_model(visit: V
         const { createStore } = await import('/static/state.js');
         const store = createStore();
         const models = [{ name: 'default', hidden: 128 }, { name: 'h16', hidden: 16 }];
-        const welcome = (name) => ({ type: 'welcome', model: { name }, models, limits: {},
-                                     state: { model: name, method: 'lrp', rule: 'epsilon', output: null, hidden: null } });
+        const methods = [{ name: 'lrp' }], rules = [{ name: 'epsilon' }];
+        const welcome = (name, served = methods) => ({
+            type: 'welcome', model: { name }, models, methods: served, rules, limits: {},
+            state: { model: name, method: 'lrp', rule: 'epsilon', output: null, hidden: null } });
         const seen = [];
         store.dispatch({ type: 'welcome', message: welcome('default') });
         store.dispatch({ type: 'configure', change: { model: 'h16' } });
@@ -798,9 +800,12 @@ def test_after_a_reconnect_the_page_keeps_describing_the_visitors_model(visit: V
         seen.push(store.get().welcome.model.name);
         store.dispatch({ type: 'welcome', message: welcome('h16') });  // the replayed configure's
         seen.push(store.get().welcome.model.name);
+        // A server without our method refuses the replayed configure: its default-model welcome holds.
+        store.dispatch({ type: 'welcome', message: welcome('default', [{ name: 'saliency' }]) });
+        seen.push(store.get().welcome.model.name);
         return seen;
     }""")
-    assert names == ["h16", "h16", "h16"]
+    assert names == ["h16", "h16", "h16", "default"]
 
 
 def test_a_second_hidden_neuron_tapped_under_the_prediction_takes_the_current_prediction(visit: Visit) -> None:
@@ -832,3 +837,34 @@ def test_undo_before_the_first_point_is_sent_keeps_page_and_server_in_step(
     frame = settle(visit)
     assert decode_array(frame["input"]).max() > 0, "the server undid the stroke the page still shows"
     assert ink_pixels(page) > 0
+
+
+def test_a_refused_comparison_is_no_longer_awaited(browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+
+    def refuse_compare(page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+        server_side.on_message(page_side.send)
+
+        def up(message: str | bytes) -> None:
+            request = orjson.loads(message)
+            if request["type"] != "compare":
+                server_side.send(message)
+                return
+            # as the server answers a compare over its rate limit
+            page_side.send(orjson.dumps({"type": "error", "seq": request["seq"], "code": "rate_limited",
+                                         "message": "too many messages"}).decode())
+
+        page_side.on_message(up)
+
+    try:
+        page = context.new_page()
+        page.route_web_socket("**/ws", refuse_compare)
+        page.goto(server)
+        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+        page.click("#compare")
+        page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+        assert "rate_limited" in page.locator("#notice").inner_text()
+        assert "Computing" not in page.locator("#compare-note").inner_text()
+    finally:
+        context.close()
