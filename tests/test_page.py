@@ -646,9 +646,8 @@ def test_frame_rate_falls_to_zero_when_the_pen_rests(visit: Visit, golden: dict[
 
 @dataclass
 class HeldComparisons:
-    """A page whose WebSocket runs through a route that holds every ``comparison`` back until released."""
+    """A WebSocket route that holds every ``comparison`` back until the test releases it."""
 
-    page: Page
     held: list[str | bytes] = field(default_factory=list)
     routes: list[WebSocketRoute] = field(default_factory=list)
 
@@ -659,10 +658,10 @@ class HeldComparisons:
         server_side.on_message(lambda message: self.held.append(message) if '"type":"comparison"' in str(message)
                                else page_side.send(message))
 
-    def wait_held(self) -> None:
+    def wait_held(self, page: Page) -> None:
         deadline_ms = WAIT_MS
         while not self.held and deadline_ms > 0:
-            self.page.wait_for_timeout(20)
+            page.wait_for_timeout(20)  # Playwright delivers the route's messages inside its calls
             deadline_ms -= 20
         assert self.held, "no comparison came from the server"
 
@@ -671,58 +670,61 @@ CAUGHT_UP = ("() => { const d = document.getElementById('status').dataset;"
              " return Number(d.frameSeq) >= Number(d.sentSeq) && Number(d.sentSeq) > 0; }")
 
 
-def open_holding_comparisons(context: BrowserContext, url: str, strokes: Strokes) -> HeldComparisons:
-    """A page at ``url`` through :class:`HeldComparisons`, with ``strokes`` drawn and answered."""
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A laptop-sized browser context of its own, for a page whose WebSocket a test routes."""
+    opened = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+    yield opened
+    opened.close()
+
+
+def open_routed(context: BrowserContext, url: str, route: Callable[[WebSocketRoute], None]) -> Page:
+    """A page at ``url`` whose WebSocket runs through ``route``, returned once it is live."""
     page = context.new_page()
-    holding = HeldComparisons(page)
-    page.route_web_socket("**/ws", holding.route)
+    page.route_web_socket("**/ws", route)
     page.goto(url)
     page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+    return page
+
+
+@pytest.fixture
+def holding(context: BrowserContext, server: str, golden: dict[int, Strokes]) -> tuple[Page, HeldComparisons]:
+    """A page through :class:`HeldComparisons`, with a 6 drawn and answered."""
+    holding = HeldComparisons()
+    page = open_routed(context, server, holding.route)
     box = pad_box(page)
-    for stroke in strokes:
+    for stroke in golden[6]:
         page.mouse.move(*to_screen(box, stroke[0]))
         page.mouse.down()
         for point in stroke[1:]:
             page.mouse.move(*to_screen(box, point), steps=2)
         page.mouse.up()
     page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
-    return holding
+    return page, holding
 
 
-def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(
-        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
-    try:
-        holding = open_holding_comparisons(context, server, golden[6])
-        page = holding.page
-        box = pad_box(page)
-        page.click("#compare")
-        # a dot drawn while the comparison is on its way (the click on Compare may have scrolled the page)
-        page.locator("#pad").click(position={"x": 0.9 * box["width"], "y": 0.9 * box["height"]})
-        page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
-        holding.wait_held()
-        holding.routes[-1].send(holding.held[0])
-        page.wait_for_selector("#compare-grid .compare-map", timeout=WAIT_MS)
-        assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
-    finally:
-        context.close()
+def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(holding: tuple[Page, HeldComparisons]) -> None:
+    page, held = holding
+    box = pad_box(page)
+    page.click("#compare")
+    # a dot drawn while the comparison is on its way (the click on Compare may have scrolled the page)
+    page.locator("#pad").click(position={"x": 0.9 * box["width"], "y": 0.9 * box["height"]})
+    page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+    held.wait_held(page)
+    held.routes[-1].send(held.held[0])
+    page.wait_for_selector("#compare-grid .compare-map", timeout=WAIT_MS)
+    assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
 
 
-def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(
-        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
-    try:
-        holding = open_holding_comparisons(context, server, golden[6])
-        page = holding.page
-        page.click("#compare")
-        holding.wait_held()
-        assert "Computing" in page.locator("#compare-note").inner_text()
-        holding.routes[-1].close(code=1012, reason="restart")  # as a server restart would
-        page.wait_for_function("() => document.getElementById('status').dataset.status !== 'open'", timeout=WAIT_MS)
-        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)  # reconnected through the route
-        assert "Computing" not in page.locator("#compare-note").inner_text()
-    finally:
-        context.close()
+def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(holding: tuple[Page, HeldComparisons]) -> None:
+    page, held = holding
+    page.click("#compare")
+    held.wait_held(page)
+    assert "Computing" in page.locator("#compare-note").inner_text()
+    held.routes[-1].close(code=1012, reason="restart")  # as a server restart would
+    page.wait_for_function("() => document.getElementById('status').dataset.status !== 'open'", timeout=WAIT_MS)
+    page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)  # reconnected through the route
+    assert "Computing" not in page.locator("#compare-note").inner_text()
 
 
 SCRIPTED_SOCKET = """
@@ -839,9 +841,7 @@ def test_undo_before_the_first_point_is_sent_keeps_page_and_server_in_step(
     assert ink_pixels(page) > 0
 
 
-def test_a_refused_comparison_is_no_longer_awaited(browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
-
+def test_a_refused_comparison_is_no_longer_awaited(context: BrowserContext, server: str) -> None:
     def refuse_compare(page_side: WebSocketRoute) -> None:
         server_side = page_side.connect_to_server()
         server_side.on_message(page_side.send)
@@ -857,14 +857,8 @@ def test_a_refused_comparison_is_no_longer_awaited(browser: Browser, server: str
 
         page_side.on_message(up)
 
-    try:
-        page = context.new_page()
-        page.route_web_socket("**/ws", refuse_compare)
-        page.goto(server)
-        page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
-        page.click("#compare")
-        page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
-        assert "rate_limited" in page.locator("#notice").inner_text()
-        assert "Computing" not in page.locator("#compare-note").inner_text()
-    finally:
-        context.close()
+    page = open_routed(context, server, refuse_compare)
+    page.click("#compare")
+    page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+    assert "rate_limited" in page.locator("#notice").inner_text()
+    assert "Computing" not in page.locator("#compare-note").inner_text()
