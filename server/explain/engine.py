@@ -17,8 +17,14 @@ alone would start from 1).  What a selection explains:
 - ``output`` c, ``hidden`` j: mode ``crp``, CRP ``conditions=[{'fc1': [j], 'y': [c]}]``;
 - ``output`` None, ``hidden`` j: mode ``hidden``, neuron j alone, started from
   its pre-activation ``z_j`` (CRP ``start_layer='fc1'``);
+- ``versus`` c′ (needs ``output`` c ≠ c′): mode ``contrast``, why c and not c′:
+  the backward pass started from ``z_c e_c − z_c′ e_c′``, which is
+  LRP(c) − LRP(c′) (with ``hidden`` j: CRP(j, c) − CRP(j, c′));
 - any method but ``"lrp"``: mode ``attribution``, a captum map of class c, else
-  of the predicted class (``hidden`` does not apply).
+  of the predicted class (``hidden`` and ``versus`` do not apply).
+
+A request's ``knockout`` lists hidden units whose outputs are forced to zero:
+the prediction, activations, edges and every map follow from that forward pass.
 
 An engine owns a private copy of the model (zennit, CRP and captum attach
 hooks to the model they are given): create one engine per worker thread.
@@ -33,6 +39,7 @@ import torch
 from torch import nn
 
 from .fast import DTYPE, FastBackend, Forward, Start
+from .knockout import keep_mask, knocked_out
 from .methods import METHODS, attribute
 from .reference import ReferenceBackend
 from .rules import RULES
@@ -49,11 +56,13 @@ BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}
 class Selection:
     """The neurons a heatmap is conditioned on; see the module docstring.
 
-    ``output``: class c in 0–9 or ``None``; ``hidden``: neuron j in 0…H−1 or ``None``.
+    ``output``: class c in 0–9 or ``None``; ``hidden``: neuron j in 0…H−1 or ``None``;
+    ``versus``: class c′ in 0–9, ≠ ``output``, or ``None`` (no contrast); needs ``output``.
     """
 
     output: int | None = None
     hidden: int | None = None
+    versus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,16 @@ class Request:
 
     ``image``: ``(28, 28)`` float32 in [0, 1] (from ``server.raster.rasterize``);
     ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a key
-    of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges).
+    of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges);
+    ``knockout``: distinct hidden units in 0…H−1 (at most H) whose outputs are
+    forced to zero.
     """
 
     image: np.ndarray
     selection: Selection
     method: str = "lrp"
     rule: str = "epsilon"
+    knockout: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,10 +98,12 @@ class FrameData:
     target:
         The class explained: ``selection.output``, else ``prediction``.
     mode:
-        ``"lrp"``, ``"crp"``, ``"hidden"`` or ``"attribution"``.
+        ``"lrp"``, ``"crp"``, ``"hidden"``, ``"contrast"`` or ``"attribution"``.
     hidden_relevance:
         ``(H,)`` ``R_j`` for class ``target`` under ``rule`` (``edges[:, target]``);
-        zeros in mode ``"attribution"``, where no relevance reaches the hidden layer.
+        in mode ``"contrast"`` each neuron's share of ``z_c − z_c′``
+        (``edges[:, target] − edges[:, versus]``); zeros in mode
+        ``"attribution"``, where no relevance reaches the hidden layer.
     edges:
         ``(H, 10)`` message ``R(j→c)`` along every hidden→output edge, each class
         started from its own logit, under ``rule`` (in every mode).
@@ -98,8 +112,11 @@ class FrameData:
     conservation:
         ``input_sum`` (Σ heatmap), ``hidden_sum`` (the relevance the map
         starts from at the hidden layer: Σ_j R_j in mode lrp, R(j→c) in crp,
-        ``z_j`` in hidden, 0 in attribution) and ``logit`` (of ``target``).
-        Without biases and with ε or z⁺, ``input_sum = hidden_sum = logit``.
+        ``z_j`` in hidden, 0 in attribution) and ``logit`` (of ``target``;
+        ``z_c − z_c′`` in contrast). Without biases and with ε or z⁺,
+        ``input_sum = hidden_sum = logit``.
+    versus:
+        The rival class c′ in mode ``"contrast"``, else ``None``.
     """
 
     prediction: int
@@ -112,6 +129,7 @@ class FrameData:
     edges: np.ndarray
     heatmap: np.ndarray
     conservation: dict[str, float]
+    versus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,15 +179,30 @@ def check_request(request: object, index: int, hidden: int) -> None:
     if selection.hidden is not None and not (_is_index(selection.hidden) and 0 <= selection.hidden < hidden):
         raise ValueError(f"{where}: hidden neuron must be an integer in 0..{hidden - 1} or None, "
                          f"got {selection.hidden!r}")
+    if selection.versus is not None and not (_is_index(selection.versus) and 0 <= selection.versus < N_CLASSES
+                                             and selection.output is not None and selection.versus != selection.output):
+        raise ValueError(f"{where}: versus must be a class in 0..{N_CLASSES - 1} other than output, with output "
+                         f"set, or None; got versus {selection.versus!r}, output {selection.output!r}")
+    check_knockout(request.knockout, where, hidden)
     if request.method not in METHODS:
         raise ValueError(f"{where}: unknown method {request.method!r}; expected one of {', '.join(METHODS)}")
     check_rule(request.rule, where)
+
+
+def check_knockout(knockout: object, where: str, hidden: int) -> None:
+    """Raise ``ValueError`` unless ``knockout`` is a tuple of at most ``hidden`` distinct units in range."""
+    if not isinstance(knockout, tuple) or not all(_is_index(j) and 0 <= j < hidden for j in knockout):
+        raise ValueError(f"{where}: knockout must be a tuple of hidden units in 0..{hidden - 1}, got {knockout!r}")
+    if len(set(knockout)) != len(knockout):
+        raise ValueError(f"{where}: knockout lists a unit twice: {knockout!r}")
 
 
 def mode_of(request: Request) -> str:
     """The mode of the module docstring's list."""
     if request.method != "lrp":
         return "attribution"
+    if request.selection.versus is not None:
+        return "contrast"
     if request.selection.hidden is None:
         return "lrp"
     return "crp" if request.selection.output is not None else "hidden"
@@ -203,9 +236,9 @@ class Engine:
         self.backend = backend
         self._relevance = BACKENDS[backend](self.model)
 
-    def _forward(self, images: np.ndarray) -> Forward:
-        """The forward pass of checked ``images (B, 28, 28)``."""
-        return self._relevance.forward(torch.from_numpy(images.reshape(len(images), -1)).to(DTYPE))
+    def _forward(self, images: np.ndarray, keep: torch.Tensor | None = None) -> Forward:
+        """The forward pass of checked ``images (B, 28, 28)``; ``keep``: see :func:`keep_mask`."""
+        return self._relevance.forward(torch.from_numpy(images.reshape(len(images), -1)).to(DTYPE), keep)
 
     def explain(self, requests: Sequence[Request]) -> list[FrameData]:
         """Frame data for each request, in order.
@@ -218,7 +251,8 @@ class Engine:
             check_request(request, index, self.hidden)
         if not requests:
             return []
-        forward = self._forward(np.stack([request.image for request in requests]))
+        forward = self._forward(np.stack([request.image for request in requests]),
+                                keep_mask([request.knockout for request in requests], self.hidden, DTYPE))
         predictions = forward.logits.argmax(dim=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p
                    for r, p in zip(requests, predictions)]
@@ -228,15 +262,17 @@ class Engine:
 
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
-            starts = [Start(modes[b], targets[b], requests[b].selection.hidden) if modes[b] != "attribution"
-                      else None for b in rows]
-            edges[rows], heatmaps[rows] = self._relevance.relevance(_rows(forward, rows), rule, starts)
+            starts = [Start(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus)
+                      if modes[b] != "attribution" else None for b in rows]
+            edges[rows], heatmaps[rows] = self._relevance.relevance(forward.rows(rows), rule, starts)
 
-        for method in {request.method for request in requests} - {"lrp"}:
-            rows = [b for b, request in enumerate(requests) if request.method == method]
+        # captum's perturbation methods enlarge the batch: one call per method and knock-out, mask (1, H).
+        for method, knockout in {(r.method, r.knockout) for r in requests if r.method != "lrp"}:
+            rows = [b for b, r in enumerate(requests) if (r.method, r.knockout) == (method, knockout)]
             images = forward.x[rows].float().reshape(-1, 1, 28, 28)
-            heatmaps[rows] = attribute(self.model, method, images, [targets[b] for b in rows]).reshape(
-                len(rows), -1).to(DTYPE)
+            with knocked_out(self.model, keep_mask([knockout], self.hidden, torch.float32)):
+                maps = attribute(self.model, method, images, [targets[b] for b in rows])
+            heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
         return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy())
 
@@ -252,8 +288,15 @@ class Engine:
         no_relevance = np.zeros(self.hidden, dtype=np.float32)
         frames = []
         for b, (request, target, mode) in enumerate(zip(requests, targets, modes)):
-            j = request.selection.hidden
-            if mode == "lrp":
+            j, versus = request.selection.hidden, request.selection.versus if mode == "contrast" else None
+            hidden_relevance = edges32[b, :, target] if mode != "attribution" else no_relevance
+            logit = float(logits[b, target])
+            if mode == "contrast":
+                shares = edges[b, :, target] - edges[b, :, versus]
+                hidden_relevance = shares.astype(np.float32)
+                hidden_sum = float(shares.sum() if j is None else shares[j])
+                logit -= float(logits[b, versus])
+            elif mode == "lrp":
                 hidden_sum = float(edges[b, :, target].sum())
             elif mode == "crp":
                 hidden_sum = float(edges[b, j, target])
@@ -268,11 +311,11 @@ class Engine:
                 activations=activations32[b],
                 target=target,
                 mode=mode,
-                hidden_relevance=edges32[b, :, target] if mode != "attribution" else no_relevance,
+                hidden_relevance=hidden_relevance,
                 edges=edges32[b],
                 heatmap=heatmaps32[b],
-                conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum,
-                              "logit": float(logits[b, target])},
+                conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum, "logit": logit},
+                versus=versus,
             ))
         return frames
 
@@ -299,7 +342,3 @@ class Engine:
         return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
                        hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())
 
-
-def _rows(forward: Forward, rows: list[int]) -> Forward:
-    """The forward pass of the samples ``rows`` only."""
-    return Forward(forward.x[rows], forward.z1[rows], forward.a[rows], forward.logits[rows])

@@ -16,7 +16,14 @@ map of a drawing by matrix products:
   logit, as CRP does; the ReLU passes relevance where the neuron is active);
 - LRP map of class ``c``: ``Σ_j R(j→c) S1[j]``;
 - CRP map for ``{'fc1': [j], 'y': [c]}``: ``R(j→c) S1[j]``;
-- neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``.
+- neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``;
+- contrast of class ``c`` against ``c′``: the backward pass started from
+  ``z_c e_c − z_c′ e_c′``, ``Σ_j (R(j→c) − R(j→c′)) S1[j]``; with a hidden
+  neuron ``j`` as well, ``(R(j→c) − R(j→c′)) S1[j]`` (docs/explanations.md, "Contrast").
+
+A knock-out (``keep``, 0 for a knocked-out hidden unit) forces those units'
+outputs ``a_j`` to zero in the forward pass; every map above then follows from
+that forward pass.
 
 :func:`propagate` computes the products ``Σ_j r_j S[j]`` without forming
 ``S``; :func:`unit_maps` forms the rows ``r_j S[j]`` themselves.
@@ -70,22 +77,35 @@ def share_group(numerator: torch.Tensor, constant: torch.Tensor | None, den_weig
 
 @dataclass(frozen=True)
 class Forward:
-    """One forward pass: ``x (B, 784)`` in [0, 1], ``z1``, ``a`` ``(B, H)``, ``logits (B, 10)``; ``DTYPE``."""
+    """One forward pass: ``x (B, 784)`` in [0, 1], ``z1``, ``a`` ``(B, H)``, ``logits (B, 10)``; ``DTYPE``.
+
+    ``keep``: ``(B, H)`` 1 for a hidden unit in use, 0 for one knocked out
+    (its output ``a_j`` is 0 whatever ``z1_j``); ``None``: none knocked out.
+    """
 
     x: torch.Tensor
     z1: torch.Tensor
     a: torch.Tensor
     logits: torch.Tensor
+    keep: torch.Tensor | None = None
+
+    def rows(self, rows: list[int]) -> "Forward":
+        """The forward pass of the samples ``rows`` only."""
+        keep = None if self.keep is None else self.keep[rows]
+        return Forward(self.x[rows], self.z1[rows], self.a[rows], self.logits[rows], keep)
 
 
 @dataclass(frozen=True)
 class Start:
     """Where a selected map starts: ``mode`` "lrp" (class ``target``), "crp" (neuron
-    ``hidden`` towards class ``target``) or "hidden" (neuron ``hidden`` alone)."""
+    ``hidden`` towards class ``target``), "hidden" (neuron ``hidden`` alone) or
+    "contrast" (class ``target`` against class ``versus``, through neuron
+    ``hidden`` alone unless it is ``None``)."""
 
-    mode: Literal["lrp", "crp", "hidden"]
+    mode: Literal["lrp", "crp", "hidden", "contrast"]
     target: int
     hidden: int | None = None
+    versus: int | None = None
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -182,19 +202,20 @@ class FastBackend:
         return (closed_form(info.layers["fc1"], self.w1, self.b1),
                 closed_form(info.layers["fc2"], self.w2, self.b2))
 
-    def forward(self, x: torch.Tensor) -> Forward:
-        """The forward pass of ``x (B, 784)`` of ``DTYPE`` in [0, 1]."""
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> Forward:
+        """The forward pass of ``x (B, 784)`` of ``DTYPE`` in [0, 1]; ``keep``: see :class:`Forward`."""
         z1 = torch.addmm(self.b1, x, self.w1.T)
-        a = z1.clamp(min=0)
-        return Forward(x, z1, a, torch.addmm(self.b2, a, self.w2.T))
+        a = z1.clamp(min=0) if keep is None else z1.clamp(min=0) * keep
+        return Forward(x, z1, a, torch.addmm(self.b2, a, self.w2.T), keep)
 
     def edges(self, forward: Forward, rule: str) -> torch.Tensor:
         """``(B, H, 10)`` relevance message ``R(j→c)``, each class started from its own logit."""
         fc2 = self._forms[rule][1]
         messages = unit_maps(fc2, forward.a, forward.logits).transpose(1, 2)  # (B, H, 10)
         if any(group.constant is not None for group in fc2):
-            # The ReLU passes nothing to inactive neurons; only a constant (ZBox) term could give them some.
-            messages = messages * (forward.z1 > 0).to(messages)[:, :, None]
+            # The ReLU passes nothing to inactive (or knocked-out) neurons; only a constant (ZBox) term
+            # could give them some.
+            messages = messages * (forward.a > 0).to(messages)[:, :, None]
         return messages
 
     def relevance(
@@ -205,16 +226,18 @@ class FastBackend:
         A ``None`` start asks for no map: its row is zeros.
         """
         edges = self.edges(forward, rule)
-        # Index lists per mode, so that a batch costs three indexed copies, not B.
-        by_mode: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        # Index lists per mode, so that a batch costs one indexed copy per mode, not B.
+        by_mode: dict[tuple[str, bool], tuple[list[int], list[int], list[int], list[int]]] = {}
         for b, selected in enumerate(starts):
             if selected is not None:
-                rows, classes, neurons = by_mode.setdefault(selected.mode, ([], [], []))
+                rows, classes, neurons, rivals = by_mode.setdefault(
+                    (selected.mode, selected.hidden is None), ([], [], [], []))
                 rows.append(b)
                 classes.append(selected.target)
                 neurons.append(selected.hidden)
+                rivals.append(selected.versus)
         start = torch.zeros_like(forward.z1)
-        for mode, (rows, classes, neurons) in by_mode.items():
+        for (mode, every_neuron), (rows, classes, neurons, rivals) in by_mode.items():
             match mode:
                 case "lrp":
                     start[rows] = edges[rows, :, classes]
@@ -222,6 +245,10 @@ class FastBackend:
                     start[rows, neurons] = edges[rows, neurons, classes]
                 case "hidden":
                     start[rows, neurons] = forward.z1[rows, neurons]
+                case "contrast" if every_neuron:
+                    start[rows] = edges[rows, :, classes] - edges[rows, :, rivals]
+                case "contrast":
+                    start[rows, neurons] = edges[rows, neurons, classes] - edges[rows, neurons, rivals]
         return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,12 @@ The definition of correct for :mod:`server.explain.fast`, and the baseline of
   record_layer=['fc1'])``.  Conditioning ``fc1`` itself would report its
   recorded relevances doubled (``exclude_parallel=True``), so ``fc1`` is only
   recorded here, never conditioned.
+- contrast of class ``c`` against ``c′``: ``Gradient`` started from
+  ``y ⊙ (onehot(c) − onehot(c′))``; through hidden neuron ``j``: the CRP map
+  of ``(j, c)`` minus that of ``(j, c′)``.
+- a knock-out: a forward hook on the ReLU multiplies its output by ``keep``,
+  so zennit's and CRP's backward passes see the zeroed units as the forward
+  pass made them.
 
 Only ``crp.attribution`` is imported: ``crp.visualization`` and ``crp.image``
 import torchvision, which cannot load here, and ``crp.helper`` uses ``np.int``
@@ -33,6 +39,7 @@ from zennit.core import Hook
 from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 from .fast import DTYPE, Forward, Start
+from .knockout import knocked_out
 from .rules import RULES, LayerRule, RuleInfo
 
 
@@ -74,18 +81,24 @@ class ReferenceBackend:
         self.attribution = CondAttribution(self.model)
         self.composites = {name: composite(info) for name, info in RULES.items()}
 
-    def forward(self, x: torch.Tensor) -> Forward:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> Forward:
         """The forward pass of ``x (B, 784)`` of ``DTYPE`` through the model's own modules."""
-        with torch.no_grad():
+        with torch.no_grad(), knocked_out(self.model, keep):
             z1 = self.model.fc1(self.model.flatten(x))
             a = self.model.relu(z1)
-            return Forward(x, z1, a, self.model.fc2(a))
+            return Forward(x, z1, a, self.model.fc2(a), keep)
 
-    def lrp_maps(self, x: torch.Tensor, targets: Sequence[int], rule: str) -> torch.Tensor:
-        """``(N, 784)`` LRP maps of class ``targets[n]`` for ``x (N, 784)``: one zennit call."""
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(list(targets)), 10).to(x)
+    def lrp_maps(self, x: torch.Tensor, targets: Sequence[int], rule: str,
+                 versus: Sequence[int] | None = None) -> torch.Tensor:
+        """``(N, 784)`` LRP maps of class ``targets[n]`` for ``x (N, 784)``: one zennit call.
+
+        ``versus``: the contrast of ``targets[n]`` against ``versus[n]``, started from the logit difference.
+        """
+        start = torch.nn.functional.one_hot(torch.as_tensor(list(targets)), 10).to(x)
+        if versus is not None:
+            start = start - torch.nn.functional.one_hot(torch.as_tensor(list(versus)), 10).to(x)
         attributor = Gradient(model=self.model, composite=self.composites[rule])
-        _, relevance = attributor(x, lambda logits: logits * onehot)
+        _, relevance = attributor(x, lambda logits: logits * start)
         return relevance
 
     def crp_maps(self, x: torch.Tensor, pairs: Sequence[tuple[int, int]], rule: str) -> torch.Tensor:
@@ -125,17 +138,27 @@ class ReferenceBackend:
         """
         rows = []
         for b, selected in enumerate(starts):
-            x = forward.x[b:b + 1]
-            match selected:
-                case Start(mode="lrp", target=c):
-                    rows.append(self.lrp_maps(x, [c], rule))
-                case Start(mode="crp", target=c, hidden=j):
-                    rows.append(self.crp_maps(x, [(j, c)], rule))
-                case Start(mode="hidden", hidden=j):
-                    rows.append(self.hidden_maps(x, [j], rule))
-                case None:
-                    rows.append(torch.zeros_like(x))
-        return self.edges(forward, rule), torch.cat(rows).detach()
+            with knocked_out(self.model, None if forward.keep is None else forward.keep[b:b + 1]):
+                rows.append(self._map(forward.x[b:b + 1], selected, rule))
+        with knocked_out(self.model, forward.keep):
+            edges = self.edges(forward, rule)
+        return edges, torch.cat(rows).detach()
+
+    def _map(self, x: torch.Tensor, selected: Start | None, rule: str) -> torch.Tensor:
+        match selected:
+            case Start(mode="lrp", target=c):
+                return self.lrp_maps(x, [c], rule)
+            case Start(mode="crp", target=c, hidden=j):
+                return self.crp_maps(x, [(j, c)], rule)
+            case Start(mode="hidden", hidden=j):
+                return self.hidden_maps(x, [j], rule)
+            case Start(mode="contrast", target=c, hidden=None, versus=v):
+                return self.lrp_maps(x, [c], rule, versus=[v])
+            case Start(mode="contrast", target=c, hidden=j, versus=v):
+                return self.crp_maps(x, [(j, c)], rule) - self.crp_maps(x, [(j, v)], rule)
+            case None:
+                return torch.zeros_like(x)
+        raise ValueError(f"unknown start {selected!r}")
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Class maps ``(B, 10, 784)`` and hidden maps ``(B, H, 784)``, one library call per map."""
