@@ -30,7 +30,9 @@ from server.explain.engine import METHODS
 from server.explain.rules import RULES
 
 from . import neurons
-from .batching import Batcher, EngineFactory, EngineProcesses, EngineThreads, Job, Spec, default_engine_factory
+from .inference.batcher import Batcher
+from .inference.jobs import EngineFactory, EngineThreads, Job, Spec, default_engine_factory
+from .inference.processes import EngineProcesses
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .logs import event
 from .metrics import Metrics, create_metrics
@@ -93,7 +95,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Load every model of the store once, start the engine threads, check the golden digits."""
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
-    torch.set_num_threads(1)  # see server.batching
+    torch.set_num_threads(1)  # see server.inference.jobs.one_torch_thread
     catalog = build_catalog(settings)
     models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)

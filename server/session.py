@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .batching import Batcher, InferenceError, Job, JobResult, Spec
+from .inference.batcher import Batcher
+from .inference.jobs import InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
 from .frames import encode_comparison, encode_error, encode_frame, encode_welcome
 from .logs import event

@@ -37,7 +37,7 @@ from websockets.typing import Origin
 
 from server.__main__ import bind, uvicorn_config
 from server.app import create_app
-from server.batching import EngineFactory, default_engine_factory
+from server.inference.jobs import EngineFactory, default_engine_factory
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

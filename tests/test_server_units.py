@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from server.batching import EngineProcesses, EngineThreads, InferenceError, Job, default_engine_factory
+from server.inference.jobs import EngineThreads, InferenceError, Job, default_engine_factory
+from server.inference.processes import EngineProcesses
 from server.frames import encode_f32, encode_i8, encode_u8
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket

@@ -1,0 +1,167 @@
+"""Jobs and the engine call: what a visitor asks to be computed, and the call that computes a list of them.
+
+A :class:`Job` is one visitor's drawing and the maps wanted for it;
+:meth:`EngineThreads.run` computes a list of jobs with one engine call per
+model, on the calling (worker) thread, and encodes each job's message there
+too (its ``render``).  Each worker thread owns one engine per model, built on
+first use: the reference backend attaches hooks to its model, which must
+never be shared between threads.
+"""
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.explain.engine import Engine, FrameData, Request, Selection
+from server.raster import rasterize
+
+EngineFactory = Callable[[nn.Module, str], Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One map to compute for a job's drawing: the selection, method and rule.
+
+    ``heatmap=False`` skips the method's heatmap (an on-pause method while the
+    visitor draws): the frame data is what the engine returns in mode
+    ``attribution`` minus the heatmap, which is all zeros and ``pending``.
+    """
+
+    output: int | None
+    hidden: int | None
+    method: str
+    rule: str
+    heatmap: bool = True
+
+    def request(self, image: np.ndarray) -> Request:
+        """The engine request; without a heatmap, the cheap LRP request that shares every other number."""
+        if self.heatmap:
+            return Request(image, Selection(self.output, self.hidden), method=self.method, rule=self.rule)
+        return Request(image, Selection(self.output, None), method="lrp", rule=self.rule)
+
+    def finish(self, frame: FrameData) -> FrameData:
+        """The engine's frame data, as an attribution method without its heatmap would have it."""
+        if self.heatmap:
+            return frame
+        # engine.Engine._frame in mode "attribution": no relevance reaches the hidden layer.
+        return dataclasses.replace(
+            frame, mode="attribution", hidden_relevance=np.zeros_like(frame.hidden_relevance),
+            heatmap=np.zeros_like(frame.heatmap),
+            conservation={**frame.conservation, "input_sum": 0.0, "hidden_sum": 0.0})
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time.
+
+    ``text``: what the job's ``render`` made of this result, if it has one.  Such
+    a result computed in an engine process carries the text alone: ``image``
+    is empty and ``frames`` too.
+    """
+
+    image: np.ndarray
+    frames: list[FrameData]
+    compute_ms: float
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A drawing of one visitor and the maps wanted for it, on model ``model``.
+
+    ``strokes``: tuples of ``(x, y)`` canvas fractions, already validated.
+    ``render``: called with the result on the engine thread, its return value
+    becomes ``JobResult.text``: the message is encoded there, so that the event
+    loop never runs numpy (each numpy call may hand the GIL to an engine
+    thread, and taking it back can wait for that thread's switch interval).
+    """
+
+    model: str
+    strokes: tuple[tuple[tuple[float, float], ...], ...]
+    specs: tuple[Spec, ...]
+    render: Callable[[JobResult], str] | None = None
+
+
+class InferenceError(RuntimeError):
+    """Computing a job failed; ``error_type`` names the exception raised in the engine thread."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return InferenceError, (self.error_type, self.message)  # it crosses from engine processes
+
+
+def as_inference_error(result: "JobResult | Exception") -> "JobResult | InferenceError":
+    """``result``, with an exception replaced by the :class:`InferenceError` naming it."""
+    if isinstance(result, Exception) and not isinstance(result, InferenceError):
+        return InferenceError(type(result).__name__, str(result))
+    return result
+
+
+class EngineThreads:
+    """The per-thread engines: each worker thread lazily builds one engine per model."""
+
+    def __init__(self, models: dict[str, nn.Module], backend: str, factory: EngineFactory) -> None:
+        self.models = models
+        self.backend = backend
+        self.factory = factory
+        self.local = threading.local()
+
+    def engine(self, model: str) -> Any:
+        """This thread's engine for ``model``."""
+        engines = self.local.__dict__.setdefault("engines", {})
+        if model not in engines:
+            engines[model] = self.factory(self.models[model], self.backend)
+        return engines[model]
+
+    def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
+        """Compute ``jobs`` (one engine call per model); a failing call is retried job by job.
+
+        Retrying alone finds the job that failed, so only its visitor hears of it.
+        """
+        results: dict[int, JobResult | Exception] = {}
+        for model in dict.fromkeys(job.model for job in jobs):
+            indices = [index for index, job in enumerate(jobs) if job.model == model]
+            try:
+                for index, result in zip(indices, self._compute([jobs[i] for i in indices])):
+                    results[index] = result
+            except Exception:  # noqa: BLE001 — isolated below, job by job
+                for index in indices:
+                    results[index] = self._compute_alone(jobs[index])
+        return [results[index] for index in range(len(jobs))]
+
+    def _compute_alone(self, job: Job) -> JobResult | Exception:
+        try:
+            return self._compute([job])[0]
+        except Exception as error:  # noqa: BLE001 — handed to the visitor's session, which closes 1011
+            return error
+
+    def _compute(self, jobs: Sequence[Job]) -> list[JobResult]:
+        started = time.perf_counter()
+        images = [rasterize(job.strokes) for job in jobs]
+        requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
+        frames = iter(self.engine(jobs[0].model).explain(requests))
+        compute_ms = (time.perf_counter() - started) * 1000.0
+        results = [JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms)
+                   for job, image in zip(jobs, images)]
+        return [result if job.render is None else dataclasses.replace(result, text=job.render(result))
+                for job, result in zip(jobs, results)]
+
+
+def default_engine_factory(model: nn.Module, backend: str) -> Engine:
+    return Engine(model, backend=backend)
+
+
+def one_torch_thread() -> None:
+    """Run torch with one intra-op thread on this thread: with two, batched calls stalled by ~50 ms here."""
+    torch.set_num_threads(1)
