@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/api/models", api_models),
-        Route("/api/models/{name}/neurons/{neuron:int}", api_neuron),
+        # Plain text, parsed by parse_index: Starlette's ":int" converts any digit run and a 5,001-digit one
+        # raises inside the router (Python's int-conversion limit), a 500.
+        Route("/api/models/{name}/neurons/{neuron}", api_neuron),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
@@ -202,14 +204,27 @@ async def api_models(request: Request) -> Response:
 
 async def api_neuron(request: Request) -> Response:
     runtime = _runtime(request)
-    name, neuron = request.path_params["name"], request.path_params["neuron"]
+    name, text = request.path_params["name"], request.path_params["neuron"]
     models = runtime.services.catalog.models
-    if name not in models or not 0 <= neuron < models[name].hidden:
-        return JSONResponse({"error": f"no hidden neuron {neuron} in model {name[:40]!r}"},
+    neuron = parse_index(text, models[name].hidden) if name in models else None
+    if neuron is None:
+        return JSONResponse({"error": f"no hidden neuron {text[:12]!r} in model {name[:40]!r}"},
                             status_code=status.HTTP_404_NOT_FOUND)
     scan = await neuron_scan(runtime, name)
     images, labels = runtime.digits.get()
     return JSONResponse(neurons.card(name, neuron, scan, images, labels))
+
+
+def parse_index(text: str, size: int) -> int | None:
+    """``text`` as an index in ``0..size-1`` (ASCII digits only), else ``None``.
+
+    The length is checked before converting, so no client string reaches
+    ``int()`` with more digits than ``size`` has.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(size)):
+        return None
+    index = int(text)
+    return index if index < size else None
 
 
 async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:

@@ -85,3 +85,23 @@ async def test_readiness_fails_when_a_golden_digit_is_misclassified(monkeypatch:
         status, body = await fetch(url + "/readyz")
         assert status == 503 and b"misclassifies golden digit(s) [0]" in body
         assert await fetch(url + "/healthz") == (200, b"ok")
+
+
+# Every path parameter is parsed with bounds: a client's value never reaches a 500.
+HOSTILE_PATHS = {
+    "neuron 5001 digits": "/api/models/default/neurons/" + "9" * 5001,  # past Python's int-conversion limit
+    "neuron negative": "/api/models/default/neurons/-1",
+    "neuron not a number": "/api/models/default/neurons/1e3",
+    "neuron non-ascii digits": "/api/models/default/neurons/%D9%A3",  # ARABIC-INDIC DIGIT THREE
+    "model name 5000 chars": "/api/models/" + "m" * 5000 + "/neurons/0",
+    "static name too long": "/static/" + "a" * 5000,
+    "static nul byte": "/static/a%00b.js",
+}
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+async def test_out_of_range_path_parameters_are_404_never_500(app_url: str, path: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    status, _ = await fetch(app_url + path)
+    assert status == 404
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
