@@ -8,7 +8,7 @@ page), ``/ws`` (one WebSocket per visitor, :mod:`server.session`),
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +114,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
-    runtime.ready, runtime.readiness = await check_golden_digits(batcher, settings.model or catalog.default_model)
+    runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)
     event("server_ready" if runtime.ready else "server_not_ready",
           logging.INFO if runtime.ready else logging.ERROR,
           models=list(catalog.models), backend=settings.backend, workers=settings.workers,
@@ -144,17 +144,33 @@ def build_catalog(settings: Settings) -> Catalog:
     return Catalog(default, models, methods, rules)
 
 
-async def check_golden_digits(batcher: Batcher, model: str) -> tuple[bool, str]:
-    """Classify every golden digit (drawn as strokes) with ``model``; ready only if all are right."""
+async def check_golden_digits(batcher: Batcher, models: Iterable[str]) -> tuple[bool, str]:
+    """Classify every golden digit (drawn as strokes) with each of ``models``; ready only if all are right.
+
+    Every model a visitor may choose is checked: a checkpoint replaced together with its manifest
+    entry passes the store's hash check, and only its answers can show that it reads a 7 as a 0.
+    """
     golden = load_golden_digits()
     spec = (Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE),)
-    jobs = [Job(model, tuple(tuple(stroke) for stroke in strokes), spec) for strokes in golden.values()]
-    # One at a time: the batcher's queue holds one job per visitor, and there are no visitors yet.
-    results = [await batcher.compute(job) for job in jobs]
-    wrong = [label for label, result in zip(golden, results) if result.frames[0].prediction != label]
-    if wrong:
-        return False, f"model {model!r} misclassifies golden digit(s) {wrong}"
-    return True, f"model {model!r} classifies golden digits {sorted(golden)} correctly"
+    names, failures = list(models), []
+    for model in names:
+        jobs = [Job(model, tuple(tuple(stroke) for stroke in strokes), spec) for strokes in golden.values()]
+        # One at a time: the batcher's queue holds one job per visitor, and there are no visitors yet.
+        results = [await batcher.compute(job) for job in jobs]
+        wrong = [label for label, result in zip(golden, results) if result.frames[0].prediction != label]
+        if wrong:
+            failures.append(f"model {model!r} misclassifies golden digit(s) {wrong}")
+    if failures:
+        return False, "; ".join(failures)
+    return True, f"models {', '.join(map(repr, names))} classify golden digits {sorted(golden)} correctly"
+
+
+def readiness(runtime: Runtime) -> tuple[bool, str]:
+    """Whether the server can serve visitors now, and why (the text of ``/readyz``)."""
+    processes = runtime.services.batcher.processes if runtime.services is not None else None
+    if processes is not None and processes.lost:
+        return False, "every engine process died and none could be restarted"
+    return runtime.ready, runtime.readiness
 
 
 async def probe_event_loop_lag(metrics: Metrics) -> None:
@@ -178,13 +194,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    runtime = _runtime(request)
-    processes = runtime.services.batcher.processes if runtime.services is not None else None
-    if processes is not None and processes.lost:
-        return PlainTextResponse("every engine process died and none could be restarted",
-                                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    code = status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE
-    return PlainTextResponse(runtime.readiness, status_code=code)
+    ready, reason = readiness(_runtime(request))
+    return PlainTextResponse(reason, status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -248,7 +259,7 @@ def _scan_on_thread(runtime: Runtime, model: str) -> neurons.NeuronScan:
 # The WebSocket gate
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    """Check the Origin (403 before accept), then capacity (1013 after accept), then serve."""
+    """Check the Origin (403 before accept), then readiness and capacity (1013 after accept), then serve."""
     runtime = _runtime(websocket)
     settings = runtime.settings
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
@@ -257,6 +268,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         event("connection_refused", reason="origin")
         await websocket.send_denial_response(PlainTextResponse("origin not allowed",
                                                                status_code=status.HTTP_403_FORBIDDEN))
+        return
+    if not readiness(runtime)[0]:
+        # Accepted, then closed: a browser sees a close code and reason, never a bare failed handshake.
+        runtime.metrics.rejected_connections.labels("not_ready").inc()
+        event("connection_refused", reason="not_ready")
+        await websocket.accept()
+        await websocket.close(status.WS_1013_TRY_AGAIN_LATER, "server not ready")
         return
     over_capacity = runtime.sessions >= settings.max_connections
     if not over_capacity:

@@ -1,17 +1,26 @@
 """The HTTP routes: health, readiness, metrics, the model list and neuron cards."""
 
 import asyncio
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+import safetensors.torch
 import torch
+from starlette import status as http_status
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 import server.app
 from model_store import load_model, model_names, model_record
 from model_store.datasets import load_embedded
+from model_store.store import STORE_DIR, sha256_of
 from server.explain.engine import Engine, Request, Selection
-from support import decode_array, fetch, running_app
+from support import decode_array, fetch, metric, running_app, ws_url
 
 
 async def test_health_readiness_and_metrics(app_url: str) -> None:
@@ -75,6 +84,48 @@ async def test_unknown_model_or_neuron_is_404(app_url: str) -> None:
     for path in ("/api/models/nope/neurons/0", f"/api/models/{model_record()['name']}/neurons/{hidden}"):
         status, _ = await fetch(app_url + path)
         assert status == 404
+
+
+def tampered_store(tmp_path: Path, model: str, swap: tuple[int, int]) -> Path:
+    """A copy of the shipped store whose ``model`` has the output rows of the classes ``swap`` exchanged,
+    its manifest updated to match (size and SHA-256): it loads cleanly and reads one digit as the other."""
+    store = tmp_path / "store"
+    shutil.copytree(STORE_DIR / "weights", store / "weights")
+    path = store / "weights" / f"{model}.safetensors"
+    state = safetensors.torch.load(path.read_bytes())
+    order = list(range(10))
+    order[swap[0]], order[swap[1]] = swap[1], swap[0]
+    state["fc2.weight"], state["fc2.bias"] = state["fc2.weight"][order].clone(), state["fc2.bias"][order].clone()
+    data = safetensors.torch.save(state)
+    path.write_bytes(data)
+    manifest = json.loads((STORE_DIR / "manifest.json").read_text())
+    manifest["models"][model].update(sha256=sha256_of(data), size_bytes=len(data))
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    return store
+
+
+async def test_readiness_checks_every_model_and_ws_refuses_1013_while_not_ready(tmp_path: Path) -> None:
+    store = tampered_store(tmp_path, "h16", (0, 7))
+    async with running_app(model_store_dir=store) as url:
+        status, body = await fetch(url + "/readyz")
+        assert status == 503 and b"model 'h16' misclassifies golden digit(s) [0, 7]" in body
+        assert b"'default'" not in body
+        assert await fetch(url + "/healthz") == (200, b"ok")
+        async with connect(ws_url(url), origin=Origin(url)) as refused:
+            with pytest.raises(ConnectionClosed) as caught:
+                async with asyncio.timeout(10):
+                    await refused.recv()
+        assert caught.value.rcvd is not None
+        assert (caught.value.rcvd.code, caught.value.rcvd.reason) == (http_status.WS_1013_TRY_AGAIN_LATER,
+                                                                      "server not ready")
+        assert await metric(url, "xai_rejected_connections_total", reason="not_ready") == 1
+
+
+async def test_readiness_names_every_model_it_checked(app_url: str) -> None:
+    status, body = await fetch(app_url + "/readyz")
+    assert status == 200
+    for name in model_names():
+        assert f"'{name}'".encode() in body
 
 
 async def test_readiness_fails_when_a_golden_digit_is_misclassified(monkeypatch: pytest.MonkeyPatch) -> None:
