@@ -4,12 +4,12 @@ Three tasks per connection:
 
 * the **receive loop** applies each message to the visitor's
   :class:`~server.protocol.VisitorState` as soon as it arrives (refusals are
-  answered with an ``error`` at once) and only sets a *dirty* flag;
-* the **frame loop** waits for the flag, then for a frame token
-  (:class:`FramePacer`: ``max_frames_per_s`` on average, ``FRAME_BURST`` at
-  once), snapshots the state and computes one frame for everything that
-  arrived meanwhile.  At most one frame per visitor is in flight, and
-  nothing queues up behind it: latest wins;
+  answered with an ``error`` at once) and reports it to the visitor's
+  :class:`~server.scheduling.FrameSchedule`;
+* the **frame loop** asks the schedule what is due (a ``welcome``, a frame)
+  and sends it, or sleeps until the schedule's wake-up time or the next
+  report.  Which frame leaves when (latest-wins, pacing, the on-pause wake-up)
+  is decided there, sans-I/O; this loop only computes and sends;
 * the **compare loop** answers ``compare`` requests beside the frames, so
   that a comparison's slow methods (LIME, KernelSHAP: tens of ms each) do
   not hold up the live frames.  A newer request replaces one not yet begun.
@@ -45,44 +45,11 @@ from .logs import event
 from .metrics import Metrics
 from .protocol import ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
 from .ratelimit import ErrorWindow, TokenBucket
+from .scheduling import Due, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
 from .wsprotocol import ABORT_EXTENSION
 
 _visitor_ids = itertools.count(1)
-
-# Frames a visitor may get at once after a quiet spell.  One would pace every
-# frame a full 1/60 s after the previous one, so input arriving at 60 Hz, out of
-# phase with that grid, waits 0–16.7 ms for its slot; with two, the bucket has
-# refilled by the time the next input comes and absorbs the pointer's jitter.
-FRAME_BURST = 2
-
-
-class FramePacer:
-    """A token bucket for one visitor's frames: ``rate_per_s`` on average, ``burst`` at once.
-
-    Sans-I/O: the caller passes the clock (seconds, monotonic).  In any window
-    of ``T`` seconds at most ``burst + rate_per_s · T`` frames are sent.
-    """
-
-    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = float(burst)
-        self.tokens = self.burst
-        self.updated = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-
-    def delay_s(self, now: float) -> float:
-        """How long until a frame may be sent (0: at once)."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate_per_s
-
-    def take(self, now: float) -> None:
-        """Spend the token of a frame sent at ``now`` (never below zero tokens: see :meth:`delay_s`)."""
-        self._refill(now)
-        self.tokens = max(0.0, self.tokens - 1.0)
 
 
 @dataclass(frozen=True)
@@ -136,18 +103,12 @@ class Session:
         self.bucket = TokenBucket(self.settings.max_messages_per_s, self.settings.max_messages_per_s, now)
         self.errors = ErrorWindow(self.settings.max_errors, self.settings.error_window_s)
         # The baseline (coalesce=False) sends a frame per message, unpaced.
-        self.pacer = FramePacer(self.settings.max_frames_per_s, FRAME_BURST, now) if self.settings.coalesce else None
-        self.pause_s = self.settings.pause_ms / 1000.0
-        self.dirty = asyncio.Event()
-        self.caught_up = asyncio.Event()
-        self.welcome_due = False
-        self.frame_due = True  # the first frame, for the empty drawing
+        self.schedule = FrameSchedule(now, self.settings.max_frames_per_s if self.settings.coalesce else None,
+                                      self.settings.pause_ms / 1000.0, flow=None)
+        self.wakeup = asyncio.Event()  # a report to the schedule: the frame loop polls it again
+        self.caught_up = asyncio.Event()  # nothing due (coalesce=False waits on it after each message)
         self.compare_due: tuple[str, ...] = ()
         self.compare_wanted = asyncio.Event()
-        self.last_stroke_at = -float("inf")
-        self.pause_timer: asyncio.TimerHandle | None = None
-        self.oldest_unframed_at: float | None = None
-        self.unframed_messages = 0
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
     async def run(self) -> None:
@@ -166,18 +127,12 @@ class Session:
         """Run the three loops; return the close code and reason that ended the session."""
         tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop)]
         try:
-            await self._send_welcome()
-            self.dirty.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             ended = done.pop().exception()
-        except (PeerNotReading, WebSocketDisconnect) as error:  # while sending the welcome
-            ended = error
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.pause_timer is not None:
-                self.pause_timer.cancel()
         return await self._end(ended)
 
     async def _end(self, ended: BaseException | None) -> tuple[int, str]:
@@ -234,19 +189,12 @@ class Session:
         except ProtocolError as error:
             await self._refuse(error, now)
             return
-        self.welcome_due |= effect.welcome
+        self.schedule.input(effect, isinstance(message, Stroke), now)
         if effect.compare:
             self.compare_due = effect.compare
             self.compare_wanted.set()
-        if effect.frame:
-            self.frame_due = True
-            self.unframed_messages += 1
-            if self.oldest_unframed_at is None:
-                self.oldest_unframed_at = now
-        if isinstance(message, Stroke):
-            self.last_stroke_at = now
         self.caught_up.clear()
-        self.dirty.set()
+        self.wakeup.set()
         if not self.settings.coalesce:
             await self.caught_up.wait()
 
@@ -262,27 +210,33 @@ class Session:
     # Framing
 
     async def _frame_loop(self) -> None:
-        """Wait for input, then send what is due: welcome, one frame."""
+        """Send what the schedule says is due; otherwise sleep until its wake-up time or the next report."""
         while True:
-            await self.dirty.wait()
-            delay = self.pacer.delay_s(self.loop.time()) if self.pacer is not None else 0.0
-            if delay > 0:
-                await asyncio.sleep(delay)  # more input may arrive meanwhile: it joins this frame
-            self.dirty.clear()
-            await self._send_due()
-            if not self.dirty.is_set():
-                self.caught_up.set()
+            step = self.schedule.poll(self.loop.time(), self.services.catalog.on_pause(self.state.method))
+            match step:
+                case Due():
+                    await self._send_due(step)
+                case Wait():
+                    if self.schedule.idle:
+                        self.caught_up.set()
+                    await self._sleep(step.until)
 
-    async def _send_due(self) -> None:
+    async def _sleep(self, until: float | None) -> None:
+        """Until the loop time ``until`` (``None``: no limit) or the next report, whichever comes first."""
+        self.wakeup.clear()
+        delay = None if until is None else max(0.0, until - self.loop.time())
+        try:
+            async with asyncio.timeout(delay):
+                await self.wakeup.wait()
+        except TimeoutError:
+            return  # the wake-up time came: the schedule has something due
+
+    async def _send_due(self, due: Due) -> None:
         view = self.state.view()
-        if self.welcome_due:
-            self.welcome_due = False
+        if due.welcome:
             await self._send_welcome()
-        if self.frame_due:
-            self.frame_due = False
-            if self.pacer is not None:
-                self.pacer.take(self.loop.time())
-            await self._send_frame(view)
+        if due.frame is not None:
+            await self._send_frame(view, due.frame)
 
     async def _compare_loop(self) -> None:
         """Send one ``comparison`` per request, for the drawing as it is when the work begins."""
@@ -299,34 +253,17 @@ class Session:
                   "pause_ms": settings.pause_ms}
         await self._send(encode_welcome(self.services.catalog, self.state.view(), self.services.limits, timing))
 
-    async def _send_frame(self, view: View) -> None:
-        oldest, folded = self.oldest_unframed_at, self.unframed_messages
-        self.oldest_unframed_at, self.unframed_messages = None, 0
-        pending = self._pending(view)
+    async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
+        pending = ticket.pending
         slow = self.services.catalog.on_pause(view.method) and not pending
         job = Job(view.model, view.strokes, (self._spec(view, pending),), render=FrameRenderer(view, pending))
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(result.text)
+        self.schedule.sent(ticket.number, self.loop.time())
         self.metrics.frames_sent.inc()
-        self.metrics.frames_coalesced.inc(max(0, folded - 1))
-        if oldest is not None:
-            self.metrics.stroke_to_frame_seconds.observe(self.loop.time() - oldest)
-
-    def _pending(self, view: View) -> bool:
-        """Whether ``view``'s method waits for stillness; if so, wake the frame loop when it comes."""
-        if self.pause_timer is not None:  # this frame supersedes the one it would wake
-            self.pause_timer.cancel()
-            self.pause_timer = None
-        still_at = self.last_stroke_at + self.pause_s
-        if not self.services.catalog.on_pause(view.method) or self.loop.time() >= still_at:
-            return False
-        self.pause_timer = self.loop.call_at(still_at, self._pause_reached)
-        return True
-
-    def _pause_reached(self) -> None:
-        self.pause_timer = None
-        self.frame_due = True
-        self.dirty.set()
+        self.metrics.frames_coalesced.inc(max(0, ticket.folded - 1))
+        if ticket.oldest_input_at is not None:
+            self.metrics.stroke_to_frame_seconds.observe(self.loop.time() - ticket.oldest_input_at)
 
     @staticmethod
     def _spec(view: View, pending: bool) -> Spec:

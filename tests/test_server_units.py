@@ -13,7 +13,7 @@ from server.inference.processes import EngineProcesses
 from server.frames import encode_f32, encode_i8, encode_u8
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket
-from server.session import FRAME_BURST, FramePacer
+from server.scheduling import FRAME_BURST
 from server.settings import DEFAULT_ALLOWED_ORIGINS, Settings, SettingsError
 from support import decode_array
 
@@ -75,21 +75,19 @@ def test_token_bucket_admits_a_burst_then_the_rate() -> None:
     assert bucket.admit(0.1) is True
 
 
-def test_frame_pacer_sends_after_a_pause_at_once_and_holds_the_rate() -> None:
-    pacer = FramePacer(rate_per_s=60.0, burst=FRAME_BURST, now=0.0)
-    assert pacer.delay_s(0.0) == 0.0  # after a pause: at once, twice
-    pacer.take(0.0)
-    assert pacer.delay_s(0.0) == 0.0
-    pacer.take(0.0)
-    assert pacer.delay_s(0.0) == pytest.approx(1 / 60)  # then one token per 1/60 s
-    assert pacer.delay_s(0.01) == pytest.approx(1 / 60 - 0.01)
+def test_token_bucket_says_how_long_until_the_next_token() -> None:
+    bucket = TokenBucket(rate_per_s=60.0, burst=FRAME_BURST, now=0.0)
+    assert bucket.wait_s(0.0) == 0.0  # after a pause: at once, twice
+    assert bucket.admit(0.0) and bucket.wait_s(0.0) == 0.0 and bucket.admit(0.0)
+    assert bucket.wait_s(0.0) == pytest.approx(1 / 60)  # then one token per 1/60 s
+    assert bucket.wait_s(0.01) == pytest.approx(1 / 60 - 0.01)
 
 
-def test_frame_pacer_never_exceeds_burst_plus_rate_times_window() -> None:
-    pacer, now, sent = FramePacer(rate_per_s=60.0, burst=FRAME_BURST, now=0.0), 0.0, 0
+def test_token_bucket_never_exceeds_burst_plus_rate_times_window() -> None:
+    bucket, now, sent = TokenBucket(rate_per_s=60.0, burst=FRAME_BURST, now=0.0), 0.0, 0
     while now < 1.0:  # a frame loop that always has input: send whenever allowed
-        now += pacer.delay_s(now)
-        pacer.take(now)
+        now += bucket.wait_s(now)
+        assert bucket.admit(now)
         sent += 1
     assert 60 <= sent <= FRAME_BURST + 60 + 1  # the rate is kept; the last frame may fall just past 1 s
 
