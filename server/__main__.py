@@ -4,20 +4,34 @@ Every other setting comes from the environment (:mod:`server.settings`); the
 three options override ``HOST``, ``PORT`` and ``MODEL``.  Once listening, the
 process logs one ``listening`` event with the bound address (port 0 picks a
 free port; tests read it from there).
+
+With ``PROCESSES`` > 1 (default: the usable cores) this process binds the
+socket and becomes a supervisor (uvicorn's ``Multiprocess``): it starts that
+many complete servers, each accepting on the shared socket with its own
+event loop, GIL and engine threads, restarts one that dies or stops
+answering its pings, and on SIGTERM passes the signal on to each, which
+closes its visitors with 1012 within ``SHUTDOWN_GRACE_S``.  The servers
+share a directory for their status and metrics (:mod:`server.replica`).
 """
 
 import argparse
 import logging.config
+import os
 import socket
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
-from .app import create_app
 from .logs import event, log_config
+from .replica import METRICS_DIR_ENV, REPLICA_DIR_ENV
 from .settings import Settings, SettingsError
 from .wsprotocol import STACK_OPTIONS
+
+APP_FACTORY = "server.app:create_app"  # what each server process imports (spawned: nothing is inherited)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -28,13 +42,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def uvicorn_config(app: Starlette, settings: Settings, configure_logging: bool = True) -> uvicorn.Config:
+def uvicorn_config(app: Starlette | str, settings: Settings, configure_logging: bool = True) -> uvicorn.Config:
     """The uvicorn configuration of ``settings``: WebSocket limits, keepalive, shutdown grace, proxies.
 
+    ``app``: the app, or the import string of its factory (for server processes).
     ``configure_logging=False`` leaves the process's logging alone (an app run inside a test process).
     """
     return uvicorn.Config(
         app,
+        factory=isinstance(app, str),
+        workers=settings.processes if isinstance(app, str) else None,
         host=settings.host,
         port=settings.port,
         **STACK_OPTIONS,
@@ -71,9 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     # Bound before uvicorn starts, so the port is known even when it was 0; /readyz says when it serves.
-    event("listening", host=host, port=port)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run(sockets=[sock])
+    event("listening", host=host, port=port, processes=settings.processes)
+    if settings.processes == 1:
+        from .app import create_app  # here: a supervisor needs neither torch nor the models (~270 MB)
+
+        uvicorn.Server(uvicorn_config(create_app(settings), settings)).run(sockets=[sock])
+    else:
+        supervise(settings, overrides, sock)
     return 0
+
+
+def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket) -> None:
+    """Run ``settings.processes`` server processes on ``sock`` until SIGTERM or SIGINT."""
+    with tempfile.TemporaryDirectory(prefix="xai-replica-") as shared:
+        # The server processes read their settings from the environment, as this one did.
+        os.environ.update({name.upper(): str(value) for name, value in overrides.items()})
+        os.environ["PROCESSES"] = str(settings.processes)
+        os.environ[REPLICA_DIR_ENV] = shared
+        os.environ[METRICS_DIR_ENV] = str(Path(shared, "metrics"))
+        Path(shared, "metrics").mkdir()
+        Multiprocess(uvicorn_config(APP_FACTORY, settings), sockets=[sock]).run()
 
 
 if __name__ == "__main__":

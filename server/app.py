@@ -38,6 +38,7 @@ from .logs import event
 from .metrics import Metrics, create_metrics
 from .origins import origin_allowed
 from .protocol import DEFAULT_METHOD, DEFAULT_RULE, Limits
+from .replica import HEARTBEAT_S, Replica, Verdict
 from .session import Services, Session
 from .settings import Settings
 
@@ -53,6 +54,7 @@ class Runtime:
     settings: Settings
     engine_factory: EngineFactory
     metrics: Metrics
+    replica: Replica
     services: Services | None = None
     threads: EngineThreads | None = None
     ready: bool = False
@@ -68,7 +70,8 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
     ``engine_factory(model, backend)`` builds one engine per worker thread
     and model; tests pass a wrapper to inject inference failures.
     """
-    runtime = Runtime(settings or Settings.from_env(), engine_factory, create_metrics())
+    settings = settings or Settings.from_env()
+    runtime = Runtime(settings, engine_factory, create_metrics(), Replica.from_env(settings.processes))
     routes = [
         Route("/", homepage),
         Route("/healthz", healthz),
@@ -114,7 +117,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
+    heartbeat = asyncio.create_task(publish_status(runtime))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)
+    publish_own_status(runtime)
     event("server_ready" if runtime.ready else "server_not_ready",
           logging.INFO if runtime.ready else logging.ERROR,
           models=list(catalog.models), backend=settings.backend, workers=settings.workers,
@@ -123,6 +128,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
     finally:
         lag_probe.cancel()
+        heartbeat.cancel()
+        runtime.replica.withdraw()
         for scan in runtime.scans.values():
             scan.cancel()
         await batcher.stop()
@@ -182,6 +189,20 @@ async def probe_event_loop_lag(metrics: Metrics) -> None:
         metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - started - LAG_PROBE_S))
 
 
+def publish_own_status(runtime: Runtime) -> None:
+    """Tell the replica whether this process is ready and can compute frames."""
+    processes = runtime.services.batcher.processes if runtime.services is not None else None
+    ready, reason = readiness(runtime)
+    runtime.replica.publish(ready, healthy=processes is None or not processes.lost, reason=reason)
+
+
+async def publish_status(runtime: Runtime) -> None:
+    """Publish this process's status every ``HEARTBEAT_S``: a process whose loop stalls goes silent."""
+    while True:
+        publish_own_status(runtime)
+        await asyncio.sleep(HEARTBEAT_S)
+
+
 # HTTP routes
 
 async def homepage(request: Request) -> Response:
@@ -190,12 +211,22 @@ async def homepage(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
+    """200 while every process of the replica can compute frames (server.replica)."""
+    runtime = _runtime(request)
+    publish_own_status(runtime)
+    return _verdict_response(runtime.replica.health())
 
 
 async def readyz(request: Request) -> Response:
-    ready, reason = readiness(_runtime(request))
-    return PlainTextResponse(reason, status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+    """200 once every process of the replica passed its start-up check, while all stay healthy."""
+    runtime = _runtime(request)
+    publish_own_status(runtime)
+    return _verdict_response(runtime.replica.readiness())
+
+
+def _verdict_response(verdict: Verdict) -> Response:
+    code = status.HTTP_200_OK if verdict.ok else status.HTTP_503_SERVICE_UNAVAILABLE
+    return PlainTextResponse(verdict.reason, status_code=code)
 
 
 async def metrics_endpoint(request: Request) -> Response:

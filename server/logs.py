@@ -17,6 +17,7 @@ class JsonLineFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which server process of a replica (PROCESSES > 1)
             "event": getattr(record, "event", None) or record.getMessage(),
             **getattr(record, "fields", {}),
         }

@@ -1,9 +1,21 @@
-"""Prometheus metrics of one app, in a registry of its own (several apps may share a process)."""
+"""Prometheus metrics of one app, in a registry of its own (several apps may share a process).
 
+In a replica of several server processes (:mod:`server.replica`), the
+supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before they start: every
+process then writes its samples to memory-mapped files there, and
+``/metrics``, answered by any of them, sums them over the replica
+(prometheus_client's multiprocess mode; the open-connections gauge counts
+live processes only).  The ``process_*`` series are left out then: they
+would describe whichever process answered.
+"""
+
+import os
 from dataclasses import dataclass
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
-                               generate_latest)
+                               generate_latest, multiprocess)
+
+from .replica import METRICS_DIR_ENV
 
 # Stroke → frame latency and inference time, seconds: display-rate territory (1 ms … 1 s).
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -34,12 +46,18 @@ class Metrics:
 def create_metrics() -> Metrics:
     """A fresh registry holding every metric, all at zero, plus the standard ``process_*`` and
     ``python_info`` series (CPU seconds, resident memory: what the latency benchmark reads from a URL)."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    exposition = CollectorRegistry()
+    if os.environ.get(METRICS_DIR_ENV):
+        multiprocess.MultiProcessCollector(exposition)
+        registry = CollectorRegistry()  # the samples live in the shared files; this only names the metrics
+    else:
+        ProcessCollector(registry=exposition)
+        PlatformCollector(registry=exposition)
+        registry = exposition
     return Metrics(
-        registry=registry,
-        open_connections=Gauge("xai_open_connections", "Open visitor WebSockets.", registry=registry),
+        registry=exposition,
+        open_connections=Gauge("xai_open_connections", "Open visitor WebSockets.", registry=registry,
+                               multiprocess_mode="livesum"),
         frames_sent=Counter("xai_frames_sent", "Frames sent to visitors.", registry=registry),
         frames_coalesced=Counter(
             "xai_frames_coalesced",

@@ -60,8 +60,12 @@ class Settings:
             released (a client that stopped reading), s.
         shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
             within this, s; below docker compose's default stop timeout (10 s).
+    Processes
+        processes: complete server processes sharing the listening socket
+            (``python -m server`` only; default: the cores this process may
+            use).  Each has its own event loop, GIL and engine threads.
     Inference
-        workers: executor threads running the engine, at most the number of
+        workers: engine threads per server process, at most the number of
             cores (each holds its own engines; default min(2, cores)).
         batch_max: frames of different visitors computed as one engine call.
         batch_wait_ms: how long a batch waits for more frames once one is due, ms
@@ -100,6 +104,7 @@ class Settings:
     ping_timeout_s: float = 20.0
     send_timeout_s: float = 5.0
     shutdown_grace_s: float = 5.0
+    processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_max: int = 16
     batch_wait_ms: float = 0.0
@@ -109,7 +114,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_message_bytes", "max_points_per_message", "max_points",
-                     "max_strokes", "max_messages_per_s", "workers", "batch_max"):
+                     "max_strokes", "max_messages_per_s", "processes", "workers", "batch_max"):
             _require(name, getattr(self, name) >= 1, ">= 1")
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")

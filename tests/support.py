@@ -168,11 +168,13 @@ def _wait_ready(server: ServerProcess, deadline: float) -> None:
 def server_process(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
     """Run ``python -m server *args`` with ``env`` on top of this process's environment.
 
-    The port is 0 unless ``env`` or ``args`` set one; the bound port is read
+    The port is 0 unless ``env`` or ``args`` set one, and ``PROCESSES`` 1 unless
+    ``env`` sets it; the bound port is read
     from the ``listening`` log event.  Yields once ``/readyz`` is 200; on exit
     sends SIGTERM and waits (then SIGKILL after 15 s).
     """
-    environment = {**os.environ, "HOST": "127.0.0.1", "PORT": "0", **(env or {})}
+    # One server process unless the test asks for more: a replica's processes are tested on their own.
+    environment = {**os.environ, "HOST": "127.0.0.1", "PORT": "0", "PROCESSES": "1", **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "server", *args], cwd=ROOT, env=environment,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
