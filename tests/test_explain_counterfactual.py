@@ -1,0 +1,90 @@
+"""Counterfactuals: read as the target on the golden digits, within [0, 1], deterministic, knock-out aware."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model_store import load_model
+from model_store.datasets import load_embedded, mnist_dir_from_env
+from model_store.strokes import load_golden_digits
+from server.explain.counterfactual import CounterfactualSearch, Objective
+from server.raster import rasterize
+from support import ROOT
+
+
+@pytest.fixture(scope="module")
+def training():
+    return load_embedded()
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[np.ndarray]:
+    return [rasterize(strokes) for strokes in load_golden_digits().values()]
+
+
+def model_reads(model: torch.nn.Module, image: np.ndarray, knockout: tuple[int, ...] = ()) -> np.ndarray:
+    """The model's probabilities for ``image``, computed by torch (not by the search's numpy copy)."""
+    with torch.no_grad():
+        hidden = torch.relu(model.fc1(torch.from_numpy(image).reshape(1, -1)))
+        hidden[:, list(knockout)] = 0.0
+        return torch.softmax(model.fc2(hidden), dim=1)[0].numpy()
+
+
+@pytest.mark.parametrize("name", ["default", "h16"])
+def test_every_golden_digit_becomes_every_other_class(name, training, golden):
+    model = load_model(name)
+    search = CounterfactualSearch(model, *training)
+    for image in golden:
+        prediction = int(model_reads(model, image).argmax())
+        for target in range(10):
+            if target == prediction:
+                continue
+            answer = search.find(image, target)
+            assert answer is not None, (prediction, target)
+            probabilities = model_reads(model, answer.image)
+            assert probabilities.argmax() == target and probabilities[target] >= 0.9
+            assert answer.probability == pytest.approx(float(probabilities[target]), abs=1e-5)
+            assert answer.image.shape == (28, 28) and answer.image.dtype == np.float32
+            assert answer.image.min() >= 0.0 and answer.image.max() <= 1.0
+            assert np.array_equal(np.rint(answer.image * 255.0) / np.float32(255.0), answer.image)  # as sent
+            assert 0.0 < answer.changed_ink <= 1.0
+
+
+def test_the_same_drawing_gives_the_same_counterfactual(training, golden):
+    search = CounterfactualSearch(load_model("default"), *training)
+    first, second = search.find(golden[3], 8), search.find(golden[3].copy(), 8)
+    assert np.array_equal(first.image, second.image)
+    assert (first.probability, first.changed_ink, first.steps) == (second.probability, second.changed_ink,
+                                                                    second.steps)
+
+
+def test_a_knocked_out_model_reads_its_counterfactual_as_the_target(training, golden):
+    model = load_model("h16")
+    search = CounterfactualSearch(model, *training)
+    knockout = (0, 3, 7)
+    answer = search.find(golden[1], 7, knockout)
+    assert model_reads(model, answer.image, knockout)[7] >= 0.9
+
+
+def test_no_counterfactual_within_the_budget_is_none(training, golden):
+    """Ten steps with a hinge weight too small to move the mask: nothing reaches the threshold."""
+    search = CounterfactualSearch(load_model("default"), *training,
+                                  Objective(steps=10, c=1e-6, c_growth=1.0))
+    assert search.find(golden[1], 0) is None
+
+
+def test_benchmark_tiny_run_reports_every_figure():
+    """``python -m benchmarks.counterfactual --n 2 --json`` for real; no figure is asserted but its range."""
+    directory = mnist_dir_from_env()
+    if directory is None:
+        pytest.skip("MNIST_DIR is not set: the benchmark runs on the official test digits")
+    result = subprocess.run([sys.executable, "-m", "benchmarks.counterfactual", "--n", "2", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, check=True, timeout=300)
+    figures = json.loads(result.stdout)
+    assert figures["searches"] == 18
+    assert 0.0 <= figures["success_rate"] <= 1.0 and figures["median_ms"] > 0
+    assert set(figures["plausibility"]) == {"other_model_reads_target", "ceiling_other_model_on_prototype"}
