@@ -26,8 +26,10 @@ const bars = buildBars($("bars"));
 const legend = buildLegend($("legend"));
 const card = buildCard($("card"));
 const networkBox = $("network");
-let network = null; // the built diagram; rebuilt when the model or the layout changes
-let networkKey = "";
+const sheet = $("network-sheet"); // the full grid, one tap away when the stage shows a strip
+const networkFull = $("network-full");
+// The built diagrams (stage, sheet); each rebuilt when the model or its layout changes.
+const diagrams = { stage: { box: networkBox, view: null, key: "" }, sheet: { box: networkFull, view: null, key: "" } };
 
 // ---------- the connection ----------
 // The drawing version each sent message left the page at. A comparison answers the drawing as of its
@@ -176,7 +178,25 @@ function reset() {
   select({ output: null, hidden: null, alone: false, implicit: false });
 }
 
-listenNetwork(networkBox, () => network, { onPick: pick, onAlone: alone, onReset: reset });
+listenNetwork(networkBox, () => diagrams.stage.view, { onPick: pick, onAlone: alone, onReset: reset });
+// A neuron picked in the sheet closes it: the stage's strip then shows it beside the heatmap.
+listenNetwork(networkFull, () => diagrams.sheet.view, {
+  onPick(picked) {
+    pick(picked);
+    sheet.close();
+  },
+  onAlone(hidden, on) {
+    alone(hidden, on);
+    sheet.close();
+  },
+  onReset: reset,
+});
+$("network-all").addEventListener("click", () => {
+  sheet.showModal();
+  diagrams.sheet.key = ""; // built at the sheet's width, now that it has one
+  relayout();
+});
+$("network-sheet-close").addEventListener("click", () => sheet.close());
 $("alone").addEventListener("change", (event) => alone(store.get().selection.hidden, event.target.checked));
 $("reset").addEventListener("click", reset);
 $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overlay", on: event.target.checked }));
@@ -253,7 +273,11 @@ function render() {
 
   const empty = isEmpty(state.drawing);
   $("pad-hint").hidden = !empty;
-  if (state.welcome) renderNetwork(state, before);
+  renderOutage(state);
+  if (state.welcome) {
+    renderNetwork(diagrams.stage, state, before, { fit: true });
+    if (sheet.open) renderNetwork(diagrams.sheet, state, before, { fit: false });
+  }
   if (state.frame && (state.frame !== before.frame || state.drawing !== before.drawing)) renderReading(state.frame, empty);
   if (state.frame && (state.frame !== before.frame || state.view !== before.view || state.drawing !== before.drawing)) {
     renderExplanation(state, empty);
@@ -274,19 +298,38 @@ function compareNote({ comparing, comparison, drawing }) {
   return `Every map explains '${comparison.target}'.${stale}`;
 }
 
-function renderNetwork(state, before) {
+/** Not live: the connection dropped after the page had shown a reading. Reading, map and diagram
+ *  are greyed and say so; the drawing goes on and is replayed on reconnect (socket.js). */
+function renderOutage(state) {
+  const stale = state.welcome !== null && (state.connection.status === "reconnecting" || state.connection.status === "closed");
+  $("layout").classList.toggle("stale", stale);
+  $("outage").hidden = !stale;
+  $("outage").textContent = stale ? "Not live: this is the reading from before the connection dropped. Keep drawing: it is sent when the connection is back." : "";
+}
+
+/**
+ * Build (when model or layout changed) and restyle one diagram.
+ * @param {{box: HTMLElement, view: object|null, key: string}} diagram
+ * @param {{fit: boolean}} options  fit: as tall as the window leaves below the diagram's top (a
+ *   strip of the most relevant neurons when the grid cannot fit); else the whole grid
+ */
+function renderNetwork(diagram, state, before, { fit }) {
   const model = state.welcome.model;
-  const width = networkBox.clientWidth;
-  const fit = getComputedStyle(networkBox).getPropertyValue("--fit").trim() === "1";
-  // Fit: the diagram's height is what the window leaves below the box's top,
-  // minus its key; the grid still never drops below 44 px cells.
-  const budget = fit ? window.innerHeight - networkBox.getBoundingClientRect().top - window.scrollY - 84 : Math.max(width, 560);
-  const layout = layoutNetwork(model.hidden, width, budget);
-  const key = `${model.name}/${model.hidden}/${layout.width}/${layout.cols}/${layout.cell}/${layout.height}`;
-  if (key !== networkKey) {
-    network = buildNetwork(networkBox, layout);
-    networkKey = key;
+  const width = diagram.box.clientWidth;
+  if (!width) return; // not laid out (a closed sheet)
+  // The window's height below the box's top, minus what the box's panel keeps below it (--fit-reserve).
+  const reserve = Number.parseFloat(getComputedStyle(diagram.box).getPropertyValue("--fit-reserve")) || 0;
+  const budget = window.innerHeight - diagram.box.getBoundingClientRect().top - window.scrollY - reserve;
+  const layout = layoutNetwork(model.hidden, width, budget, { full: !fit });
+  const key = `${model.name}/${model.hidden}/${layout.width}/${layout.strip}/${layout.cols}/${layout.cell}/${layout.height}`;
+  if (key !== diagram.key) {
+    diagram.view = buildNetwork(diagram.box, layout);
+    diagram.key = key;
     before = {};
+  }
+  if (diagram === diagrams.stage) {
+    $("network-all").hidden = !layout.strip;
+    $("network-all").textContent = `All ${model.hidden} neurons`;
   }
   const frame = state.frame;
   const fresh = frame && frame.model === model.name && frame.activations.length === model.hidden;
@@ -295,9 +338,11 @@ function renderNetwork(state, before) {
   // Nor does a class taken from a blank pad's "prediction".
   const classless = state.selection.alone || (empty && state.selection.implicit);
   const shown = classless ? { ...state.selection, output: null } : state.selection;
-  if (fresh && (frame !== before.frame || state.selection !== before.selection || empty !== isEmpty(before.drawing ?? state.drawing))) {
-    updateNetwork(network, frame, shown, empty);
-  } else if (state.selection !== before.selection) markSelection(network, shown);
+  // A strip chooses its neurons per frame and selection: restyle it whenever either changes.
+  const changed = frame !== before.frame || state.selection !== before.selection
+    || empty !== isEmpty(before.drawing ?? state.drawing);
+  if (fresh && changed) updateNetwork(diagram.view, frame, shown, empty);
+  else if (!layout.strip && state.selection !== before.selection) markSelection(diagram.view, shown);
 }
 
 function renderReading(frame, empty) {
@@ -336,5 +381,10 @@ function relayout() {
   renderRequest ??= requestAnimationFrame(render);
 }
 new ResizeObserver(relayout).observe(networkBox);
+new ResizeObserver(relayout).observe(networkFull);
+// What lies above the diagram moves its top, and so its height budget: render again (the
+// diagram is rebuilt only if its layout changed).
+const above = new ResizeObserver(() => (renderRequest ??= requestAnimationFrame(render)));
+for (const element of document.querySelectorAll(".topbar, .draw, .explain")) above.observe(element);
 window.addEventListener("resize", relayout); // a height change alone moves the fit budget
 new ResizeObserver(() => pad.redraw(store.get().drawing.strokes)).observe($("pad"));

@@ -19,22 +19,57 @@ const EDGE_BAND_PX = 38;
 /** Width kept for the input caption left of the input image on narrow diagrams. */
 const INPUT_CAPTION_PX = 190;
 const PROBABILITY_TEXT_PX = 20;
+/** Below the percentages. */
+const BOTTOM_PX = 4;
 /** Lines drawn to the explained class: every one for small layers, else the strongest. */
 const MAX_LINES = 24;
+
+/** Strip mode: at most this many hidden neurons, each a cell at least this wide. */
+const STRIP_MAX_SLOTS = 8;
+const STRIP_CELL_PX = 50;
+/** Strip mode: the caption row above the strip, as tall as the "All neurons" button beside it. */
+const STRIP_HEAD_PX = 44;
+/** Strip mode: outputs as small as a tap target allows (the strip exists to fit a short screen). */
+const STRIP_OUTPUT_CELL_PX = 46;
 
 /**
  * Positions of every element for `hidden` neurons in `widthPx`, choosing the
  * hidden grid's columns so cells are as large as fit `heightBudgetPx`, never
- * below MIN_CELL_PX (the diagram then grows taller than the budget).
- * @returns {object} layout in CSS px: width, height, cell, cols, rows, hidden[{x,y}], outputs[{x,y}], ...
+ * below MIN_CELL_PX. When even MIN_CELL_PX cells overflow the budget (a phone,
+ * a portrait tablet), the layout is a *strip*: the few most relevant hidden
+ * neurons in one row above the outputs (which neurons fill its slots is
+ * decided per frame by `updateNetwork`), the full grid being one tap away.
+ * @param {number} hidden  hidden neurons of the model
+ * @param {number} widthPx
+ * @param {number} heightBudgetPx
+ * @param {{full?: boolean}} options  full: the whole grid whatever the budget (it grows taller)
+ * @returns {object} layout in CSS px: width, height, strip, slots, cell, cols, rows, hiddenPositions[{x,y}]
+ *   (one per slot), outputs[{x,y}], ...
  */
-export function layoutNetwork(hidden, widthPx, heightBudgetPx) {
+export function layoutNetwork(hidden, widthPx, heightBudgetPx, { full = false } = {}) {
   const width = Math.max(MIN_CELL_PX * 5, widthPx);
+  const grid = gridLayout(hidden, width, heightBudgetPx);
+  return full || grid.height <= heightBudgetPx + 0.5 ? grid : stripLayout(hidden, width);
+}
+
+function outputRow(width) {
   const outCols = width / 10 >= MIN_CELL_PX ? 10 : 5;
-  const outCellBase = Math.min(MAX_OUTPUT_CELL_PX, width / outCols);
+  return { outCols, outCellBase: Math.min(MAX_OUTPUT_CELL_PX, width / outCols) };
+}
+
+function outputPositions(width, outTop, outCols, outCell) {
+  const outLeft = (width - outCols * outCell) / 2;
+  return Array.from({ length: 10 }, (_, c) => ({
+    x: outLeft + ((c % outCols) + 0.5) * outCell,
+    y: outTop + Math.floor(c / outCols) * (outCell + PROBABILITY_TEXT_PX) + outCell / 2,
+  }));
+}
+
+function gridLayout(hidden, width, heightBudgetPx) {
+  const { outCols, outCellBase } = outputRow(width);
   const gridTop = 4 + INPUT_PX + FAN_PX;
   const outputsBudget = (10 / outCols) * (outCellBase + PROBABILITY_TEXT_PX);
-  const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsBudget;
+  const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsBudget - BOTTOM_PX;
 
   let best = null;
   for (let cols = 1; cols <= hidden; cols += 1) {
@@ -48,25 +83,38 @@ export function layoutNetwork(hidden, widthPx, heightBudgetPx) {
     best = { cols, rows: Math.ceil(hidden / cols), cell: Math.min(MAX_CELL_PX, width / cols) };
   }
   const { cols, rows, cell } = best;
-  // Outputs as large as the hidden cells when the width allows (a kiosk), never below MIN_CELL_PX.
-  const outCell = Math.max(outCellBase, Math.min(cell, width / outCols));
-  const outRowPx = outCell + PROBABILITY_TEXT_PX;
-  const outputsHeight = (10 / outCols) * outRowPx;
+  // Outputs as large as the hidden cells when the width and the budget allow (a kiosk), never
+  // smaller than planned above.
+  const slack = (gridBudget - rows * cell) / (10 / outCols);
+  const outCell = Math.max(outCellBase, Math.min(cell, width / outCols, outCellBase + slack));
+  const outputsHeight = (10 / outCols) * (outCell + PROBABILITY_TEXT_PX);
   const gridLeft = (width - cols * cell) / 2;
   const hiddenPositions = Array.from({ length: hidden }, (_, j) => ({
     x: gridLeft + ((j % cols) + 0.5) * cell,
     y: gridTop + (Math.floor(j / cols) + 0.5) * cell,
   }));
   const outTop = gridTop + rows * cell + EDGE_BAND_PX;
-  const outLeft = (width - outCols * outCell) / 2;
-  const outputPositions = Array.from({ length: 10 }, (_, c) => ({
-    x: outLeft + ((c % outCols) + 0.5) * outCell,
-    y: outTop + Math.floor(c / outCols) * outRowPx + outCell / 2,
-  }));
   return {
-    width, height: outTop + outputsHeight + 4, hidden, cols, rows, cell, outCell, gridTop, gridLeft, outTop,
+    width, height: outTop + outputsHeight + BOTTOM_PX, hidden, strip: false, slots: hidden, cols, rows, cell, outCell,
+    gridTop, gridLeft, outTop,
     input: { x: Math.max((width - INPUT_PX) / 2, INPUT_CAPTION_PX), y: 4, size: INPUT_PX },
-    hiddenPositions, outputPositions,
+    hiddenPositions, outputPositions: outputPositions(width, outTop, outCols, outCell),
+  };
+}
+
+function stripLayout(hidden, width) {
+  const { outCols, outCellBase } = outputRow(width);
+  const slots = Math.min(hidden, STRIP_MAX_SLOTS, Math.max(1, Math.floor(width / STRIP_CELL_PX)));
+  const cell = Math.min(MAX_CELL_PX, width / slots);
+  const gridTop = STRIP_HEAD_PX;
+  const gridLeft = (width - slots * cell) / 2;
+  const hiddenPositions = Array.from({ length: slots }, (_, k) => ({ x: gridLeft + (k + 0.5) * cell, y: gridTop + cell / 2 }));
+  const outCell = Math.min(outCellBase, STRIP_OUTPUT_CELL_PX);
+  const outTop = gridTop + cell + EDGE_BAND_PX;
+  return {
+    width, height: outTop + (10 / outCols) * (outCell + PROBABILITY_TEXT_PX) + BOTTOM_PX, hidden, strip: true, slots,
+    cols: slots, rows: 1, cell, outCell, gridTop, gridLeft, outTop, input: null,
+    hiddenPositions, outputPositions: outputPositions(width, outTop, outCols, outCell),
   };
 }
 
@@ -117,18 +165,21 @@ export function buildNetwork(container, layout) {
     width: layout.width, height: layout.height, viewBox: `0 0 ${layout.width} ${layout.height}`,
     class: "network-svg", role: "group", "aria-label": `Network: 784 inputs, ${layout.hidden} hidden neurons, 10 outputs`,
   });
-  const { cell, outCell, input, gridTop, gridLeft, cols, rows, outTop } = layout;
+  const { cell, outCell, input, gridTop, gridLeft, cols, outTop } = layout;
 
-  // Every pixel feeds every hidden neuron: one shaded fan stands for 784 × H weights.
-  const gridRight = gridLeft + cols * cell;
-  element("polygon", {
-    class: "fan",
-    points: `${input.x},${input.y + input.size} ${input.x + input.size},${input.y + input.size} ${gridRight},${gridTop} ${gridLeft},${gridTop}`,
-  }, svg);
-  const inputObject = element("foreignObject", { x: input.x, y: input.y, width: input.size, height: input.size }, svg);
-  const inputCanvas = document.createElementNS(HTML, "canvas");
-  inputCanvas.className = "network-input";
-  inputObject.append(inputCanvas);
+  let inputCanvas = null;
+  if (input) {
+    // Every pixel feeds every hidden neuron: one shaded fan stands for 784 × H weights.
+    const gridRight = gridLeft + cols * cell;
+    element("polygon", {
+      class: "fan",
+      points: `${input.x},${input.y + input.size} ${input.x + input.size},${input.y + input.size} ${gridRight},${gridTop} ${gridLeft},${gridTop}`,
+    }, svg);
+    const inputObject = element("foreignObject", { x: input.x, y: input.y, width: input.size, height: input.size }, svg);
+    inputCanvas = document.createElementNS(HTML, "canvas");
+    inputCanvas.className = "network-input";
+    inputObject.append(inputCanvas);
+  }
 
   const lineLayer = element("g", { class: "edges" }, svg);
   const lines = layout.hiddenPositions.map(({ x, y }) => element("line", { x1: x, y1: y, x2: x, y2: y, visibility: "hidden" }, lineLayer));
@@ -138,7 +189,7 @@ export function buildNetwork(container, layout) {
 
   const hiddenLayer = element("g", { class: "hidden-layer" }, svg);
   const radius = cell * 0.4;
-  const hidden = layout.hiddenPositions.map((position, j) => neuron(hiddenLayer, position, cell, radius, "hidden", j, String(j)));
+  const hidden = layout.hiddenPositions.map((position, k) => neuron(hiddenLayer, position, cell, radius, "hidden", k, String(k)));
   const outputLayer = element("g", { class: "output-layer" }, svg);
   const outputs = layout.outputPositions.map((position, c) => neuron(outputLayer, position, outCell, outCell * 0.36, "output", c, String(c)));
   const probabilities = layout.outputPositions.map(({ x, y }) => {
@@ -149,18 +200,46 @@ export function buildNetwork(container, layout) {
   const selectedHidden = frameRect(svg, "selected-frame", cell - 2);
   const selectedOutput = frameRect(svg, "selected-frame", outCell - 1);
 
-  caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
-  caption(svg, 4, gridTop - 8, `Hidden layer: ${layout.hidden} neurons · tap one`);
+  if (input) caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
+  caption(svg, 4, gridTop - (layout.strip ? 16 : 8), layout.strip
+    ? `Top ${layout.slots} hidden · tap one`
+    : `Hidden layer: ${layout.hidden} neurons · tap one`);
   const outputCaption = caption(svg, 4, outTop - 10, EMPTY_CAPTION);
 
   container.replaceChildren(svg);
   // Roving tabindex (WAI-ARIA APG, "Keyboard Navigation Inside Components"):
   // Tab enters the diagram at one neuron, arrow keys move within it.
   hidden[0].group.setAttribute("tabindex", 0);
-  return { layout, svg, inputCanvas, lines, hidden, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
+  // slots[k]: the hidden neuron shown in slot k (all of them, in order, in a grid; chosen per frame in a strip)
+  const slots = hidden.map((_, k) => k);
+  return { layout, svg, inputCanvas, lines, hidden, slots, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
 }
 
 const EMPTY_CAPTION = "Output layer: digits 0–9 · tap one";
+
+/**
+ * The hidden neurons a strip of `count` slots shows: the most relevant for the explained class by
+ * |relevance|, ties (a blank pad) by activation; the selected neuron takes the last slot if it is
+ * not among them, so a tapped neuron stays in view and selecting never reorders the strip.
+ * @returns {number[]} neuron indices, one per slot
+ */
+export function stripSlots(count, relevance, activations, selected) {
+  const ranked = [...relevance.keys()]
+    .sort((a, b) => Math.abs(relevance[b]) - Math.abs(relevance[a]) || activations[b] - activations[a] || a - b)
+    .slice(0, count);
+  if (selected !== null && selected < relevance.length && !ranked.includes(selected)) ranked[count - 1] = selected;
+  return ranked;
+}
+
+/** Point slot k's group at hidden neuron j (its data-index and name), in a strip. */
+function assignSlot(view, k, j) {
+  if (view.slots[k] === j) return;
+  view.slots[k] = j;
+  const { group, text } = view.hidden[k];
+  group.dataset.index = String(j);
+  group.setAttribute("aria-label", `Hidden neuron ${j}`);
+  text.textContent = String(j);
+}
 
 /**
  * Restyle the cached elements for a frame and the selection. Touches only
@@ -172,14 +251,18 @@ const EMPTY_CAPTION = "Output layer: digits 0–9 · tap one";
  *                            so no prediction, percentages or relevance are shown
  */
 export function updateNetwork(view, frame, selection, empty) {
-  paintInk(view.inputCanvas, frame.input);
+  if (view.inputCanvas) paintInk(view.inputCanvas, frame.input);
   const maxActivation = Math.max(...frame.activations, 1e-9);
   const target = frame.target;
-  const H = view.hidden.length;
+  const H = frame.activations.length;
   const relevance = Array.from({ length: H }, (_, j) => (empty ? 0 : frame.edges.values[j * 10 + target]));
   const maxRelevance = Math.max(...relevance.map(Math.abs), 1e-12);
+  if (view.layout.strip) {
+    stripSlots(view.hidden.length, relevance, frame.activations, selection.hidden).forEach((j, k) => assignSlot(view, k, j));
+  }
 
-  view.hidden.forEach(({ circle, text }, j) => {
+  view.hidden.forEach(({ circle, text }, k) => {
+    const j = view.slots[k];
     const fill = sequential(frame.activations[j] / maxActivation);
     circle.setAttribute("fill", css(fill));
     circle.setAttribute("stroke", css(diverging(relevance[j] / maxRelevance)));
@@ -188,7 +271,8 @@ export function updateNetwork(view, frame, selection, empty) {
 
   const strongest = new Set([...relevance.keys()].sort((a, b) => Math.abs(relevance[b]) - Math.abs(relevance[a])).slice(0, MAX_LINES));
   const to = view.layout.outputPositions[target];
-  view.lines.forEach((line, j) => {
+  view.lines.forEach((line, k) => {
+    const j = view.slots[k];
     const strength = Math.abs(relevance[j]) / maxRelevance;
     if (!strongest.has(j) || strength < 0.02) {
       line.setAttribute("visibility", "hidden");
@@ -219,22 +303,24 @@ export function updateNetwork(view, frame, selection, empty) {
   markSelection(view, selection);
 }
 
-/** Move the selection frames and aria-pressed to the selected neurons. */
+/** Move the selection frames and aria-pressed to the selected neurons (a strip shows them if
+ *  updateNetwork put them in a slot). */
 export function markSelection(view, { output, hidden }) {
   const { layout } = view;
-  if (hidden === null || hidden >= view.hidden.length) view.selectedHidden.setAttribute("visibility", "hidden");
-  else place(view.selectedHidden, layout.hiddenPositions[hidden], layout.cell - 2);
+  const slot = hidden === null ? -1 : view.slots.indexOf(hidden);
+  if (slot < 0) view.selectedHidden.setAttribute("visibility", "hidden");
+  else place(view.selectedHidden, layout.hiddenPositions[slot], layout.cell - 2);
   if (output === null) view.selectedOutput.setAttribute("visibility", "hidden");
   else place(view.selectedOutput, layout.outputPositions[output], layout.outCell - 1);
-  view.hidden.forEach(({ group }, j) => group.setAttribute("aria-pressed", String(j === hidden)));
+  view.hidden.forEach(({ group }, k) => group.setAttribute("aria-pressed", String(view.slots[k] === hidden)));
   view.outputs.forEach(({ group }, c) => group.setAttribute("aria-pressed", String(c === output)));
 }
 
-/** All neurons with their centres, for keyboard moves. */
+/** All neurons shown with their centres, for keyboard moves. */
 function nodes(view) {
   return [
-    ...view.hidden.map(({ group }, j) => ({ group, kind: "hidden", index: j, ...view.layout.hiddenPositions[j] })),
-    ...view.outputs.map(({ group }, c) => ({ group, kind: "output", index: c, ...view.layout.outputPositions[c] })),
+    ...view.hidden.map(({ group }, k) => ({ group, kind: "hidden", index: view.slots[k], slot: k, ...view.layout.hiddenPositions[k] })),
+    ...view.outputs.map(({ group }, c) => ({ group, kind: "output", index: c, slot: c, ...view.layout.outputPositions[c] })),
   ];
 }
 
@@ -249,7 +335,8 @@ export function neighbour(view, from, key) {
   if (!here) return null;
   if (key === "ArrowLeft" || key === "ArrowRight") {
     const step = key === "ArrowLeft" ? -1 : 1;
-    return all.find((node) => node.kind === here.kind && node.index === here.index + step) ?? null;
+    const next = all.find((node) => node.kind === here.kind && node.slot === here.slot + step);
+    return next ? { kind: next.kind, index: next.index } : null;
   }
   const down = key === "ArrowDown";
   const margin = view.layout.cell / 2;
@@ -265,7 +352,7 @@ export function neighbour(view, from, key) {
 
 /** Focus a neuron and make it the diagram's one Tab stop. */
 export function focusNeuron(view, { kind, index }) {
-  const target = (kind === "hidden" ? view.hidden : view.outputs)[index]?.group;
+  const target = kind === "hidden" ? view.hidden[view.slots.indexOf(index)]?.group : view.outputs[index]?.group;
   if (!target) return;
   for (const { group } of [...view.hidden, ...view.outputs]) group.setAttribute("tabindex", -1);
   target.setAttribute("tabindex", 0);

@@ -343,10 +343,10 @@ def test_keyboard_moves_the_selection(visit: Visit, golden: dict[int, Strokes]) 
     page, wire = visit.page, visit.wire
     draw_with_mouse(visit, golden[2])
     assert settle(visit)["prediction"] == 2
-    page.focus("#model")
+    page.focus("#clear")
     page.keyboard.press("Tab")
     start = focused_neuron(page)
-    assert start["kind"] == "hidden", "Tab after the model picker does not enter the diagram"
+    assert start["kind"] == "hidden", "Tab after the pad's buttons does not enter the diagram"
 
     page.keyboard.press("ArrowRight")
     right = focused_neuron(page)
@@ -862,3 +862,180 @@ def test_a_refused_comparison_is_no_longer_awaited(context: BrowserContext, serv
     page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
     assert "rate_limited" in page.locator("#notice").inner_text()
     assert "Computing" not in page.locator("#compare-note").inner_text()
+
+
+# ---------- one screen on phones and tablets (issue 12) ----------
+
+STAGE_PARTS = ("pad", "prediction", "heatmap", "network", "status")
+
+
+def outside_viewport(page: Page) -> list[str]:
+    """The stage parts (and the network's output layer) not wholly inside the viewport."""
+    return page.evaluate(
+        """(parts) => {
+          const boxes = parts.map((part) => [part, document.querySelector(`[data-part="${part}"]`)]);
+          boxes.push(['output layer', document.querySelector('[data-part="network"] .output-layer')]);
+          return boxes.filter(([, element]) => {
+            const box = element.getBoundingClientRect();
+            return box.height === 0 || box.top < 0 || box.left < 0 || box.bottom > innerHeight + 0.5
+              || box.right > innerWidth + 0.5;
+          }).map(([name]) => name);
+        }""", list(STAGE_PARTS))
+
+
+def scroll_y(page: Page) -> float:
+    return float(page.evaluate("() => window.scrollY"))
+
+
+@pytest.mark.parametrize("size", [(390, 844), (820, 1180)], ids=["phone-390x844", "tablet-820x1180"])
+def test_pad_prediction_heatmap_and_network_share_one_screen(
+        browser: Browser, server: str, golden: dict[int, Strokes], size: tuple[int, int]) -> None:
+    visit = open_page(browser, server, *size, touch=True)
+    try:
+        page, wire = visit.page, visit.wire
+        assert outside_viewport(page) == []
+        draw_with_touch(visit, golden[4])
+        frame = settle(visit)
+        assert outside_viewport(page) == [] and scroll_y(page) == 0
+        j = strongest_hidden(frame)
+        page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").tap()
+        wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+        settle(visit)
+        assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '4'"
+        assert outside_viewport(page) == [] and scroll_y(page) == 0
+        assert page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").get_attribute("aria-pressed") == "true"
+    finally:
+        visit.context.close()
+
+
+def test_on_a_phone_every_hidden_neuron_is_one_tap_away(browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    visit = open_page(browser, server, 390, 844, touch=True)
+    try:
+        page, wire = visit.page, visit.wire
+        draw_with_touch(visit, golden[2])
+        frame = settle(visit)
+        shown = {int(index) for index in page.locator("[data-part=network] .neuron.hidden").evaluate_all(
+            "(groups) => groups.map((g) => g.dataset.index)")}
+        hidden = len(frame["activations"])
+        assert 0 < len(shown) < hidden, "a phone shows a strip of the hidden layer, not the whole grid"
+        edges = decode_array(frame["edges"])[:, frame["target"]]
+        assert shown == set(np.argsort(-np.abs(edges), kind="stable")[:len(shown)].tolist()), "the strip is the most relevant"
+        page.locator("#network-all").tap()
+        sheet = page.locator("#network-sheet")
+        page.wait_for_function(f"() => document.querySelectorAll('#network-sheet .neuron.hidden').length === {hidden}",
+                               timeout=WAIT_MS)
+        k = next(index for index in range(hidden) if index not in shown)
+        sheet.locator(f".neuron.hidden[data-index='{k}']").tap()
+        page.wait_for_function("() => !document.getElementById('network-sheet').open", timeout=WAIT_MS)
+        wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == k)
+        settle(visit)
+        assert heatmap_title(page) == f"CRP: what hidden neuron {k} contributes to '2'"
+        strip = page.locator(f"[data-part=network] .neuron.hidden[data-index='{k}']")
+        assert strip.get_attribute("aria-pressed") == "true", "the picked neuron joins the strip, selected"
+        assert outside_viewport(page) == [] and scroll_y(page) == 0
+    finally:
+        visit.context.close()
+
+
+def swipe(visit: Visit, start: tuple[float, float], end: tuple[float, float], steps: int = 12) -> None:
+    """One finger from ``start`` to ``end`` (viewport px) as CDP touch events, then lifted."""
+    cdp = visit.context.new_cdp_session(visit.page)
+
+    def at(t: float) -> list[dict[str, float]]:
+        x, y = start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t
+        return [{"x": x, "y": y, "radiusX": 4, "radiusY": 4, "force": 0.5, "id": 0}]
+
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": at(0)})
+    for step in range(1, steps + 1):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": at(step / steps)})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
+def test_a_swipe_on_the_pad_draws_and_one_beside_it_scrolls(browser: Browser, server: str) -> None:
+    visit = open_page(browser, server, 390, 844, touch=True)
+    try:
+        page, wire = visit.page, visit.wire
+        box = pad_box(page)
+        sent_before = len(wire.sent)
+        swipe(visit, to_screen(box, (0.5, 0.85)), to_screen(box, (0.5, 0.1)))
+        stroke = wire.wait_sent(lambda m: m["type"] == "stroke", after=sent_before)
+        settle(visit)
+        assert scroll_y(page) == 0, "a swipe on the pad scrolled the page"
+        assert stroke["points"] and ink_pixels(page) > 0
+        heatmap = page.locator("[data-part=heatmap]").bounding_box()
+        assert heatmap is not None
+        strokes_before = len([m for m in wire.sent if m["type"] == "stroke"])
+        start = (heatmap["x"] + heatmap["width"] / 2, heatmap["y"] + heatmap["height"] / 2)
+        swipe(visit, start, (start[0], start[1] - 250))
+        page.wait_for_function("() => window.scrollY > 50", timeout=WAIT_MS)
+        assert len([m for m in wire.sent if m["type"] == "stroke"]) == strokes_before, "a swipe beside the pad drew"
+    finally:
+        visit.context.close()
+
+
+@dataclass
+class Outage:
+    """A WebSocket route to the server that can be cut: while down, new connections open but hear nothing."""
+
+    down: bool = False
+    routes: list[WebSocketRoute] = field(default_factory=list)
+
+    def route(self, page_side: WebSocketRoute) -> None:
+        self.routes.append(page_side)
+        if self.down:
+            return  # open, silent: no welcome, so the page keeps reconnecting
+        server_side = page_side.connect_to_server()
+        page_side.on_message(server_side.send)
+        server_side.on_message(page_side.send)
+
+    def cut(self) -> None:
+        self.down = True
+        self.routes[-1].close(code=1012, reason="restart")
+
+    def restore(self) -> None:
+        self.down = False
+        self.routes[-1].close(code=1012, reason="restart")
+
+
+def test_an_outage_greys_the_reading_and_the_ink_drawn_meanwhile_reaches_the_server(
+        context: BrowserContext, server: str, golden: dict[int, Strokes]) -> None:
+    outage = Outage()
+    page = open_routed(context, server, outage.route)
+    wire = Wire()
+    page.on("websocket", wire.attach)
+    box = pad_box(page)
+    first, *rest = golden[7]
+
+    def draw(strokes: Strokes) -> None:
+        for stroke in strokes:
+            page.mouse.move(*to_screen(box, stroke[0]))
+            page.mouse.down()
+            for point in stroke[1:]:
+                page.mouse.move(*to_screen(box, point), steps=2)
+            page.mouse.up()
+
+    def greyed() -> bool:
+        return bool(page.evaluate(
+            "() => ['heatmap', 'prediction'].every((part) => {"
+            " const style = getComputedStyle(document.querySelector(`[data-part=${part}]`));"
+            " return style.filter.includes('grayscale') && Number(style.opacity) < 0.6; })"))
+
+    draw([first])
+    page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+    assert not greyed() and page.locator("#outage").is_hidden()
+    outage.cut()
+    page.wait_for_selector("#status[data-status=reconnecting]", timeout=WAIT_MS)
+    page.wait_for_selector("#outage:not([hidden])", timeout=WAIT_MS)
+    assert greyed()
+    assert "Not live" in page.locator("#outage").inner_text()
+    draw(rest)  # drawn while the server is out of reach
+    outage.restore()
+    page.wait_for_selector("#status[data-status=open]", timeout=3 * WAIT_MS)
+    page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+    replayed = [m for m in wire.sent if m["type"] == "stroke"]
+    assert sum(len(m["points"]) for m in replayed) >= sum(len(stroke) for stroke in golden[7])
+    frame = wire.wait_received(lambda m: m["type"] == "frame" and m["seq"] is not None and m["seq"] >= replayed[-1]["seq"])
+    assert frame["prediction"] == 7, "the server did not get the ink drawn during the outage"
+    assert page.locator("[data-part=prediction] #predicted").inner_text() == "7"
+    assert not greyed() and page.locator("#outage").is_hidden()
