@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test bench bench-engine screenshots clean
+.PHONY: install run test test-slow bench bench-engine screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -ra
+
+# The checks over the whole official test set (MNIST_DIR), minutes each.
+test-slow: $(INSTALLED)
+	$(BIN)/python -m pytest -ra --slow -m slow
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.latency --plot docs/latency.png

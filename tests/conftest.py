@@ -12,6 +12,19 @@ from model_store.strokes import Stroke, load_golden_digits
 from support import running_app
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: over the whole official test set; run with --slow (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def golden_digits() -> dict[int, list[Stroke]]:
     """Class → strokes of one golden digit per class (``model_store/golden_digits.json``)."""

@@ -117,6 +117,19 @@ class FrameData:
         ``input_sum = hidden_sum = logit``.
     versus:
         The rival class c′ in mode ``"contrast"``, else ``None``.
+    class_max_abs:
+        max|R| of the LRP map of ``target`` under ``rule`` (modes ``lrp`` and
+        ``crp``; ``None`` otherwise): the scale a CRP map is drawn on by
+        default, so that a neuron carrying little of the class's relevance looks faint.
+    neuron_share:
+        Mode ``crp``: ``|R(j→target)| / Σ_k |R(k→target)|``, the selected
+        neuron's share of all relevance reaching the hidden layer for the
+        class, in [0, 1]; ``None`` otherwise.
+    neuron_silent:
+        Mode ``hidden``: whether the neuron is silent (``z_j ≤ 0``); its map
+        is then the ε decomposition of ``z_j`` whatever the rule (positive =
+        pushes toward firing; :data:`~server.explain.rules.SILENT_NEURON_RULE`).
+        ``None`` in other modes.
     """
 
     prediction: int
@@ -130,6 +143,9 @@ class FrameData:
     heatmap: np.ndarray
     conservation: dict[str, float]
     versus: int | None = None
+    class_max_abs: float | None = None
+    neuron_share: float | None = None
+    neuron_silent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -259,12 +275,19 @@ class Engine:
         modes = [mode_of(request) for request in requests]
         edges = torch.zeros(len(requests), self.hidden, N_CLASSES, dtype=DTYPE)
         heatmaps = torch.zeros(len(requests), 28 * 28, dtype=DTYPE)
+        class_max_abs = torch.zeros(len(requests), dtype=DTYPE)
 
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
             starts = [Start(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus)
                       if modes[b] != "attribution" else None for b in rows]
             edges[rows], heatmaps[rows] = self._relevance.relevance(forward.rows(rows), rule, starts)
+            class_max_abs[rows] = heatmaps[rows].abs().amax(dim=1)
+            crp_rows = [b for b in rows if modes[b] == "crp"]
+            if crp_rows:
+                _, class_maps = self._relevance.relevance(
+                    forward.rows(crp_rows), rule, [Start("lrp", targets[b]) for b in crp_rows])
+                class_max_abs[crp_rows] = class_maps.abs().amax(dim=1)
 
         # captum's perturbation methods enlarge the batch: one call per method and knock-out, mask (1, H).
         for method, knockout in {(r.method, r.knockout) for r in requests if r.method != "lrp"}:
@@ -274,10 +297,12 @@ class Engine:
                 maps = attribute(self.model, method, images, [targets[b] for b in rows])
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
-        return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy())
+        return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
+                            class_max_abs.tolist())
 
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
-                modes: list[str], edges: np.ndarray, heatmaps: np.ndarray) -> list[FrameData]:
+                modes: list[str], edges: np.ndarray, heatmaps: np.ndarray,
+                class_max_abs: list[float]) -> list[FrameData]:
         """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
         z1, logits = forward.z1.numpy(), forward.logits.numpy()
         probabilities = torch.softmax(forward.logits, dim=1).float().numpy()
@@ -316,6 +341,9 @@ class Engine:
                 heatmap=heatmaps32[b],
                 conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum, "logit": logit},
                 versus=versus,
+                class_max_abs=class_max_abs[b] if mode in ("lrp", "crp") else None,
+                neuron_share=share(edges[b, :, target], j) if mode == "crp" else None,
+                neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
             ))
         return frames
 
@@ -342,3 +370,8 @@ class Engine:
         return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
                        hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())
 
+
+def share(relevance: np.ndarray, j: int) -> float:
+    """``|relevance[j]| / Σ|relevance|``, 0 when all relevance is zero."""
+    total = float(np.abs(relevance).sum())
+    return float(abs(relevance[j]) / total) if total > 0 else 0.0

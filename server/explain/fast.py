@@ -16,7 +16,9 @@ map of a drawing by matrix products:
   logit, as CRP does; the ReLU passes relevance where the neuron is active);
 - LRP map of class ``c``: ``Σ_j R(j→c) S1[j]``;
 - CRP map for ``{'fc1': [j], 'y': [c]}``: ``R(j→c) S1[j]``;
-- neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``;
+- neuron ``j`` alone (CRP ``start_layer='fc1'``, started from ``z_j``): ``z_j S1[j]``,
+  with ``S1`` of :data:`~server.explain.rules.SILENT_NEURON_RULE` (ε) if the
+  neuron is silent (``z_j ≤ 0``);
 - contrast of class ``c`` against ``c′``: the backward pass started from
   ``z_c e_c − z_c′ e_c′``, ``Σ_j (R(j→c) − R(j→c′)) S1[j]``; with a hidden
   neuron ``j`` as well, ``(R(j→c) − R(j→c′)) S1[j]`` (docs/explanations.md, "Contrast").
@@ -41,7 +43,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .rules import RULES, LayerRule, RuleInfo
+from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
 # Both backends compute in float64 (all hidden-neuron maps are only expanded in
 # float32, see unit_maps).  A γ or ZBox denominator can come within 1e-3 of
@@ -197,6 +199,7 @@ class FastBackend:
         self.w2 = model.fc2.weight.detach().to(DTYPE)
         self.b2 = model.fc2.bias.detach().to(DTYPE)
         self._forms = {name: self._closed_forms(info) for name, info in RULES.items()}
+        self._silent = closed_form(SILENT_NEURON_RULE, self.w1, self.b1)
 
     def _closed_forms(self, info: RuleInfo) -> tuple[tuple[ShareGroup, ...], tuple[ShareGroup, ...]]:
         return (closed_form(info.layers["fc1"], self.w1, self.b1),
@@ -249,11 +252,39 @@ class FastBackend:
                     start[rows] = edges[rows, :, classes] - edges[rows, :, rivals]
                 case "contrast":
                     start[rows, neurons] = edges[rows, neurons, classes] - edges[rows, neurons, rivals]
-        return edges, propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
+        silent = None if RULES[rule].layers["fc1"] == SILENT_NEURON_RULE else \
+            self._silent_start(start, by_mode.get(("hidden", False)), forward)
+        maps = propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
+        if silent is not None:
+            maps += propagate(self._silent, forward.x, silent[:, None, :])[:, 0]
+        return edges, maps
+
+    @staticmethod
+    def _silent_start(start: torch.Tensor, hidden: tuple[list[int], list[int], list[int], list[int]] | None,
+                      forward: Forward) -> torch.Tensor | None:
+        """The start of the silent neurons alone, moved out of ``start`` (in place); ``None`` if there are none."""
+        if hidden is None:
+            return None
+        rows, _, neurons, _ = hidden
+        is_silent = forward.z1[rows, neurons] <= 0
+        if not is_silent.any():
+            return None
+        silent = torch.zeros_like(start)
+        silent_rows = [row for row, flag in zip(rows, is_silent.tolist()) if flag]
+        silent_neurons = [j for j, flag in zip(neurons, is_silent.tolist()) if flag]
+        silent[silent_rows, silent_neurons] = start[silent_rows, silent_neurons]
+        start[silent_rows, silent_neurons] = 0.0
+        return silent
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All class maps ``(B, 10, 784)`` (``DTYPE``) and all hidden-neuron maps ``(B, H, 784)`` (float32)."""
         fc1 = self._forms[rule][0]
         inverses = inverse_denominators(fc1, forward.x)
         classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2), inverses)
-        return classes, unit_maps(fc1, forward.x, forward.z1, single=True, inverses=inverses)
+        if RULES[rule].layers["fc1"] == SILENT_NEURON_RULE:
+            return classes, unit_maps(fc1, forward.x, forward.z1, single=True, inverses=inverses)
+        active = forward.z1 > 0
+        hidden = unit_maps(fc1, forward.x, forward.z1 * active, single=True, inverses=inverses)
+        if not active.all():
+            hidden += unit_maps(self._silent, forward.x, forward.z1 * ~active, single=True)
+        return classes, hidden

@@ -10,7 +10,9 @@ The definition of correct for :mod:`server.explain.fast`, and the baseline of
 - CRP map of hidden neuron ``j`` towards class ``c``:
   ``CondAttribution(conditions=[{'fc1': [j], 'y': [c]}])``.
 - neuron ``j`` alone: ``CondAttribution(conditions=[{'fc1': [j]}], start_layer='fc1')``,
-  which starts from the neuron's pre-activation ``z_j``.
+  which starts from the neuron's pre-activation ``z_j``; under
+  :data:`~server.explain.rules.SILENT_NEURON_RULE` (ε) if the neuron is silent
+  (``z_j ≤ 0``).
 - hidden relevances ``R_j`` for class ``c``: ``CondAttribution([{'y': [c]}],
   record_layer=['fc1'])``.  Conditioning ``fc1`` itself would report its
   recorded relevances doubled (``exclude_parallel=True``), so ``fc1`` is only
@@ -40,7 +42,7 @@ from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 from .fast import DTYPE, Forward, Start
 from .knockout import knocked_out
-from .rules import RULES, LayerRule, RuleInfo
+from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
 
 def zennit_rule(rule: LayerRule) -> Hook:
@@ -80,6 +82,7 @@ class ReferenceBackend:
         self.model = copy.deepcopy(model).to(DTYPE).eval()
         self.attribution = CondAttribution(self.model)
         self.composites = {name: composite(info) for name, info in RULES.items()}
+        self.silent = NameMapComposite([(["fc1"], zennit_rule(SILENT_NEURON_RULE))])
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> Forward:
         """The forward pass of ``x (B, 784)`` of ``DTYPE`` through the model's own modules."""
@@ -108,10 +111,19 @@ class ReferenceBackend:
         return result.heatmap.reshape(len(pairs), -1)
 
     def hidden_maps(self, x: torch.Tensor, neurons: Sequence[int], rule: str) -> torch.Tensor:
-        """``(N, 784)`` maps of neuron ``neurons[n]`` alone (``start_layer='fc1'``); one CRP call."""
-        conditions = [{"fc1": [j]} for j in neurons]
-        result = self.attribution(self._image(x), conditions, self.composites[rule], start_layer="fc1")
-        return result.heatmap.reshape(len(neurons), -1)
+        """``(N, 784)`` maps of neuron ``neurons[n]`` alone (``start_layer='fc1'``).
+
+        One CRP call for the active neurons under ``rule``, one for the silent
+        ones under :data:`~server.explain.rules.SILENT_NEURON_RULE`.
+        """
+        z1 = self.forward(x).z1[torch.arange(len(neurons)), list(neurons)]
+        maps = torch.zeros(len(neurons), x.shape[1], dtype=x.dtype)
+        for rows, rule_composite in ((z1 > 0, self.composites[rule]), (z1 <= 0, self.silent)):
+            if rows.any():
+                conditions = [{"fc1": [j]} for j, row in zip(neurons, rows.tolist()) if row]
+                result = self.attribution(self._image(x[rows]), conditions, rule_composite, start_layer="fc1")
+                maps[rows] = result.heatmap.reshape(len(conditions), -1).detach()
+        return maps
 
     def hidden_relevance(self, x: torch.Tensor, targets: Sequence[int], rule: str) -> torch.Tensor:
         """``(N, H)`` relevance ``R_j`` at ``fc1`` for class ``targets[n]``; one CRP call."""

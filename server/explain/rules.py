@@ -22,6 +22,23 @@ relevance propagation: an overview"):
 as zennit 0.4.6 implements them (``zennit.rules``; the bias terms cancel in
 the ZBox denominator).  All denominators are stabilised as in
 ``zennit.core.stabilize``: ``z + ε·(sign z + [z = 0])``.
+
+Sign-faithful presets: every preset puts ε on ``fc2`` and its own rule on
+``fc1`` only (Montavon et al. 2019, §10.2; Kohlbrenner et al. 2020, "Towards
+best practice in explaining neural network decisions with LRP").  z⁺, αβ and
+γ assume that the relevance entering their layer is positive; on ``fc2`` it is
+the logit, negative for every class but the likely ones, and they then hand
+a neuron the opposite sign of its real push ``a_j · w2[c, j]``.  ε on ``fc2``
+gives ``R(j→c) = a_j w2[c, j] · z_c / (z_c ± ε)``: the sign of the push for
+every class.  Below ``fc2`` the relevance reaching ``fc1`` sits on active
+neurons only, where ``z_j > 0`` and the lower rules are safe.
+
+A neuron alone starts from its pre-activation ``z_j``.  For a silent neuron
+(``z_j ≤ 0``) z⁺, αβ, γ and ZBox would paint the ink that pushes it toward
+firing as holding it back (z⁺: every share carries the sign of ``z_j``), and γ's
+denominator can come arbitrarily close to zero.  Its map is therefore always
+the ε decomposition of ``z_j`` (:data:`SILENT_NEURON_RULE`): positive pixels
+push the neuron toward firing, negative ones away from it, whatever the preset.
 """
 
 from dataclasses import dataclass, field
@@ -62,6 +79,9 @@ class RuleInfo:
 
 EPSILON = LayerRule("epsilon", epsilon=1e-6)
 
+# The rule of a silent neuron's map alone, whatever the preset: see the module docstring.
+SILENT_NEURON_RULE = EPSILON
+
 RULES: dict[str, RuleInfo] = {
     "epsilon": RuleInfo(
         label="ε (= Gradient × Input)",
@@ -74,38 +94,39 @@ RULES: dict[str, RuleInfo] = {
         layers={"fc1": EPSILON, "fc2": EPSILON},
     ),
     "zplus": RuleInfo(
-        label="z⁺",
+        label="z⁺ (ε on top)",
         description=(
-            "LRP-z⁺ on both layers: relevance flows only along positive contributions "
-            "(positive weight × active input), so the map shows ink that speaks for the class. "
-            "Nothing is negative except where the start logit itself is negative."
+            "LRP-z⁺ on the hidden layer, ε on the output layer: each hidden neuron gets the sign of its "
+            "real push on the class, then passes its relevance to the ink along positive weights only. "
+            "Pixels carry the sign of the neuron they feed: red where ink feeds neurons that speak for "
+            "the class, blue where it feeds neurons that speak against it."
         ),
-        layers={"fc1": LayerRule("zplus"), "fc2": LayerRule("zplus")},
+        layers={"fc1": LayerRule("zplus"), "fc2": EPSILON},
     ),
     "alpha2beta1": RuleInfo(
-        label="α2β1",
+        label="α2β1 (ε on top)",
         description=(
-            "LRP-αβ with α = 2, β = 1 on both layers: positive contributions count twice, "
-            "negative ones once against, so the map shows evidence for (red) and against (blue) "
-            "the class at the same time."
+            "LRP-αβ with α = 2, β = 1 on the hidden layer, ε on the output layer: within each hidden "
+            "neuron, positive contributions count twice and negative ones once against, so the map shows "
+            "evidence for and against at once. It creates relevance: the map sums to more than it started with."
         ),
-        layers={"fc1": LayerRule("alpha_beta", alpha=2.0, beta=1.0),
-                "fc2": LayerRule("alpha_beta", alpha=2.0, beta=1.0)},
+        layers={"fc1": LayerRule("alpha_beta", alpha=2.0, beta=1.0), "fc2": EPSILON},
     ),
     "zbox": RuleInfo(
-        label="ZBox [0, 1] + ε",
+        label="ZBox [0, 1] (ε on top)",
         description=(
-            "ZBox with pixel bounds [0, 1] on fc1 (deep Taylor decomposition for a bounded input: "
-            "empty pixels can receive relevance, showing where missing ink matters) and ε on fc2."
+            "ZBox with pixel bounds [0, 1] on the hidden layer (deep Taylor decomposition for a bounded "
+            "input: empty pixels can receive relevance, showing where missing ink matters), ε on the "
+            "output layer."
         ),
         layers={"fc1": LayerRule("zbox", low=0.0, high=1.0), "fc2": EPSILON},
     ),
     "gamma": RuleInfo(
-        label="γ = 0.25",
+        label="γ = 0.25 (ε on top)",
         description=(
-            "LRP-γ with γ = 0.25 on both layers: positive weights are boosted by a quarter, "
-            "a middle ground between ε (all contributions) and z⁺ (positive ones only)."
+            "LRP-γ with γ = 0.25 on the hidden layer, ε on the output layer: positive weights are boosted "
+            "by a quarter, a middle ground between ε (all contributions) and z⁺ (positive ones only)."
         ),
-        layers={"fc1": LayerRule("gamma", gamma=0.25), "fc2": LayerRule("gamma", gamma=0.25)},
+        layers={"fc1": LayerRule("gamma", gamma=0.25), "fc2": EPSILON},
     ),
 }
