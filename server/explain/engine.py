@@ -31,6 +31,7 @@ hooks to the model they are given): create one engine per worker thread.
 """
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,10 +40,12 @@ import torch
 from torch import nn
 
 from .fast import DTYPE, FastBackend, Forward, Start
+from .faithfulness import PIXELS_PER_STEP
 from .knockout import keep_mask, knocked_out
-from .methods import METHODS, attribute
+from .methods import METHODS, attribute, drawing_seed
 from .reference import ReferenceBackend
 from .rules import RULES
+from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
 
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
 __all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
@@ -235,6 +238,10 @@ class Engine:
     backend:
         ``"fast"`` (closed form, default) or ``"reference"`` (zennit / zennit-crp,
         one library call per map; for tests and benchmarks).
+    randomized:
+        Prepare the model-randomisation copies of :meth:`sanity` (fast
+        backend, fixed seeds) now, once; ``False`` for an engine that never
+        checks (the copies themselves).
 
     Attributes
     ----------
@@ -242,7 +249,7 @@ class Engine:
         Width H of the hidden layer.
     """
 
-    def __init__(self, model: nn.Module, backend: str = "fast") -> None:
+    def __init__(self, model: nn.Module, backend: str = "fast", randomized: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         # One intra-op thread: with two, batched calls stalled by 50 ms and more here.
@@ -251,6 +258,8 @@ class Engine:
         self.hidden = int(self.model.fc1.out_features)
         self.backend = backend
         self._relevance = BACKENDS[backend](self.model)
+        self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
+                            for label, layers in RANDOMIZATIONS} if randomized else {}
 
     def _forward(self, images: np.ndarray, keep: torch.Tensor | None = None) -> Forward:
         """The forward pass of checked ``images (B, 28, 28)``; ``keep``: see :func:`keep_mask`."""
@@ -346,6 +355,31 @@ class Engine:
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
             ))
         return frames
+
+    def sanity(self, request: Request) -> Sanity:
+        """The sanity checks (:mod:`server.explain.sanity`) of ``request``'s map.
+
+        The randomised copies explain the same class as this model (their own
+        prediction may differ) and the same neuron.  The deletion curve
+        follows the class's logit, or for a neuron alone its pre-activation.
+        Raises ``ValueError`` as :meth:`explain` does, or if the engine was
+        built with ``randomized=False``.
+        """
+        check_request(request, 0, self.hidden)
+        if not self._randomized:
+            raise ValueError("sanity: this engine was built without randomised copies (randomized=False)")
+        frame = self.explain([request])[0]
+        hidden = request.selection.hidden
+        same = request if frame.mode == "hidden" else dataclasses.replace(
+            request, selection=Selection(frame.target, hidden if frame.mode == "crp" else None))
+        randomized = {label: engine.explain([same])[0].heatmap for label, engine in self._randomized.items()}
+
+        def score(images: np.ndarray) -> np.ndarray:
+            forward = self._forward(images, keep_mask([request.knockout] * len(images), self.hidden, DTYPE))
+            return (forward.z1[:, hidden] if frame.mode == "hidden" else forward.logits[:, frame.target]).numpy()
+
+        seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
+        return check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP)
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:
         """All 10 class maps and all H hidden-neuron maps of each image under ``rule``.

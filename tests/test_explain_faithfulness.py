@@ -1,0 +1,117 @@
+"""server.explain.faithfulness and server.explain.sanity against closed-form cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from model_store import load_model
+from model_store.strokes import load_golden_digits
+from server.explain import faithfulness as f
+from server.explain.engine import Engine, Request, Selection
+from server.explain.sanity import RANDOMIZATIONS, randomized_model
+from server.raster import rasterize
+
+
+def test_rank_correlation_reads_absolute_values_on_ink_only():
+    rng = np.random.default_rng(0)
+    ink = rng.random((28, 28)) > 0.7
+    first = rng.normal(size=(28, 28))
+    assert f.rank_correlation(first, first, ink) == pytest.approx(1.0)
+    assert f.rank_correlation(first, -first, ink) == pytest.approx(1.0)  # a sign flip keeps the ranking
+    assert f.rank_correlation(first, 1.0 / (np.abs(first) + 1e-3), ink) == pytest.approx(-1.0)
+    other = np.where(ink, first, rng.normal(size=(28, 28)))  # differs on blank pixels only
+    assert f.rank_correlation(first, other, ink) == pytest.approx(1.0)
+    assert f.rank_correlation(first, np.ones((28, 28)), ink) == 0.0
+    assert f.rank_correlation(first, first, np.zeros((28, 28), dtype=bool)) == 0.0
+
+
+def test_relevance_order_is_decreasing_with_seeded_ties():
+    relevance = np.array([0.0, 3.0, 0.0, 1.0, 0.0, 2.0])
+    order = f.relevance_order(relevance, seed=4)
+    assert order[:3].tolist() == [1, 5, 3] and sorted(order[3:].tolist()) == [0, 2, 4]
+    assert np.array_equal(order, f.relevance_order(relevance, seed=4))
+    tie_orders = {tuple(f.relevance_order(relevance, seed=s)[3:]) for s in range(20)}
+    assert len(tie_orders) > 1
+
+
+def test_deletion_and_insertion_images_remove_and_restore_the_ordered_pixels():
+    image = np.arange(1, 17, dtype=np.float32).reshape(4, 4) / 16
+    order = np.arange(16)[::-1]
+    deleted = f.deletion_images(image, order, steps=3, per_step=2)
+    inserted = f.insertion_images(image, order, steps=3, per_step=2)
+    assert deleted.shape == inserted.shape == (4, 4, 4)
+    for k in range(4):
+        gone = order[:2 * k]
+        assert not deleted[k].ravel()[gone].any() and np.count_nonzero(deleted[k]) == 16 - 2 * k
+        assert np.array_equal(inserted[k].ravel()[gone], image.ravel()[gone])
+        assert np.count_nonzero(inserted[k]) == 2 * k
+
+
+def test_aopc_of_a_linear_model_is_the_mean_of_cumulative_relevance():
+    """For f(x) = w·x, deleting in the order of R = w ⊙ x removes exactly the sorted relevance: closed form."""
+    rng = np.random.default_rng(1)
+    image = (rng.random(64) > 0.5) * rng.random(64)
+    w = rng.normal(size=64)
+    relevance = w * image
+    order = f.relevance_order(relevance, seed=0)
+    steps, per_step = 8, 4
+    deletion = f.deletion_images(image, order, steps, per_step).reshape(steps + 1, -1) @ w
+    insertion = f.insertion_images(image, order, steps, per_step).reshape(steps + 1, -1) @ w
+    removed = np.concatenate([[0.0], np.cumsum(np.sort(relevance)[::-1])[per_step - 1::per_step][:steps]])
+    assert f.deletion_aopc(deletion) == pytest.approx(removed.mean())
+    assert f.insertion_aopc(insertion) == pytest.approx(removed.mean())
+    # No order deletes faster: the relevance order is optimal for an additive model.
+    for seed in range(10):
+        shuffled = f.deletion_images(image, f.random_order(64, seed), steps, per_step).reshape(steps + 1, -1) @ w
+        assert f.deletion_aopc(shuffled) <= f.deletion_aopc(deletion) + 1e-12
+
+
+def test_randomized_copies_are_fixed_and_cascade():
+    model = load_model("h16")
+    top, both = (randomized_model(model, layers) for _, layers in RANDOMIZATIONS)
+    again = randomized_model(model, RANDOMIZATIONS[1][1])
+    assert torch.equal(top.fc1.weight, model.fc1.weight) and not torch.equal(top.fc2.weight, model.fc2.weight)
+    assert torch.equal(top.fc2.weight, both.fc2.weight) and not torch.equal(both.fc1.weight, model.fc1.weight)
+    assert all(torch.equal(a, b) for a, b in zip(both.state_dict().values(), again.state_dict().values()))
+    bound = 1 / np.sqrt(784)
+    weights = both.fc1.weight.detach()
+    assert float(weights.abs().max()) <= bound and float(weights.std()) > 0.5 * bound / np.sqrt(3)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(load_model("h16"))
+
+
+def test_sanity_report_of_a_map(engine):
+    image = rasterize(load_golden_digits()[4])
+    request = Request(image, Selection(output=4), rule="epsilon")
+    report = engine.sanity(request)
+    frame = engine.explain([request])[0]
+    for (label, layers), randomized in zip(RANDOMIZATIONS, report.randomized):
+        expected = Engine(randomized_model(load_model("h16"), layers), randomized=False).explain([request])[0]
+        assert randomized.layers == label and np.array_equal(randomized.heatmap, expected.heatmap)
+        assert randomized.rank_correlation == pytest.approx(
+            f.rank_correlation(frame.heatmap, expected.heatmap, image > 0))
+    assert report.deletion.shape == report.random_deletion.shape == (f.STEPS + 1,)
+    assert report.deletion[0] == pytest.approx(frame.logits[4], abs=1e-5)
+    assert report.deletion_aopc == pytest.approx(f.deletion_aopc(report.deletion))
+    assert report.passes_deletion and report.deletion_aopc > report.random_deletion_aopc
+    assert report.verdict and not report.empty
+    again = engine.sanity(request)
+    assert np.array_equal(again.random_deletion, report.random_deletion) and again.verdict == report.verdict
+
+
+def test_sanity_of_a_neuron_alone_follows_its_pre_activation(engine):
+    image = rasterize(load_golden_digits()[2])
+    frame = engine.explain([Request(image, Selection(hidden=5))])[0]
+    report = engine.sanity(Request(image, Selection(hidden=5)))
+    z = float(torch.from_numpy(image).reshape(1, 784) @ load_model("h16").fc1.weight[5].detach()
+              + load_model("h16").fc1.bias[5].detach())
+    assert frame.mode == "hidden" and report.deletion[0] == pytest.approx(z, abs=1e-5)
+
+
+def test_an_empty_map_says_so(engine):
+    report = engine.sanity(Request(np.zeros((28, 28), dtype=np.float32), Selection(), method="lime"))
+    assert report.empty and not report.passes_deletion and not report.passes_randomization
+    assert report.verdict == "This map is empty: there is nothing to check."
