@@ -34,6 +34,7 @@ from .inference.batcher import Batcher
 from .inference.jobs import EngineFactory, EngineThreads, Job, Spec, default_engine_factory
 from .inference.processes import EngineProcesses
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
+from .counterfactuals import Counterfactuals
 from .logs import event
 from .metrics import Metrics, create_metrics
 from .origins import origin_allowed
@@ -115,7 +116,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                       max_jobs=2 * settings.max_connections + 1, processes=processes)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
-    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics,
+                                Counterfactuals(models, runtime.digits))
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)

@@ -75,7 +75,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
         "rules": [{"name": info.name, "label": info.label, "description": info.description}
                   for info in catalog.rules.values()],
         "state": {"model": view.model, "method": view.method, "rule": view.rule,
-                  "output": view.output, "hidden": view.hidden},
+                  "output": view.output, "hidden": view.hidden, "versus": view.versus,
+                  "knockout": list(view.knockout)},
         "limits": {"max_message_bytes": timing["max_message_bytes"],
                    "max_points_per_message": limits.max_points_per_message,
                    "max_points": limits.max_points, "max_strokes": limits.max_strokes,
@@ -106,6 +107,7 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, comput
         "seq": view.seq,
         "model": view.model, "method": view.method, "rule": view.rule,
         "output": view.output, "hidden": view.hidden,
+        "versus": view.versus, "knockout": list(view.knockout),
         "target": int(data.target), "mode": data.mode,
         "prediction": int(data.prediction),
         "probabilities": _floats(data.probabilities),
@@ -131,6 +133,21 @@ def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]
                   "signed": catalog.methods[method].signed,
                   "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
                  for method, data, compute_ms in maps],
+    })
+
+
+def encode_counterfactual(view: View, found: Any) -> bytes:
+    """The ``counterfactual`` message: ``found`` is a ``server.explain.counterfactual.Counterfactual``
+    for the drawing of ``view`` (``seq``: the request's)."""
+    return _dumps({
+        "type": "counterfactual",
+        "seq": view.seq,
+        "model": view.model,
+        "target": int(found.target),
+        "image": encode_u8(found.image),
+        "probability": float(found.probability),
+        "changed_ink": round(float(found.changed_ink), 6),
+        "compute_ms": round(float(found.compute_ms), 3),
     })
 
 

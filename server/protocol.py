@@ -7,6 +7,7 @@ a limit, so that nothing invalid ever reaches the rasteriser or the model.
 A refused message changes nothing.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +37,10 @@ class ErrorCode(StrEnum):
     TOO_MANY_STROKES = "too_many_strokes"
     UNKNOWN_OPTION = "unknown_option"
     RATE_LIMITED = "rate_limited"
+    BAD_VERSUS = "bad_versus"
+    DUPLICATE_KNOCKOUT = "duplicate_knockout"
+    TOO_MANY_KNOCKOUTS = "too_many_knockouts"
+    NO_COUNTERFACTUAL = "no_counterfactual"
 
 
 class ProtocolError(ValueError):
@@ -62,21 +67,24 @@ class Stroke:
 
 @dataclass(frozen=True)
 class Select:
-    """Condition the heatmap on output class and/or hidden neuron (``None``: unset)."""
+    """Condition the heatmap on output class and/or hidden neuron (``None``: unset); ``versus``: the
+    rival class of a contrast ("why ``output`` and not ``versus``"), ``None``: no contrast."""
 
     seq: int
     output: int | None
     hidden: int | None
+    versus: int | None = None
 
 
 @dataclass(frozen=True)
 class Configure:
-    """Change any of model, method, rule (``None``: keep)."""
+    """Change any of model, method, rule, knocked-out hidden units (``None``: keep; ``()``: none)."""
 
     seq: int
     model: str | None
     method: str | None
     rule: str | None
+    knockout: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,15 @@ class Compare:
     methods: tuple[str, ...]
 
 
-Message = Stroke | Select | Configure | Clear | Undo | Compare
+@dataclass(frozen=True)
+class CounterfactualRequest:
+    """Ask for a nearby drawing the model reads as ``target`` (``None``: the runner-up class)."""
+
+    seq: int
+    target: int | None
+
+
+Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest
 
 
 def decode_message(text: str | bytes) -> Message:
@@ -194,15 +210,33 @@ def _decode_select(document: dict[str, Any], seq: int) -> Select:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'{name}' is missing (null means unset)", seq)
     output = _optional_int(document, "output", seq)
     hidden = _optional_int(document, "hidden", seq)
-    if output is not None and not 0 <= output < N_CLASSES:
-        raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"output {output} is outside 0 .. {N_CLASSES - 1}", seq)
+    versus = _optional_int(document, "versus", seq)
+    for name, value in (("output", output), ("versus", versus)):
+        if value is not None and not 0 <= value < N_CLASSES:
+            raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"{name} {value} is outside 0 .. {N_CLASSES - 1}", seq)
     if hidden is not None and hidden < 0:
         raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"hidden {hidden} is negative", seq)
-    return Select(seq, output, hidden)
+    if versus is not None and versus == output:
+        raise ProtocolError(ErrorCode.BAD_VERSUS, f"versus {versus} equals output: a class against itself", seq)
+    if versus is not None and output is None:
+        raise ProtocolError(ErrorCode.BAD_VERSUS, "versus needs an output class to contrast it with", seq)
+    return Select(seq, output, hidden, versus)
 
 
 def _decode_configure(document: dict[str, Any], seq: int) -> Configure:
-    return Configure(seq, *(_optional_str(document, name, seq) for name in ("model", "method", "rule")))
+    knockout = document.get("knockout")
+    if knockout is not None and not (isinstance(knockout, list) and all(_is_int(unit) for unit in knockout)):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"'knockout' must be an array of hidden-unit indices or null, got {_kind(knockout)}", seq)
+    return Configure(seq, *(_optional_str(document, name, seq) for name in ("model", "method", "rule")),
+                     knockout=None if knockout is None else tuple(knockout))
+
+
+def _decode_counterfactual(document: dict[str, Any], seq: int) -> CounterfactualRequest:
+    target = _optional_int(document, "target", seq)
+    if target is not None and not 0 <= target < N_CLASSES:
+        raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"target {target} is outside 0 .. {N_CLASSES - 1}", seq)
+    return CounterfactualRequest(seq, target)
 
 
 def _decode_compare(document: dict[str, Any], seq: int) -> Compare:
@@ -222,6 +256,7 @@ _DECODERS = {
     "clear": lambda document, seq: Clear(seq),
     "undo": lambda document, seq: Undo(seq),
     "compare": _decode_compare,
+    "counterfactual": _decode_counterfactual,
 }
 
 
@@ -259,6 +294,8 @@ class View:
     rule: str
     output: int | None
     hidden: int | None
+    versus: int | None = None
+    knockout: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,11 +304,22 @@ class Effect:
 
     ``welcome``: a new welcome (the model changed) before the next frame.
     ``frame``: a new frame.  ``compare``: a comparison of these methods.
+    ``counterfactual``: a counterfactual of the drawing in ``view`` (the
+    state right after the request) for ``target`` (``None``: the runner-up).
     """
 
     welcome: bool = False
     frame: bool = True
     compare: tuple[str, ...] = ()
+    counterfactual: "CounterfactualAsk | None" = None
+
+
+@dataclass(frozen=True)
+class CounterfactualAsk:
+    """A counterfactual to compute: ``target`` (``None``: runner-up) for the drawing of ``view``."""
+
+    view: View
+    target: int | None
 
 
 @dataclass
@@ -290,6 +338,8 @@ class VisitorState:
     rule: str = DEFAULT_RULE
     output: int | None = None
     hidden: int | None = None
+    versus: int | None = None
+    knockout: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.model = self.model or self.options.default_model
@@ -302,7 +352,7 @@ class VisitorState:
     def view(self) -> View:
         """Snapshot the state; later :meth:`apply` calls do not change the snapshot."""
         return View(self.seq, tuple(tuple(stroke) for stroke in self.strokes), self.model,
-                    self.method, self.rule, self.output, self.hidden)
+                    self.method, self.rule, self.output, self.hidden, self.versus, self.knockout)
 
     def apply(self, message: Message) -> Effect:
         """Apply ``message`` or raise :class:`ProtocolError`, leaving the state unchanged."""
@@ -332,6 +382,9 @@ class VisitorState:
             case Compare():
                 self._check_names("method", message.methods, self.options.methods, message.seq)
                 return Effect(frame=False, compare=message.methods)
+            case CounterfactualRequest():
+                view = dataclasses.replace(self.view(), seq=message.seq)
+                return Effect(frame=False, counterfactual=CounterfactualAsk(view, message.target))
 
     def _stroke(self, message: Stroke) -> Effect:
         appends = bool(self.stroke_ids) and message.id == self.stroke_ids[-1]
@@ -363,7 +416,7 @@ class VisitorState:
         if message.hidden is not None and message.hidden >= self.hidden_width:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"hidden {message.hidden} is outside 0 .. "
                                 f"{self.hidden_width - 1} of model {self.model!r}", message.seq)
-        self.output, self.hidden = message.output, message.hidden
+        self.output, self.hidden, self.versus = message.output, message.hidden, message.versus
         return Effect()
 
     def _configure(self, message: Configure) -> Effect:
@@ -373,11 +426,28 @@ class VisitorState:
             if name is not None:
                 self._check_names(kind, (name,), known, message.seq)
         model_changed = message.model is not None and message.model != self.model
+        width = self.options.models[message.model] if model_changed else self.hidden_width
+        if message.knockout is not None:
+            self._check_knockout(message.knockout, width, message.seq)
         if model_changed:
-            self.model, self.output, self.hidden = message.model, None, None
+            # Neurons and knock-outs are indices of the old model's hidden layer.
+            self.model, self.output, self.hidden, self.versus, self.knockout = message.model, None, None, None, ()
         self.method = message.method or self.method
         self.rule = message.rule or self.rule
+        if message.knockout is not None:
+            self.knockout = tuple(sorted(message.knockout))
         return Effect(welcome=model_changed)
+
+    @staticmethod
+    def _check_knockout(units: tuple[int, ...], width: int, seq: int) -> None:
+        if len(units) > width:
+            raise ProtocolError(ErrorCode.TOO_MANY_KNOCKOUTS, f"knockout lists {len(units)} units, the model has "
+                                f"{width}", seq)
+        for unit in units:
+            if not 0 <= unit < width:
+                raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"knockout unit {unit} is outside 0 .. {width - 1}", seq)
+        if len(set(units)) != len(units):
+            raise ProtocolError(ErrorCode.DUPLICATE_KNOCKOUT, "knockout lists a unit more than once", seq)
 
     @staticmethod
     def _check_names(kind: str, names: tuple[str, ...], known: Any, seq: int) -> None:

@@ -12,9 +12,11 @@ Three tasks per connection:
   is decided there, sans-I/O; this loop only computes and sends;
 * the **compare loop** answers ``compare`` requests beside the frames, so
   that a comparison's slow methods (LIME, KernelSHAP: tens of ms each) do
-  not hold up the live frames.  A newer request replaces one not yet begun.
+  not hold up the live frames.  A newer request replaces one not yet begun;
+* the **counterfactual loop** answers ``counterfactual`` requests the same
+  way (a search takes ~0.1–0.3 s), on a worker thread as a slow job.
 
-All three loops send (the receive loop its ``error`` answers).  Messages cannot
+All four loops send (the receive loop its ``error`` answers).  Messages cannot
 interleave: uvicorn's sans-I/O protocol (:mod:`server.wsprotocol`) encodes
 each ``websocket.send`` and writes it to the transport whole, without
 awaiting in between.
@@ -40,10 +42,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .inference.batcher import Batcher
 from .inference.jobs import InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
+from .counterfactuals import Counterfactuals
 from .frames import encode_comparison, encode_error, encode_frame, encode_welcome
 from .logs import event
 from .metrics import Metrics
-from .protocol import ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
+from .protocol import CounterfactualAsk, ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
 from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import Due, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
@@ -61,6 +64,7 @@ class Services:
     limits: Limits
     batcher: Batcher
     metrics: Metrics
+    counterfactuals: Counterfactuals
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class Session:
         self.caught_up = asyncio.Event()  # nothing due (coalesce=False waits on it after each message)
         self.compare_due: tuple[str, ...] = ()
         self.compare_wanted = asyncio.Event()
+        self.counterfactual_due: CounterfactualAsk | None = None
+        self.counterfactual_wanted = asyncio.Event()
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
     async def run(self) -> None:
@@ -124,8 +130,9 @@ class Session:
             event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
 
     async def _serve(self) -> tuple[int, str]:
-        """Run the three loops; return the close code and reason that ended the session."""
-        tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop)]
+        """Run the four loops; return the close code and reason that ended the session."""
+        tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop,
+                                                          self._counterfactual_loop)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             ended = done.pop().exception()
@@ -193,6 +200,9 @@ class Session:
         if effect.compare:
             self.compare_due = effect.compare
             self.compare_wanted.set()
+        if effect.counterfactual is not None:
+            self.counterfactual_due = effect.counterfactual
+            self.counterfactual_wanted.set()
         self.caught_up.clear()
         self.wakeup.set()
         if not self.settings.coalesce:
@@ -246,6 +256,19 @@ class Session:
             methods, self.compare_due = self.compare_due, ()
             await self._send_comparison(self.state.view(), methods)
 
+    async def _counterfactual_loop(self) -> None:
+        """Send one ``counterfactual`` (or its ``error``) per request, for the drawing as it was asked about;
+        nothing if the model changed meanwhile (the page would take it for the new model's)."""
+        while True:
+            await self.counterfactual_wanted.wait()
+            self.counterfactual_wanted.clear()
+            ask, self.counterfactual_due = self.counterfactual_due, None
+            if ask is None:
+                continue
+            text = await self.services.batcher.call(self.services.counterfactuals.answer, ask)
+            if self.state.model == ask.view.model:
+                await self._send_text(text)
+
     async def _send_welcome(self) -> None:
         settings = self.settings
         timing = {"max_message_bytes": settings.max_message_bytes, "max_frames_per_s": settings.max_frames_per_s,
@@ -268,7 +291,8 @@ class Session:
     @staticmethod
     def _spec(view: View, pending: bool) -> Spec:
         """The map a frame needs; a pending frame skips its costly on-pause heatmap."""
-        return Spec(view.output, view.hidden, view.method, view.rule, heatmap=not pending)
+        return Spec(view.output, view.hidden, view.method, view.rule, heatmap=not pending, versus=view.versus,
+                    knockout=view.knockout)
 
     async def _send_comparison(self, view: View, methods: tuple[str, ...]) -> None:
         """One job per method, so that each map's ``compute_ms`` is its own; nothing if the model changed
@@ -278,7 +302,7 @@ class Session:
         target = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule),)),
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),)),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first

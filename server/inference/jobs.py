@@ -39,12 +39,15 @@ class Spec:
     method: str
     rule: str
     heatmap: bool = True
+    versus: int | None = None
+    knockout: tuple[int, ...] = ()
 
     def request(self, image: np.ndarray) -> Request:
         """The engine request; without a heatmap, the cheap LRP request that shares every other number."""
         if self.heatmap:
-            return Request(image, Selection(self.output, self.hidden), method=self.method, rule=self.rule)
-        return Request(image, Selection(self.output, None), method="lrp", rule=self.rule)
+            return Request(image, Selection(self.output, self.hidden, self.versus), method=self.method,
+                           rule=self.rule, knockout=self.knockout)
+        return Request(image, Selection(self.output, None), method="lrp", rule=self.rule, knockout=self.knockout)
 
     def finish(self, frame: FrameData) -> FrameData:
         """The engine's frame data, as an attribution method without its heatmap would have it."""
