@@ -1,15 +1,21 @@
 """The model store: a manifest plus one safetensors file per model.
 
-Loading checks, in this order, before any byte is deserialised: the name is
-in the manifest, its file stays inside ``weights/`` (no ``..``, no absolute
-path, no symlink), the file has the recorded size and SHA-256.  Only then does
-``safetensors`` parse it (a format whose loading cannot run code), and the
-tensors must fit :func:`~model_store.architecture.build_model` exactly.
+Reading the manifest checks every field the loader and the server use (type,
+range, and that the default names a model): a defect is a
+:class:`ModelStoreError` naming the manifest, the model and the field.
+Loading then checks, in this order, before any byte is deserialised: the name
+is in the manifest, its file stays inside ``weights/`` (no ``..``, no absolute
+path, no symlink, ``weights/`` itself no symlink), the file has the recorded
+size and SHA-256.  Only then does ``safetensors`` parse it (a format whose
+loading cannot run code), and every tensor must have the name, shape and dtype
+that :func:`~model_store.architecture.build_model` gives the manifest's
+``hidden`` width.
 """
 
 import hashlib
 import json
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -26,6 +32,19 @@ STORE_DIR = Path(__file__).resolve().parent
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_DIR = "weights"
 MANIFEST_FORMAT = 1
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+TENSOR_DTYPE = torch.float32
+# The fields of a model entry that code reads: name → (accepted types, required, what to call them).
+# Other fields (training details, provenance) are free-form.
+MODEL_FIELDS: dict[str, tuple[tuple[type, ...], bool, str]] = {
+    "file": ((str,), True, "a string"),
+    "sha256": ((str,), True, "a string"),
+    "size_bytes": ((int,), True, "an integer"),
+    "hidden": ((int,), True, "an integer"),
+    "architecture": ((dict,), False, "an object"),
+    "val_accuracy": ((int, float, type(None)), False, "a number or null"),
+    "test_accuracy": ((int, float, type(None)), False, "a number or null"),
+}
 
 
 class ModelStoreError(ValueError):
@@ -53,7 +72,46 @@ def read_manifest(store_dir: Path | None = None) -> dict[str, Any]:
         raise ModelStoreError(f"{path}: manifest unreadable ({error})") from error
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise ModelStoreError(f"{path}: manifest has no 'models' table")
+    _check_manifest(path, manifest)
     return manifest
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise :class:`ModelStoreError` naming ``path`` and the field at the first defect of ``manifest``."""
+    if "format" not in manifest:
+        raise ModelStoreError(f"{path}: field 'format' missing")
+    if manifest["format"] != MANIFEST_FORMAT or isinstance(manifest["format"], bool):
+        raise ModelStoreError(f"{path}: field 'format' is {manifest['format']!r}, expected {MANIFEST_FORMAT}")
+    default = manifest.get("default")
+    if default is None:
+        raise ModelStoreError(f"{path}: field 'default' missing")
+    if not isinstance(default, str) or default not in manifest["models"]:
+        raise ModelStoreError(f"{path}: field 'default' names {default!r}, which is not in 'models'")
+    for name, entry in manifest["models"].items():
+        _check_entry(f"{path}: model {name!r}", entry)
+
+
+def _check_entry(where: str, entry: Any) -> None:
+    """Raise :class:`ModelStoreError` prefixed ``where`` at the first defect of one model's entry."""
+    if not isinstance(entry, dict):
+        raise ModelStoreError(f"{where}: entry must be an object, got {type(entry).__name__}")
+    for key, (types, required, kind) in MODEL_FIELDS.items():
+        if key not in entry:
+            if required:
+                raise ModelStoreError(f"{where}: field {key!r} missing")
+            continue
+        value = entry[key]
+        if not isinstance(value, types) or isinstance(value, bool):  # JSON true is not a number here
+            raise ModelStoreError(f"{where}: field {key!r} must be {kind}, got {type(value).__name__}")
+    if not SHA256_PATTERN.fullmatch(entry["sha256"]):
+        raise ModelStoreError(f"{where}: field 'sha256' must be 64 hex digits (lower case)")
+    for key, low in (("size_bytes", 0), ("hidden", 1)):
+        if entry[key] < low:
+            raise ModelStoreError(f"{where}: field {key!r} must be >= {low}")
+    layers = entry.get("architecture", {}).get("layers")
+    expected = [INPUT_SIZE, entry["hidden"], N_CLASSES]
+    if layers is not None and layers != expected:
+        raise ModelStoreError(f"{where}: field 'architecture.layers' is {layers!r}, expected {expected}")
 
 
 def model_names(store_dir: Path | None = None) -> list[str]:
@@ -71,12 +129,19 @@ def model_record(name: str | None = None, store_dir: Path | None = None) -> dict
 
 
 def weights_path(store_dir: Path, relative: str) -> Path:
-    """Resolve a manifest file entry, refusing anything that leaves ``weights/``."""
+    """Resolve a manifest file entry, refusing anything that leaves ``weights/``.
+
+    The store directory itself may be reached through a symlink (e.g. a
+    mounted volume); ``weights/`` and the file inside it may not.
+    """
     pure = PurePosixPath(relative)
     if pure.is_absolute() or ".." in pure.parts or not relative or pure.parts[0] != WEIGHTS_DIR:
         raise ModelStoreError(f"{relative!r}: checkpoint path escapes the store's {WEIGHTS_DIR}/ folder")
-    path = store_dir / pure
-    root = (store_dir / WEIGHTS_DIR).resolve()
+    root = store_dir.resolve() / WEIGHTS_DIR
+    if root.resolve() != root:
+        raise ModelStoreError(f"{root}: the weights folder is a symlink (to {root.resolve()}); "
+                              "checkpoints must lie inside the store")
+    path = root.joinpath(*pure.parts[1:])
     if path.is_symlink() or path.resolve().parent != root:
         raise ModelStoreError(f"{path}: checkpoint is a symlink or lies outside {root}")
     return path
@@ -99,35 +164,40 @@ def _verified_bytes(path: Path, record: dict[str, Any]) -> bytes:
     return data
 
 
-def _state_from_bytes(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+def _state_from_bytes(path: Path, record: dict[str, Any], data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of ``data``, each checked against the layout of the manifest's ``hidden`` width."""
+    where = f"{path}: model {record['name']!r}"
     try:
         state = safetensors.torch.load(data)
     except (SafetensorError, ValueError) as error:
         raise ModelStoreError(f"{path}: not a valid safetensors file ({error})") from error
-    expected = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
-    if set(state) != expected:
-        raise ModelStoreError(f"{path}: tensors {sorted(state)}, expected {sorted(expected)}")
-    hidden = hidden_width(state)
+    hidden = record["hidden"]
     shapes = {"fc1.weight": (hidden, INPUT_SIZE), "fc1.bias": (hidden,),
               "fc2.weight": (N_CLASSES, hidden), "fc2.bias": (N_CLASSES,)}
+    if set(state) != set(shapes):
+        raise ModelStoreError(f"{where}: tensors {sorted(state)}, expected {sorted(shapes)}")
     for key, shape in shapes.items():
         if tuple(state[key].shape) != shape:
-            raise ModelStoreError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {shape}")
+            raise ModelStoreError(f"{where}: {key} has shape {tuple(state[key].shape)}, expected {shape} "
+                                  f"(manifest field 'hidden' is {hidden})")
+        if state[key].dtype != TENSOR_DTYPE:
+            raise ModelStoreError(f"{where}: {key} has dtype {state[key].dtype}, expected {TENSOR_DTYPE}")
     return state
 
 
 def load_model(name: str | None = None, store_dir: Path | None = None) -> nn.Sequential:
     """Load a verified model in eval mode; ``name=None`` loads the default model.
 
-    Raises :class:`ModelStoreError` (a ``ValueError``) for an unknown name, a
-    path that escapes the store, a missing, truncated or tampered file, or
-    tensors that do not fit the architecture; never returns a half-loaded model.
+    Raises :class:`ModelStoreError` (a ``ValueError``) for a manifest defect,
+    an unknown name, a path that escapes the store, a missing, truncated or
+    tampered file, or tensors that do not fit the architecture of the
+    manifest's ``hidden`` width; never returns a half-loaded model.
     """
     store_dir = store_dir or store_dir_from_env()
     record = model_record(name, store_dir)
     path = weights_path(store_dir, record["file"])
-    state = _state_from_bytes(path, _verified_bytes(path, record))
-    model = build_model(hidden_width(state))
+    state = _state_from_bytes(path, record, _verified_bytes(path, record))
+    model = build_model(record["hidden"])
     model.load_state_dict(state, strict=True)
     return model.eval()
 

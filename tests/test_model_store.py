@@ -2,14 +2,18 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 import model_store
@@ -130,6 +134,105 @@ def test_valid_hash_of_non_safetensors_bytes_is_refused_cleanly(store: Path) -> 
     (store / "weights" / "h16.safetensors").write_bytes(junk)
     _rewrite_manifest(store, "h16", sha256=sha256_of(junk), size_bytes=len(junk))
     with pytest.raises(ModelStoreError, match="not a valid safetensors file"):
+        load_model("h16", store)
+
+
+def test_symlinked_weights_directory_is_refused(store: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (store / "weights").rename(outside)
+    (store / "weights").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ModelStoreError, match=r"weights: .*symlink"):
+        load_model("h16", store)
+
+
+def _damage(store: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    manifest = json.loads((store / "manifest.json").read_text())
+    change(manifest)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _delete(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest["models"]["h16"].pop(key)
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest["models"]["h16"].update({key: value})
+
+
+# Each defect, and the words of the one error that must name it: file, model and field.
+MANIFEST_DEFECTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "file missing": (_delete("file"), "model 'h16': field 'file' missing"),
+    "sha256 missing": (_delete("sha256"), "model 'h16': field 'sha256' missing"),
+    "size missing": (_delete("size_bytes"), "model 'h16': field 'size_bytes' missing"),
+    "hidden missing": (_delete("hidden"), "model 'h16': field 'hidden' missing"),
+    "file a number": (_set("file", 5), "model 'h16': field 'file' must be a string, got int"),
+    "sha256 null": (_set("sha256", None), "model 'h16': field 'sha256' must be a string, got NoneType"),
+    "sha256 not hex": (_set("sha256", "z" * 64), "model 'h16': field 'sha256' must be 64 hex digits"),
+    "size a string": (_set("size_bytes", "51208"), "model 'h16': field 'size_bytes' must be an integer, got str"),
+    "size a bool": (_set("size_bytes", True), "model 'h16': field 'size_bytes' must be an integer, got bool"),
+    "hidden a float": (_set("hidden", 16.0), "model 'h16': field 'hidden' must be an integer, got float"),
+    "hidden zero": (_set("hidden", 0), "model 'h16': field 'hidden' must be >= 1"),
+    "architecture a string": (_set("architecture", "mlp"),
+                              "model 'h16': field 'architecture' must be an object, got str"),
+    "layers disagree": (_set("architecture", {"layers": [784, 32, 10]}),
+                        r"model 'h16': field 'architecture\.layers' is \[784, 32, 10\], expected \[784, 16, 10\]"),
+    "accuracy a string": (_set("val_accuracy", "high"),
+                          "model 'h16': field 'val_accuracy' must be a number or null, got str"),
+    "entry a list": (lambda manifest: manifest["models"].update(h16=[]),
+                     "model 'h16': entry must be an object, got list"),
+    "default missing": (lambda manifest: manifest.pop("default"), "field 'default' missing"),
+    "default unknown": (lambda manifest: manifest.update(default="nope"),
+                        "field 'default' names 'nope', which is not in 'models'"),
+    "format missing": (lambda manifest: manifest.pop("format"), "field 'format' missing"),
+    "format unknown": (lambda manifest: manifest.update(format=2), "field 'format' is 2, expected 1"),
+}
+
+
+@pytest.mark.parametrize("defect", MANIFEST_DEFECTS.values(), ids=MANIFEST_DEFECTS.keys())
+def test_every_manifest_defect_is_a_store_error_naming_file_model_and_field(
+        store: Path, defect: tuple[Callable[[dict[str, Any]], None], str]) -> None:
+    change, words = defect
+    _damage(store, change)
+    with pytest.raises(ModelStoreError, match=re.escape(str(store / "manifest.json")) + ": " + words):
+        load_model("h16", store)
+
+
+def _rewrite_tensors(store: Path, name: str, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """Change ``name``'s tensors and record the new file in the manifest (size and hash match)."""
+    path = store / "weights" / f"{name}.safetensors"
+    state = safetensors.torch.load(path.read_bytes())
+    change(state)
+    data = safetensors.torch.save(state)
+    path.write_bytes(data)
+    _rewrite_manifest(store, name, sha256=sha256_of(data), size_bytes=len(data))
+
+
+def test_manifest_hidden_is_checked_against_the_tensors(store: Path) -> None:
+    _rewrite_manifest(store, "h16", hidden=32, architecture={"layers": [784, 32, 10]})
+    with pytest.raises(ModelStoreError, match=r"h16\.safetensors: model 'h16': fc1\.weight has shape \(16, 784\), "
+                                              r"expected \(32, 784\) \(manifest field 'hidden' is 32\)"):
+        load_model("h16", store)
+
+
+TENSOR_DEFECTS: dict[str, tuple[Callable[[dict[str, torch.Tensor]], None], str]] = {
+    "bias too long": (lambda state: state.update({"fc1.bias": torch.zeros(17)}),
+                      r"fc1\.bias has shape \(17,\), expected \(16,\)"),
+    "weight a scalar": (lambda state: state.update({"fc1.weight": torch.tensor(1.0)}),
+                        r"fc1\.weight has shape \(\), expected \(16, 784\)"),
+    "output transposed": (lambda state: state.update({"fc2.weight": state["fc2.weight"].T.contiguous()}),
+                          r"fc2\.weight has shape \(16, 10\), expected \(10, 16\)"),
+    "float64": (lambda state: state.update({"fc2.bias": state["fc2.bias"].double()}),
+                r"fc2\.bias has dtype torch\.float64, expected torch\.float32"),
+    "extra tensor": (lambda state: state.update({"fc3.weight": torch.zeros(1)}), r"tensors \[.*'fc3\.weight'.*\]"),
+}
+
+
+@pytest.mark.parametrize("defect", TENSOR_DEFECTS.values(), ids=TENSOR_DEFECTS.keys())
+def test_every_tensor_shape_and_dtype_is_checked(store: Path,
+                                                 defect: tuple[Callable[[dict[str, torch.Tensor]], None], str]) -> None:
+    change, words = defect
+    _rewrite_tensors(store, "h16", change)
+    with pytest.raises(ModelStoreError, match=r"h16\.safetensors: .*" + words):
         load_model("h16", store)
 
 
