@@ -12,9 +12,15 @@ event loop, GIL and engine threads, restarts one that dies or stops
 answering its pings, and on SIGTERM passes the signal on to each, which
 closes its visitors with 1012 within ``SHUTDOWN_GRACE_S``.  The servers
 share a directory for their status and metrics (:mod:`server.replica`).
+
+Exit status: 2 for a bad setting (one line on stderr); 3 when the server
+cannot start: an address in use, a model store defect or an unknown model
+(one ``startup_failed`` log line naming the cause, from each server process;
+never a traceback, see :mod:`server.startup`).
 """
 
 import argparse
+import logging
 import logging.config
 import os
 import socket
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from .logs import event, log_config
@@ -85,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     logging.config.dictConfig(log_config(settings.log_level))
-    sock = bind(settings.host, settings.port)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as error:
+        event("startup_failed", logging.ERROR, host=settings.host, port=settings.port,
+              error=f"cannot listen: {error.strerror or error}")
+        return STARTUP_FAILURE
     host, port = sock.getsockname()[:2]
     # Bound before uvicorn starts, so the port is known even when it was 0; /readyz says when it serves.
     event("listening", host=host, port=port, processes=settings.processes)
@@ -93,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         from .app import create_app  # here: a supervisor needs neither torch nor the models (~270 MB)
 
         uvicorn.Server(uvicorn_config(create_app(settings), settings)).run(sockets=[sock])
-    else:
-        supervise(settings, overrides, sock)
-    return 0
+        return 0
+    return supervise(settings, overrides, sock)
 
 
-def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket) -> None:
-    """Run ``settings.processes`` server processes on ``sock`` until SIGTERM or SIGINT."""
+def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket) -> int:
+    """Run ``settings.processes`` server processes on ``sock`` until SIGTERM or SIGINT; return the exit status.
+
+    uvicorn's supervisor stops once a process exits with ``STARTUP_FAILURE``
+    (it would fail the same way on every restart); so does this process, with that status.
+    """
     with tempfile.TemporaryDirectory(prefix="xai-replica-") as shared:
         # The server processes read their settings from the environment, as this one did.
         os.environ.update({name.upper(): str(value) for name, value in overrides.items()})
@@ -107,7 +122,9 @@ def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket
         os.environ[REPLICA_DIR_ENV] = shared
         os.environ[METRICS_DIR_ENV] = str(Path(shared, "metrics"))
         Path(shared, "metrics").mkdir()
-        Multiprocess(uvicorn_config(APP_FACTORY, settings), sockets=[sock]).run()
+        supervisor = Multiprocess(uvicorn_config(APP_FACTORY, settings), sockets=[sock])
+        supervisor.run()
+    return STARTUP_FAILURE if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes) else 0
 
 
 if __name__ == "__main__":

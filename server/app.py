@@ -17,11 +17,13 @@ import torch
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette import status
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
+from torch import nn
 
 from model_store import load_model, model_record, model_names, read_manifest
 from model_store.store import store_dir_from_env
@@ -42,6 +44,7 @@ from .protocol import DEFAULT_METHOD, DEFAULT_RULE, Limits
 from .replica import HEARTBEAT_S, Replica, Verdict
 from .session import Services, Session
 from .settings import Settings
+from .startup import QuietStartupFailure, StartupError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
@@ -85,7 +88,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(QuietStartupFailure)])
     app.state.runtime = runtime
     return app
 
@@ -102,8 +105,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
     torch.set_num_threads(1)  # see server.inference.jobs.one_torch_thread
-    catalog = build_catalog(settings)
-    models = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
+    catalog, models = load_store(settings)
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
     processes = EngineProcesses(runtime.threads, settings.workers, preload=["server.session"]) \
         if settings.engine_processes else None
@@ -136,6 +138,19 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             scan.cancel()
         await batcher.stop()
         event("server_stopped")
+
+
+def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Sequential]]:
+    """The catalog and every model of the store, verified.
+
+    Raises :class:`~server.startup.StartupError` naming the defect (a manifest
+    field, a checkpoint, an unknown model): logged as one line, not a traceback.
+    """
+    try:
+        catalog = build_catalog(settings)
+        return catalog, {name: load_model(name, settings.model_store_dir) for name in catalog.models}
+    except ValueError as error:  # ModelStoreError included: each names its file, model and field
+        raise StartupError(str(error)) from error
 
 
 def build_catalog(settings: Settings) -> Catalog:
