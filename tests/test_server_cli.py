@@ -79,9 +79,10 @@ def test_a_start_up_failure_is_one_line_per_process_and_exit_status_3(
     assert "Traceback" not in result.stderr
     lines = [orjson.loads(line) for line in result.stderr.splitlines()]
     failed = [line for line in lines if line["event"] == "startup_failed"]
-    # One per server process; on a loaded machine uvicorn's supervisor may take a process still importing
-    # for hung and start one replacement before it reads a failure status.
-    assert 1 <= len(failed) <= 2 * processes and all(words in line["error"] for line in failed), result.stderr
+    assert all(words in line["error"] for line in failed), result.stderr
+    # One per server process. uvicorn's supervisor pings a process with a 5 s timeout: one whose interpreter
+    # takes longer to exit (torch, on a loaded machine) is killed, read as "died" and replaced, and fails again.
+    assert len(failed) == 1 if processes == 1 else len(failed) >= 1, result.stderr
     others = [line["event"] for line in lines if line["level"] == "error" and line["event"] != "startup_failed"]
     assert all(line.endswith(UVICORN_STARTUP_ERRORS) for line in others), result.stderr
 
