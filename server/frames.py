@@ -108,6 +108,7 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, comput
         "model": view.model, "method": view.method, "rule": view.rule,
         "output": view.output, "hidden": view.hidden,
         "versus": view.versus, "knockout": list(view.knockout),
+        "knockout_effect": _knockout_effect(data.knockout),
         "target": int(data.target), "mode": data.mode,
         "prediction": int(data.prediction),
         "probabilities": _floats(data.probabilities),
@@ -134,6 +135,15 @@ def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]
                   "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
                  for method, data, compute_ms in maps],
     })
+
+
+def _knockout_effect(effect: Any) -> dict[str, Any] | None:
+    """A frame's ``knockout_effect``: ``None``, or what the knock-out changed (docs/protocol.md, "Knock-out")."""
+    if effect is None:
+        return None
+    return {"prediction": effect.prediction, "probabilities": _floats(effect.probabilities),
+            "units": [{"unit": unit.unit, "share": round(unit.share, 6),
+                       "delta_probability": round(unit.delta_probability, 6)} for unit in effect.units]}
 
 
 def encode_counterfactual(view: View, found: Any) -> bytes:

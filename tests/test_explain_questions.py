@@ -128,3 +128,21 @@ def test_bad_contrast_or_knockout_is_refused(golden, selection, knockout, messag
     engine = Engine(load_model("h16"))
     with pytest.raises(ValueError, match=message):
         engine.explain([Request(golden[0], selection, knockout=knockout)])
+
+
+def test_knockout_effect_reports_the_intact_reading_and_each_units_own_effect(engines, golden):
+    engine = engines[0]
+    for image in golden[:5]:
+        intact = engine.explain([Request(image, Selection())])[0]
+        units = tuple(np.argsort(-np.abs(intact.hidden_relevance))[:3].tolist())
+        frame = engine.explain([Request(image, Selection(), knockout=units)])[0]
+        effect = frame.knockout
+        assert effect.prediction == intact.prediction
+        np.testing.assert_allclose(effect.probabilities, intact.probabilities, rtol=1e-5, atol=1e-6)
+        total = np.abs(intact.hidden_relevance).sum()
+        alone = engine.explain([Request(image, Selection(), knockout=(j,)) for j in units])
+        for unit, single in zip(effect.units, alone):
+            assert unit.share == pytest.approx(intact.hidden_relevance[unit.unit] / total, rel=1e-4, abs=1e-6)
+            expected = single.probabilities[intact.prediction] - intact.probabilities[intact.prediction]
+            assert unit.delta_probability == pytest.approx(float(expected), abs=1e-5)
+    assert engine.explain([Request(golden[0], Selection())])[0].knockout is None

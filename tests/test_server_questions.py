@@ -76,9 +76,13 @@ async def test_knockout_frames_equal_a_forward_pass_with_those_units_zeroed(
         assert not np.asarray(frame["activations"])[units].any()
         assert not decode_array(frame["edges"])[units].any()
         assert frame["probabilities"][7] != pytest.approx(whole["probabilities"][7])
+        effect = frame["knockout_effect"]
+        assert effect["prediction"] == whole["prediction"] and effect["probabilities"] == whole["probabilities"]
+        assert [unit["unit"] for unit in effect["units"]] == units
         np.testing.assert_allclose(image, rasterize(strokes), rtol=0, atol=U8_TOLERANCE)
         restored = await visitor.frame_for(await visitor.send("configure", knockout=[]))
         assert restored["knockout"] == [] and restored["logits"] == whole["logits"]
+        assert restored["knockout_effect"] is None
 
 
 @pytest.mark.parametrize("knockout, code", [

@@ -41,7 +41,7 @@ from torch import nn
 
 from .fast import DTYPE, FastBackend, Forward, Start
 from .faithfulness import PIXELS_PER_STEP
-from .knockout import keep_mask, knocked_out
+from .knockout import KnockoutEffect, keep_mask, knockout_effect, knocked_out
 from .methods import METHODS, attribute, drawing_seed
 from .reference import ReferenceBackend
 from .rules import RULES
@@ -133,6 +133,9 @@ class FrameData:
         is then the ε decomposition of ``z_j`` whatever the rule (positive =
         pushes toward firing; :data:`~server.explain.rules.SILENT_NEURON_RULE`).
         ``None`` in other modes.
+    knockout:
+        With units knocked out, the intact network's reading and each unit's
+        share and effect (:class:`~server.explain.knockout.KnockoutEffect`); else ``None``.
     """
 
     prediction: int
@@ -149,6 +152,7 @@ class FrameData:
     class_max_abs: float | None = None
     neuron_share: float | None = None
     neuron_silent: bool | None = None
+    knockout: KnockoutEffect | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ class Engine:
         torch.set_num_threads(1)
         self.model = copy.deepcopy(model).float().eval()
         self.hidden = int(self.model.fc1.out_features)
+        self._w2 = self.model.fc2.weight.detach().double().numpy()
+        self._b2 = self.model.fc2.bias.detach().double().numpy()
         self.backend = backend
         self._relevance = BACKENDS[backend](self.model)
         self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
@@ -353,6 +359,7 @@ class Engine:
                 class_max_abs=class_max_abs[b] if mode in ("lrp", "crp") else None,
                 neuron_share=share(edges[b, :, target], j) if mode == "crp" else None,
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
+                knockout=knockout_effect(z1[b], self._w2, self._b2, request.knockout) if request.knockout else None,
             ))
         return frames
 
