@@ -37,7 +37,7 @@ from .inference.jobs import EngineFactory, EngineThreads, Job, Spec, default_eng
 from .inference.processes import EngineProcesses
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
-from .logs import event
+from .logs import RateLimitedEvent, event
 from .metrics import Metrics, create_metrics
 from .origins import origin_allowed
 from .protocol import DEFAULT_METHOD, DEFAULT_RULE, Limits
@@ -48,6 +48,7 @@ from .startup import QuietStartupFailure, StartupError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
+REFUSAL_REASONS = ("origin", "not_ready", "capacity")  # label values of xai_rejected_connections_total
 PLACEHOLDER_PAGE = "<!doctype html><title>xai-live</title><p>The page is not built yet: connect to /ws.</p>"
 
 
@@ -66,6 +67,9 @@ class Runtime:
     sessions: int = 0
     scans: dict[str, asyncio.Task[neurons.NeuronScan]] = field(default_factory=dict)
     digits: neurons.Digits = field(default_factory=neurons.Digits)
+    # A peer can be refused at will: one log line per reason per window, counting the ones left out.
+    refusal_logs: dict[str, RateLimitedEvent] = field(default_factory=lambda: {
+        reason: RateLimitedEvent("connection_refused", level=logging.INFO) for reason in REFUSAL_REASONS})
 
 
 def create_app(settings: Settings | None = None, engine_factory: EngineFactory = default_engine_factory) -> Starlette:
@@ -306,21 +310,25 @@ def _scan_on_thread(runtime: Runtime, model: str) -> neurons.NeuronScan:
 
 # The WebSocket gate
 
+def refuse(runtime: Runtime, reason: str, **fields: int) -> None:
+    """Count a refused WebSocket in the metrics (every one) and the log (rate-limited)."""
+    runtime.metrics.rejected_connections.labels(reason).inc()
+    runtime.refusal_logs[reason](reason=reason, **fields)
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Check the Origin (403 before accept), then readiness and capacity (1013 after accept), then serve."""
     runtime = _runtime(websocket)
     settings = runtime.settings
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
                           websocket.url.scheme == "wss", settings.allowed_origins):
-        runtime.metrics.rejected_connections.labels("origin").inc()
-        event("connection_refused", reason="origin")
+        refuse(runtime, "origin")
         await websocket.send_denial_response(PlainTextResponse("origin not allowed",
                                                                status_code=status.HTTP_403_FORBIDDEN))
         return
     if not readiness(runtime)[0]:
         # Accepted, then closed: a browser sees a close code and reason, never a bare failed handshake.
-        runtime.metrics.rejected_connections.labels("not_ready").inc()
-        event("connection_refused", reason="not_ready")
+        refuse(runtime, "not_ready")
         await websocket.accept()
         await websocket.close(status.WS_1013_TRY_AGAIN_LATER, "server not ready")
         return
@@ -330,8 +338,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         await websocket.accept()
         if over_capacity:
-            runtime.metrics.rejected_connections.labels("capacity").inc()
-            event("connection_refused", reason="capacity", open=runtime.sessions)
+            refuse(runtime, "capacity", open=runtime.sessions)
             await websocket.close(status.WS_1013_TRY_AGAIN_LATER, "server at capacity")
             return
         await Session(websocket, runtime.services).run()

@@ -26,13 +26,32 @@ class JsonLineFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+# uvicorn's and websockets' INFO lines for each WebSocket handshake (their format strings, all on the
+# "uvicorn.error" logger).  Any peer can open connections at will; the app logs each visitor's
+# session once (visitor_connected, visitor_closed) and refusals rate-limited, so these only add volume.
+PER_CONNECTION_MESSAGES = frozenset({
+    '%s - "WebSocket %s" [accepted]', '%s - "WebSocket %s" 403', '%s - "WebSocket %s" %d',
+    "connection open", "connection closed", "connection rejected (%d %s)", "HTTP response sent (%d %s)",
+})
+
+
+class PerConnectionFilter(logging.Filter):
+    """Drop the per-handshake INFO lines of :data:`PER_CONNECTION_MESSAGES`; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "uvicorn.error" and record.levelno <= logging.INFO
+                    and isinstance(record.msg, str) and record.msg in PER_CONNECTION_MESSAGES)
+
+
 def log_config(level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn and the app: JSON lines on stderr."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr",
+               "filters": ["per_connection"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonLineFormatter}},
+        "filters": {"per_connection": {"()": PerConnectionFilter}},
         "handlers": {"stderr": handler},
         "loggers": {
             LOGGER_NAME: {"handlers": ["stderr"], "level": level.upper(), "propagate": False},

@@ -1,4 +1,4 @@
-"""uvicorn's WebSocket protocol (websockets sans-I/O) with the two things this server needs added.
+"""uvicorn's WebSocket protocol (websockets sans-I/O) with the three things this server needs added.
 
 1. **Release a peer that stopped reading.**  uvicorn ends a connection with
    ``transport.close()``, which keeps the socket open until its send buffer
@@ -13,10 +13,16 @@
    a bad one fails the connection with 1007 (RFC 6455 §8.1: an endpoint
    that receives invalid UTF-8 in a text message must *Fail the WebSocket
    Connection*) and is logged as one rate-limited line.
+3. **A refused handshake is not an error.**  uvicorn 0.54 does not count a
+   denial response (the 403 for a foreign Origin) as the end of the
+   handshake and logs "ASGI callable returned without completing
+   handshake." at ERROR for each one; the protocol marks the handshake done
+   once the denial is sent.
 """
 
 from typing import Any
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import CloseCode
 from websockets.http11 import Request
@@ -46,6 +52,11 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handle_parser_exception()
             return
         super().send_receive_event_to_app()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and self.close_sent:
+            self.handshake_complete = True  # the denial response ended it; see item 3 above
 
 # The serving stack, shared with the latency benchmark's floor server
 # (benchmarks/floor_server.py) so that the two differ only in the app.  uvloop

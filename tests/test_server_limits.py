@@ -21,7 +21,7 @@ from model_store import load_model
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, Request, Selection
 from server.raster import rasterize
-from support import Visitor, decode_array, fetch, metric, running_app, wait_for_metric, ws_url
+from support import Visitor, decode_array, fetch, metric, running_app, server_process, wait_for_metric, ws_url
 
 
 async def assert_serves(url: str, strokes: list[Stroke], digit: int) -> None:
@@ -221,3 +221,30 @@ async def test_client_that_stops_reading_is_released(golden_digits: dict[int, li
                 await wait_for_metric(url, "xai_closed_connections_total", 1, code="1006")
                 assert (await bystander.frame_for(await bystander.draw(golden_digits[3])))["prediction"] == 3
                 assert await metric(url, "xai_open_connections") == 1
+
+
+# Log volume under refusals a peer can cause at will
+
+REFUSALS = 50
+
+
+async def test_refused_handshakes_log_a_bounded_counted_number_of_lines_and_no_error() -> None:
+    with server_process({"PROCESSES": "1", "MAX_CONNECTIONS": "1"}) as server:
+        async with Visitor.connect(server.url) as holder:
+            await holder.frame_for(None)
+            before = len(server.lines)
+            for _ in range(REFUSALS):
+                with pytest.raises(InvalidStatus):
+                    async with connect(ws_url(server.url), origin=Origin("http://evil.example")):
+                        pass
+                async with connect(ws_url(server.url), origin=Origin(server.url)) as newcomer:
+                    assert (await closed_with(newcomer)).code == status.WS_1013_TRY_AGAIN_LATER
+            assert await metric(server.url, "xai_rejected_connections_total", reason="origin") == REFUSALS
+            assert await metric(server.url, "xai_rejected_connections_total", reason="capacity") == REFUSALS
+            lines = [orjson.loads(line) for line in server.lines[before:]]
+    assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    refused = [line for line in lines if line["event"] == "connection_refused"]
+    # One line per reason per window (10 s); each says how many were left out since the one before.
+    assert sorted(line["reason"] for line in refused) == ["capacity", "origin"], lines
+    assert all(line["suppressed_since_last"] == 0 for line in refused)
+    assert len(lines) <= 4, lines  # nothing else per refused connection
