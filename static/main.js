@@ -15,6 +15,7 @@ import { createStore, hiddenSelection, isEmpty, limitsOf, pointCount } from "./s
 import { renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
+import { createQuestions } from "./questions.js";
 
 const $ = (id) => document.getElementById(id);
 const store = createStore();
@@ -66,9 +67,13 @@ function receive(message) {
     case "comparison":
       store.dispatch({ type: "comparison", comparison: decodeComparison(message), version: versionAtSeq.get(message.seq) });
       break;
+    case "counterfactual":
+      questions.receive(message);
+      break;
     case "error":
       // One line, the code only: the refused message may hold a visitor's drawing.
       console.warn("xai: server refused a message", message.code, "seq", message.seq);
+      if (questions.refused(message.seq, message.code)) break;
       store.dispatch({ type: "refused", seq: message.seq,
                        notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
       break;
@@ -202,10 +207,17 @@ $("reset").addEventListener("click", reset);
 $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overlay", on: event.target.checked }));
 
 // ---------- settings and comparison ----------
-listenControls(selects, (change) => {
+function configure(change) {
   socket.wake();
   store.dispatch({ type: "configure", change });
   socket.send({ type: "configure", ...change });
+}
+listenControls(selects, configure);
+
+// ---------- the three questions: contrast, counterfactual, knock-out (questions.js) ----------
+const questions = createQuestions({
+  getState: store.get, select, configure, send: (message) => (socket.wake(), socket.send(message)),
+  diagrams: [networkBox, networkFull], card: $("card"),
 });
 
 /** The methods a comparison asks for: every method the server offers, at most 8 (docs/protocol.md). */
@@ -286,6 +298,7 @@ function render() {
     updateCard(card, state.card, state.selection.hidden, state.frame);
   }
   renderSelectionControls(state);
+  questions.render(state);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);

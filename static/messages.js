@@ -26,8 +26,12 @@ export function strokeMessages(id, points, maxPerMessage) {
  * The `select` message of a selection. "Neuron alone" sends `output: null`
  * with the hidden neuron (docs/protocol.md, "select", last row of the table).
  */
-export function selectMessage({ output, hidden, alone }) {
-  return { type: "select", output: alone && hidden !== null ? null : output, hidden };
+export function selectMessage({ output, hidden, alone, versus = null }) {
+  const classless = alone && hidden !== null;
+  const message = { type: "select", output: classless ? null : output, hidden };
+  // "why output and not versus" (docs/protocol.md, "Contrast"); absent: no contrast
+  if (versus !== null && !classless && output !== null) message.versus = versus;
+  return message;
 }
 
 /**
@@ -42,6 +46,8 @@ export function replayMessages(state, welcome) {
   for (const key of ["model", "method", "rule"]) {
     if (state.config && state.config[key] !== welcome.state[key]) change[key] = state.config[key];
   }
+  const knockout = state.config?.knockout ?? [];
+  if (knockout.length) change.knockout = knockout;
   if (Object.keys(change).length) messages.push({ type: "configure", ...change });
   const maxPerMessage = welcome.limits.max_points_per_message;
   for (const stroke of state.drawing.strokes) {

@@ -13,7 +13,8 @@ export function initialState() {
     config: null, // {model, method, rule}: ours once the first welcome set it
     // implicit: `output` is the prediction a hidden neuron was tapped under, not a class the visitor
     // chose; it follows the prediction as the drawing changes (README: "the selected, else predicted, class")
-    selection: { output: null, hidden: null, alone: false, implicit: false },
+    // versus: the rival class of a contrast, "why output and not versus" (null: none)
+    selection: { output: null, hidden: null, alone: false, implicit: false, versus: null },
     drawing: { strokes: [], lastId: 0, version: 0 },
     frame: null, // last `frame`, arrays decoded (arrays.decodeFrame)
     heatmapFrame: null, // last frame that carried a heatmap (on-pause methods send null while drawing)
@@ -75,7 +76,8 @@ const reducers = {
       notice: null, // a fresh connection: earlier refusals no longer apply
       config: first ? { ...message.state } : state.config,
       selection: first
-        ? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false }
+        ? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false,
+            versus: message.state.versus ?? null }
         : state.selection,
     };
   },
@@ -134,9 +136,9 @@ const reducers = {
   select: (state, { selection }) => ({ ...state, selection }),
 
   configure(state, { change }) {
-    const config = { ...state.config, ...change };
-    // A model change resets the selection: hidden indices differ between models.
+    // A model change resets the selection and the knock-out: hidden indices differ between models.
     const modelChanged = change.model !== undefined && change.model !== state.config.model;
+    const config = { ...state.config, ...(modelChanged ? { knockout: [] } : {}), ...change };
     return {
       ...state,
       config,

@@ -30,6 +30,10 @@ export function isSigned(welcome, name) {
 export function heatmapTitle(frame, welcome) {
   const target = `'${frame.target}'`;
   switch (frame.mode) {
+    case "contrast":
+      return frame.hidden === null
+        ? `Why ${target} and not '${frame.versus}'`
+        : `Why ${target} and not '${frame.versus}', through hidden neuron ${frame.hidden}`;
     case "crp":
       return `CRP: what hidden neuron ${frame.hidden} contributes to ${target}`;
     case "hidden":
@@ -48,6 +52,7 @@ export function heatmapTitle(frame, welcome) {
 /** Words under the blue and red ends of the legend (an unsigned map has no blue end). */
 export function legendWords(frame, welcome) {
   if (frame.mode === "hidden") return [`holds neuron ${frame.hidden} back`, `makes neuron ${frame.hidden} fire`];
+  if (frame.mode === "contrast") return [`for '${frame.versus}' over '${frame.target}'`, `for '${frame.target}' over '${frame.versus}'`];
   if (frame.mode === "attribution" && !isSigned(welcome, frame.method)) return ["", "more sensitive"];
   return [`against '${frame.target}'`, `for '${frame.target}'`];
 }
@@ -99,6 +104,11 @@ export function summarize(frame, empty, welcome) {
   const reading = readingSentence(frame);
   const t = frame.target;
   if (frame.mode === "crp") return `${reading} ${hiddenShare(frame)}`;
+  if (frame.mode === "contrast") {
+    const margin = frame.logits[t] - frame.logits[frame.versus];
+    const lead = margin >= 0 ? `it scores ${t} ${margin.toFixed(1)} above ${frame.versus}` : `it scores ${frame.versus} ${(-margin).toFixed(1)} above ${t}`;
+    return `${reading} Why ${t} and not ${frame.versus}: ${lead}. Red pixels speak for ${t} over ${frame.versus}; blue pixels for ${frame.versus} over ${t}.`;
+  }
   if (frame.mode === "hidden") {
     const activation = frame.activations[frame.hidden];
     if (activation <= 0) return `${reading} Hidden neuron ${frame.hidden} is silent for this drawing: nothing in it makes this neuron fire.`;

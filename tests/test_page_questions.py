@@ -1,0 +1,169 @@
+"""The three questions in a real browser, at phone (390 × 844) and laptop (1366 × 768) sizes.
+
+Each gesture of static/questions.js is driven as a visitor would (a picker,
+a long press on the diagram, a key on a focused neuron, a toggle on the
+neuron card, a digit button), and checked on the wire (what the page sent,
+what the server answered) and on the page (title, sentence, classes).
+"""
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Locator
+
+from test_page import WAIT_MS, Strokes, Visit, browser, draw_with_mouse, golden, open_page, server, settle
+
+pytestmark = pytest.mark.browser
+__all__ = ["browser", "golden", "server"]  # module fixtures shared with test_page
+
+SIZES = {"phone": (390, 844), "laptop": (1366, 768)}
+LONG_PRESS_S = 0.8  # longer than static/questions.js LONG_PRESS_MS
+
+
+@pytest.fixture(params=list(SIZES))
+def sized(request: pytest.FixtureRequest, browser: Browser, server: str) -> Iterator[Visit]:
+    width, height = SIZES[request.param]
+    opened = open_page(browser, server, width, height, touch=request.param == "phone")
+    yield opened
+    opened.context.close()
+    assert not [e for e in opened.errors if "favicon" not in e], opened.errors
+
+
+def long_press(visit: Visit, target: Locator) -> None:
+    """Press ``target`` for LONG_PRESS_S: a finger on the phone (CDP touch events), the mouse on the laptop."""
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    if visit.context.pages[0].viewport_size["width"] < 700:
+        cdp = visit.context.new_cdp_session(visit.page)
+        point = [{"x": x, "y": y, "radiusX": 4, "radiusY": 4, "force": 0.5, "id": 0}]
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": point})
+        visit.page.wait_for_timeout(LONG_PRESS_S * 1000)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        cdp.detach()
+    else:
+        visit.page.mouse.move(x, y)
+        visit.page.mouse.down()
+        visit.page.wait_for_timeout(LONG_PRESS_S * 1000)
+        visit.page.mouse.up()
+
+
+def drawn(visit: Visit, strokes: Strokes) -> dict:
+    draw_with_mouse(visit, strokes)
+    return settle(visit)
+
+
+def test_the_versus_picker_asks_why_c_and_not_c_prime(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    frame = drawn(sized, golden[3])
+    assert frame["prediction"] == 3
+    sent = len(wire.sent)
+    page.locator("#versus").select_option("8")
+    message = wire.wait_sent(lambda m: m["type"] == "select", after=sent)
+    assert (message["output"], message["versus"]) == (3, 8)
+    contrast = wire.frame_for(message["seq"])
+    assert (contrast["mode"], contrast["target"], contrast["versus"]) == ("contrast", 3, 8)
+    page.wait_for_function("() => document.getElementById('heatmap-title').textContent.includes(\"and not '8'\")",
+                           timeout=WAIT_MS)
+    assert "Why 3 and not 8" in page.locator("#summary").inner_text()
+    # The picker offers no contrast of a class with itself.
+    assert page.locator("#versus option[value='3']").is_disabled()
+    sent = len(wire.sent)
+    page.locator("#versus").select_option("")
+    cleared = wire.wait_sent(lambda m: m["type"] == "select", after=sent)
+    assert "versus" not in cleared and wire.frame_for(cleared["seq"])["mode"] == "lrp"
+
+
+def test_a_long_press_on_an_output_contrasts_it_and_does_not_select_it(sized: Visit,
+                                                                       golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[7])
+    sent = len(wire.sent)
+    long_press(sized, page.locator(".neuron.output[data-index='1']").first)
+    message = wire.wait_sent(lambda m: m["type"] == "select", after=sent)
+    assert (message["output"], message["versus"]) == (7, 1)
+    assert wire.frame_for(message["seq"])["mode"] == "contrast"
+    page.wait_for_timeout(300)  # a click after the long press would have sent a second select by now
+    assert [m for m in wire.sent[sent:] if m["type"] == "select"] == [message]
+
+
+def test_keys_on_focused_neurons_ask_contrast_and_knockout(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[4])
+    output = page.locator(".neuron.output[data-index='9']").first
+    output.focus()
+    sent = len(wire.sent)
+    page.keyboard.press("v")
+    message = wire.wait_sent(lambda m: m["type"] == "select", after=sent)
+    assert message["versus"] == 9
+    settle(sized)  # on the phone the strip's neurons follow the frame's relevance: read it once settled
+    page.wait_for_timeout(100)
+    hidden = page.locator(".neuron.hidden").first
+    unit = int(hidden.get_attribute("data-index"))
+    hidden.focus()
+    sent = len(wire.sent)
+    page.keyboard.press("k")
+    configure = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
+    assert configure["knockout"] == [unit]
+    assert wire.frame_for(configure["seq"])["knockout"] == [unit]
+
+
+def test_knockout_from_the_card_shows_its_effect_and_one_tap_restores(sized: Visit,
+                                                                       golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    frame = drawn(sized, golden[2])
+    hidden = page.locator(".neuron.hidden").first
+    unit = int(hidden.get_attribute("data-index"))
+    hidden.click()
+    toggle = page.locator("#knockout-toggle")
+    toggle.wait_for(state="visible", timeout=WAIT_MS)
+    assert toggle.inner_text() == f"Switch neuron {unit} off"
+    sent = len(wire.sent)
+    toggle.click()
+    configure = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
+    knocked = wire.frame_for(configure["seq"])
+    assert knocked["knockout"] == [unit] and knocked["knockout_effect"]["prediction"] == frame["prediction"]
+    page.locator(f"#knockout-list li[data-unit='{unit}']").wait_for(timeout=WAIT_MS)
+    assert "switched off" in page.locator("#knockout-sentence").inner_text()
+    assert toggle.get_attribute("aria-pressed") == "true"
+    page.wait_for_function(f"() => document.querySelector('.neuron.hidden[data-index=\"{unit}\"]')"
+                           ".classList.contains('knocked-out')", timeout=WAIT_MS)
+    sent = len(wire.sent)
+    page.locator("#knockout-restore").click()
+    restored = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
+    assert restored["knockout"] == [] and wire.frame_for(restored["seq"])["knockout"] == []
+    page.wait_for_function("() => !document.querySelector('#knockout-list li')", timeout=WAIT_MS)
+
+
+def test_a_long_press_on_a_hidden_neuron_switches_it_off(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[5])
+    hidden = page.locator(".neuron.hidden").nth(1)
+    unit = int(hidden.get_attribute("data-index"))
+    sent = len(wire.sent)
+    long_press(sized, hidden)
+    configure = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
+    assert configure["knockout"] == [unit]
+    page.wait_for_timeout(300)
+    assert not [m for m in wire.sent[sent:] if m["type"] == "select"]  # the press did not also select it
+
+
+def test_a_digit_button_asks_for_a_counterfactual_and_shows_it(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[3])
+    sent = len(wire.sent)
+    page.locator("button[aria-label='Make it a 8']").click()
+    request = wire.wait_sent(lambda m: m["type"] == "counterfactual", after=sent)
+    assert request["target"] == 8
+    answer = wire.wait_received(lambda m: m["type"] == "counterfactual" and m["seq"] == request["seq"])
+    assert answer["probability"] >= 0.9
+    page.wait_for_function("() => document.getElementById('counterfactual-sentence').textContent.includes('read 8')",
+                           timeout=WAIT_MS)
+    assert page.locator("button[aria-label='Make it a 8']").get_attribute("aria-pressed") == "true"
+    painted = page.evaluate("() => Array.from(document.querySelector('canvas[data-question=change]')"
+                            ".getContext('2d').getImageData(0, 0, 28, 28).data).some((v, i) => i % 4 < 3 && v < 200)")
+    assert painted
+    page.locator("#morph").focus()
+    page.keyboard.press("Home")  # the morph slider is keyboard operable: back to the drawing
+    assert page.locator("#morph").input_value() == "0"
