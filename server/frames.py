@@ -119,7 +119,36 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, comput
         "input": encode_u8(image),
         "heatmap": None if pending else encode_i8(np.asarray(data.heatmap)),
         "conservation": {key: float(conservation[key]) for key in ("input_sum", "hidden_sum", "logit")},
+        "class_max_abs": _optional_float(data.class_max_abs),
+        "neuron_share": _optional_float(data.neuron_share),
+        "neuron_silent": data.neuron_silent,
         "pending": pending,
+        "compute_ms": round(compute_ms, 3),
+    })
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> bytes:
+    """The ``sanity`` message: ``report`` (``server.explain.sanity.Sanity``) of the map of ``data`` (``FrameData``)."""
+    return _dumps({
+        "type": "sanity",
+        "seq": view.seq,
+        "model": view.model, "method": view.method, "rule": view.rule,
+        "output": view.output, "hidden": view.hidden,
+        "target": int(data.target), "mode": data.mode,
+        "heatmap": encode_i8(np.asarray(data.heatmap)),
+        "randomized": [{"layers": item.layers, "heatmap": encode_i8(item.heatmap),
+                        "rank_correlation": round(item.rank_correlation, 4)} for item in report.randomized],
+        "deletion": {"pixels_per_step": report.pixels_per_step,
+                     "curve": _floats(report.deletion), "random": _floats(report.random_deletion),
+                     "aopc": round(report.deletion_aopc, 4), "random_aopc": round(report.random_deletion_aopc, 4)},
+        "similar": report.similar,
+        "passes": {"randomization": report.passes_randomization, "deletion": report.passes_deletion},
+        "empty": report.empty,
+        "verdict": report.verdict,
         "compute_ms": round(compute_ms, 3),
     })
 

@@ -113,7 +113,14 @@ class CounterfactualRequest:
     target: int | None
 
 
-Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest
+@dataclass(frozen=True)
+class SanityCheck:
+    """Ask for the sanity checks ("Can I trust this map?") of the current drawing, method, rule and selection."""
+
+    seq: int
+
+
+Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck
 
 
 def decode_message(text: str | bytes) -> Message:
@@ -257,6 +264,7 @@ _DECODERS = {
     "undo": lambda document, seq: Undo(seq),
     "compare": _decode_compare,
     "counterfactual": _decode_counterfactual,
+    "sanity": lambda document, seq: SanityCheck(seq),
 }
 
 
@@ -306,12 +314,14 @@ class Effect:
     ``frame``: a new frame.  ``compare``: a comparison of these methods.
     ``counterfactual``: a counterfactual of the drawing in ``view`` (the
     state right after the request) for ``target`` (``None``: the runner-up).
+    ``sanity``: the sanity checks of the current map.
     """
 
     welcome: bool = False
     frame: bool = True
     compare: tuple[str, ...] = ()
     counterfactual: "CounterfactualAsk | None" = None
+    sanity: bool = False
 
 
 @dataclass(frozen=True)
@@ -385,6 +395,8 @@ class VisitorState:
             case CounterfactualRequest():
                 view = dataclasses.replace(self.view(), seq=message.seq)
                 return Effect(frame=False, counterfactual=CounterfactualAsk(view, message.target))
+            case SanityCheck():
+                return Effect(frame=False, sanity=True)
 
     def _stroke(self, message: Stroke) -> Effect:
         appends = bool(self.stroke_ids) and message.id == self.stroke_ids[-1]

@@ -12,7 +12,11 @@ Three tasks per connection:
   is decided there, sans-I/O; this loop only computes and sends;
 * the **compare loop** answers ``compare`` requests beside the frames, so
   that a comparison's slow methods (LIME, KernelSHAP: tens of ms each) do
-  not hold up the live frames.  A newer request replaces one not yet begun;
+  not hold up the live frames.  A newer request replaces one not yet begun.
+  It answers ``sanity`` requests too (the checks of the current map:
+  model randomisation, deletion against a random order), after any
+  comparison due, so that a connection never has more than two jobs queued
+  for frames and comparisons;
 * the **counterfactual loop** answers ``counterfactual`` requests the same
   way (a search takes ~0.1–0.3 s), on a worker thread as a slow job.
 
@@ -43,7 +47,7 @@ from .inference.batcher import Batcher
 from .inference.jobs import InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
 from .counterfactuals import Counterfactuals
-from .frames import encode_comparison, encode_error, encode_frame, encode_welcome
+from .frames import encode_comparison, encode_error, encode_frame, encode_sanity, encode_welcome
 from .logs import event
 from .metrics import Metrics
 from .protocol import CounterfactualAsk, ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
@@ -65,6 +69,16 @@ class Services:
     batcher: Batcher
     metrics: Metrics
     counterfactuals: Counterfactuals
+
+
+@dataclass(frozen=True)
+class SanityRenderer:
+    """The ``sanity`` message of a sanity job's result, as text, made on its engine thread."""
+
+    view: View
+
+    def __call__(self, result: JobResult) -> str:
+        return encode_sanity(self.view, result.frames[0], result.sanity[0], result.compute_ms).decode()
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ class Session:
         self.compare_wanted = asyncio.Event()
         self.counterfactual_due: CounterfactualAsk | None = None
         self.counterfactual_wanted = asyncio.Event()
+        self.sanity_due = False
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
     async def run(self) -> None:
@@ -203,6 +218,9 @@ class Session:
         if effect.counterfactual is not None:
             self.counterfactual_due = effect.counterfactual
             self.counterfactual_wanted.set()
+        if effect.sanity:
+            self.sanity_due = True
+            self.compare_wanted.set()
         self.caught_up.clear()
         self.wakeup.set()
         if not self.settings.coalesce:
@@ -249,12 +267,17 @@ class Session:
             await self._send_frame(view, due.frame)
 
     async def _compare_loop(self) -> None:
-        """Send one ``comparison`` per request, for the drawing as it is when the work begins."""
+        """Send one ``comparison`` per request, then one ``sanity`` per request, for the drawing as it is
+        when the work begins."""
         while True:
             await self.compare_wanted.wait()
             self.compare_wanted.clear()
             methods, self.compare_due = self.compare_due, ()
-            await self._send_comparison(self.state.view(), methods)
+            sanity, self.sanity_due = self.sanity_due, False
+            if methods:
+                await self._send_comparison(self.state.view(), methods)
+            if sanity:
+                await self._send_sanity(self.state.view())
 
     async def _counterfactual_loop(self) -> None:
         """Send one ``counterfactual`` (or its ``error``) per request, for the drawing as it was asked about;
@@ -309,6 +332,14 @@ class Session:
             maps.append((method, data, result.compute_ms))
         if self.state.model == view.model:
             await self._send(encode_comparison(view, target, maps, self.services.catalog))
+
+    async def _send_sanity(self, view: View) -> None:
+        """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
+        job = Job(view.model, view.strokes, (Spec(view.output, view.hidden, view.method, view.rule),),
+                  render=SanityRenderer(view), sanity=True)
+        result = await self.services.batcher.compute(job, slow=True)
+        if self.state.model == view.model:
+            await self._send_text(result.text)
 
     # Sending and closing
 

@@ -86,8 +86,8 @@ def engine():
 def test_sanity_report_of_a_map(engine):
     image = rasterize(load_golden_digits()[4])
     request = Request(image, Selection(output=4), rule="epsilon")
-    report = engine.sanity(request)
-    frame = engine.explain([request])[0]
+    frame, report = engine.sanity(request)
+    assert np.array_equal(frame.heatmap, engine.explain([request])[0].heatmap)
     for (label, layers), randomized in zip(RANDOMIZATIONS, report.randomized):
         expected = Engine(randomized_model(load_model("h16"), layers), randomized=False).explain([request])[0]
         assert randomized.layers == label and np.array_equal(randomized.heatmap, expected.heatmap)
@@ -98,20 +98,19 @@ def test_sanity_report_of_a_map(engine):
     assert report.deletion_aopc == pytest.approx(f.deletion_aopc(report.deletion))
     assert report.passes_deletion and report.deletion_aopc > report.random_deletion_aopc
     assert report.verdict and not report.empty
-    again = engine.sanity(request)
+    _, again = engine.sanity(request)
     assert np.array_equal(again.random_deletion, report.random_deletion) and again.verdict == report.verdict
 
 
 def test_sanity_of_a_neuron_alone_follows_its_pre_activation(engine):
     image = rasterize(load_golden_digits()[2])
-    frame = engine.explain([Request(image, Selection(hidden=5))])[0]
-    report = engine.sanity(Request(image, Selection(hidden=5)))
+    frame, report = engine.sanity(Request(image, Selection(hidden=5)))
     z = float(torch.from_numpy(image).reshape(1, 784) @ load_model("h16").fc1.weight[5].detach()
               + load_model("h16").fc1.bias[5].detach())
     assert frame.mode == "hidden" and report.deletion[0] == pytest.approx(z, abs=1e-5)
 
 
 def test_an_empty_map_says_so(engine):
-    report = engine.sanity(Request(np.zeros((28, 28), dtype=np.float32), Selection(), method="lime"))
+    _, report = engine.sanity(Request(np.zeros((28, 28), dtype=np.float32), Selection(), method="lime"))
     assert report.empty and not report.passes_deletion and not report.passes_randomization
     assert report.verdict == "This map is empty: there is nothing to check."

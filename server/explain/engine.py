@@ -363,8 +363,8 @@ class Engine:
             ))
         return frames
 
-    def sanity(self, request: Request) -> Sanity:
-        """The sanity checks (:mod:`server.explain.sanity`) of ``request``'s map.
+    def sanity(self, request: Request) -> tuple[FrameData, Sanity]:
+        """The frame data of ``request`` and the sanity checks (:mod:`server.explain.sanity`) of its map.
 
         The randomised copies explain the same class as this model (their own
         prediction may differ) and the same neuron.  The deletion curve
@@ -386,7 +386,7 @@ class Engine:
             return (forward.z1[:, hidden] if frame.mode == "hidden" else forward.logits[:, frame.target]).numpy()
 
         seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
-        return check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP)
+        return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP)
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:
         """All 10 class maps and all H hidden-neuron maps of each image under ``rule``.

@@ -67,7 +67,8 @@ class Sanity:
 
     ``deletion`` and ``random_deletion``: ``(STEPS + 1,)`` scores as pixels are
     removed in the map's order and in a random one; ``pixels_per_step`` pixels
-    per step.  ``verdict``: one sentence for the visitor.  ``empty``: the map
+    per step.  ``similar``: the ρ at which the randomisation check fails
+    (:data:`SIMILAR`).  ``verdict``: one sentence for the visitor.  ``empty``: the map
     is all zeros, and nothing was checked.
     """
 
@@ -77,6 +78,7 @@ class Sanity:
     deletion_aopc: float
     random_deletion_aopc: float
     pixels_per_step: int
+    similar: float
     passes_randomization: bool
     passes_deletion: bool
     empty: bool
@@ -110,7 +112,7 @@ def check(image: np.ndarray, heatmap: np.ndarray, randomized: dict[str, np.ndarr
     passes_randomization = not empty and similarity < SIMILAR
     passes_deletion = not empty and deletion_aopc(deletion) > deletion_aopc(random_deletion)
     return Sanity(maps, deletion, random_deletion, deletion_aopc(deletion), deletion_aopc(random_deletion),
-                  per_step, passes_randomization, passes_deletion, empty,
+                  per_step, SIMILAR, passes_randomization, passes_deletion, empty,
                   verdict(empty, passes_randomization, passes_deletion, similarity))
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from server.explain.engine import Engine, FrameData, Request, Selection
+from server.explain.sanity import Sanity
 from server.raster import rasterize
 
 EngineFactory = Callable[[nn.Module, str], Any]
@@ -66,13 +67,14 @@ class JobResult:
 
     ``text``: what the job's ``render`` made of this result, if it has one.  Such
     a result computed in an engine process carries the text alone: ``image``
-    is empty and ``frames`` too.
+    is empty and ``frames`` too.  ``sanity``: one report per spec of a sanity job.
     """
 
     image: np.ndarray
     frames: list[FrameData]
     compute_ms: float
     text: str | None = None
+    sanity: list[Sanity] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,14 @@ class Job:
     becomes ``JobResult.text``: the message is encoded there, so that the event
     loop never runs numpy (each numpy call may hand the GIL to an engine
     thread, and taking it back can wait for that thread's switch interval).
+    ``sanity``: compute each spec's sanity checks (``Engine.sanity``) as well.
     """
 
     model: str
     strokes: tuple[tuple[tuple[float, float], ...], ...]
     specs: tuple[Spec, ...]
     render: Callable[[JobResult], str] | None = None
+    sanity: bool = False
 
 
 class InferenceError(RuntimeError):
@@ -150,6 +154,13 @@ class EngineThreads:
             return error
 
     def _compute(self, jobs: Sequence[Job]) -> list[JobResult]:
+        """Sanity jobs one by one, the others in one engine call."""
+        checks = {index: self._check(job) for index, job in enumerate(jobs) if job.sanity}
+        plain = [job for job in jobs if not job.sanity]
+        explained = iter(self._explain(plain) if plain else [])
+        return [checks[index] if index in checks else next(explained) for index in range(len(jobs))]
+
+    def _explain(self, jobs: Sequence[Job]) -> list[JobResult]:
         started = time.perf_counter()
         images = [rasterize(job.strokes) for job in jobs]
         requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
@@ -159,6 +170,16 @@ class EngineThreads:
                    for job, image in zip(jobs, images)]
         return [result if job.render is None else dataclasses.replace(result, text=job.render(result))
                 for job, result in zip(jobs, results)]
+
+
+    def _check(self, job: Job) -> JobResult:
+        """A sanity job: each spec's frame data and sanity report, one spec at a time."""
+        started = time.perf_counter()
+        image = rasterize(job.strokes)
+        checked = [self.engine(job.model).sanity(spec.request(image)) for spec in job.specs]
+        result = JobResult(image, [frame for frame, _ in checked], (time.perf_counter() - started) * 1000.0,
+                           sanity=[report for _, report in checked])
+        return result if job.render is None else dataclasses.replace(result, text=job.render(result))
 
 
 def default_engine_factory(model: nn.Module, backend: str) -> Engine:
