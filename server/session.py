@@ -335,8 +335,8 @@ class Session:
 
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
-        job = Job(view.model, view.strokes, (Spec(view.output, view.hidden, view.method, view.rule),),
-                  render=SanityRenderer(view), sanity=True)
+        job = Job(view.model, view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
+                  sanity=True)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(result.text)

@@ -114,3 +114,10 @@ def test_an_empty_map_says_so(engine):
     _, report = engine.sanity(Request(np.zeros((28, 28), dtype=np.float32), Selection(), method="lime"))
     assert report.empty and not report.passes_deletion and not report.passes_randomization
     assert report.verdict == "This map is empty: there is nothing to check."
+
+
+def test_sanity_of_a_contrast_follows_the_logit_difference(engine):
+    image = rasterize(load_golden_digits()[4])
+    frame, report = engine.sanity(Request(image, Selection(output=4, versus=9)))
+    assert frame.mode == "contrast"
+    assert report.deletion[0] == pytest.approx(float(frame.logits[4] - frame.logits[9]), abs=1e-5)

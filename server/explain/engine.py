@@ -368,7 +368,8 @@ class Engine:
 
         The randomised copies explain the same class as this model (their own
         prediction may differ) and the same neuron.  The deletion curve
-        follows the class's logit, or for a neuron alone its pre-activation.
+        follows the class's logit (in mode ``contrast`` ``z_c − z_c′``), or for
+        a neuron alone its pre-activation.
         Raises ``ValueError`` as :meth:`explain` does, or if the engine was
         built with ``randomized=False``.
         """
@@ -376,14 +377,17 @@ class Engine:
         if not self._randomized:
             raise ValueError("sanity: this engine was built without randomised copies (randomized=False)")
         frame = self.explain([request])[0]
-        hidden = request.selection.hidden
+        hidden, versus = request.selection.hidden, frame.versus
         same = request if frame.mode == "hidden" else dataclasses.replace(
-            request, selection=Selection(frame.target, hidden if frame.mode == "crp" else None))
+            request, selection=dataclasses.replace(request.selection, output=frame.target))
         randomized = {label: engine.explain([same])[0].heatmap for label, engine in self._randomized.items()}
 
         def score(images: np.ndarray) -> np.ndarray:
             forward = self._forward(images, keep_mask([request.knockout] * len(images), self.hidden, DTYPE))
-            return (forward.z1[:, hidden] if frame.mode == "hidden" else forward.logits[:, frame.target]).numpy()
+            if frame.mode == "hidden":
+                return forward.z1[:, hidden].numpy()
+            rival = forward.logits[:, versus] if versus is not None else 0.0
+            return (forward.logits[:, frame.target] - rival).numpy()
 
         seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
         return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP)
