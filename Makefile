@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-slow bench bench-engine screenshots clean
+.PHONY: install run test test-slow test-fast image bench bench-engine screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,24 @@ install: $(INSTALLED)
 run: $(INSTALLED)
 	$(BIN)/python -m server
 
+# Debian packages first (installed as root, else named and their tests skipped),
+# then the whole suite, the Docker tests included when an engine can run here.
 test: $(INSTALLED)
+	deploy/test-packages.sh
 	$(BIN)/python -m pytest -ra
 
 # The checks over the whole official test set (MNIST_DIR), minutes each.
 test-slow: $(INSTALLED)
 	$(BIN)/python -m pytest -ra --slow -m slow
+
+# Everything but the browser and the deployment tests (minutes, not tens of them).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -m "not browser and not deploy"
+
+# The app image (and, without an image registry, a local Debian base and the
+# proxy image); writes deploy/images.env for `docker compose --env-file`.
+image:
+	$(PYTHON) -m deploy.images
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.latency --plot docs/latency.png

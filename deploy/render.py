@@ -3,8 +3,10 @@
 Compose hands the template to the nginx image, whose entrypoint renders it
 with ``envsubst``.  This module applies the same substitution (``$NAME`` and
 ``${NAME}`` for the names given, everything else left alone) so that the
-integration test runs Debian's nginx on exactly the proxy config compose uses,
-with local upstreams, and wraps it in the few main-context lines the nginx
+integration test runs Debian's nginx on exactly the proxy config compose uses.
+Compose points the template's ``BACKEND`` at the replicas' DNS name; here it
+names an ``upstream replicas`` group of loopback servers (least connections)
+that this module adds, together with the few main-context lines the nginx
 image would otherwise provide (pid file, temp paths, logs) inside a scratch
 directory, so nginx runs as an ordinary user.
 
@@ -55,18 +57,18 @@ def substitute(template: str, values: Mapping[str, str]) -> str:
     return _NAME.sub(replace, template)
 
 
-def template_values(listen: str, upstreams: Sequence[str], limits: ProxyLimits,
-                    dns_resolver: str = "127.0.0.1") -> dict[str, str]:
-    """The template's variables for fixed ``host:port`` upstreams.
+UPSTREAM_GROUP = "replicas"
+
+
+def template_values(listen: str, limits: ProxyLimits, dns_resolver: str = "127.0.0.1") -> dict[str, str]:
+    """The template's variables with ``BACKEND`` naming the loopback group :data:`UPSTREAM_GROUP`.
 
     ``dns_resolver`` is required by the template's ``resolver`` line but is
-    never queried when every upstream is an IP address.
+    never queried: the backend is a group of IP addresses.
     """
-    if not upstreams:
-        raise ValueError("at least one upstream host:port is required")
     return {
         "LISTEN": listen,
-        "UPSTREAM_SERVERS": " ".join(f"server {address};" for address in upstreams),
+        "BACKEND": UPSTREAM_GROUP,
         "DNS_RESOLVER": dns_resolver,
         "LIMIT_CONN_PER_IP": str(limits.conn_per_ip),
         "LIMIT_REQ_PER_IP": str(limits.req_per_s),
@@ -74,11 +76,23 @@ def template_values(listen: str, upstreams: Sequence[str], limits: ProxyLimits,
     }
 
 
-def main_config(directory: Path, fragment: Path) -> str:
-    """The main-context nginx.conf that includes ``fragment``, all paths inside ``directory``.
+def upstream_group(upstreams: Sequence[str]) -> str:
+    """``upstream replicas {…}`` for fixed ``host:port`` servers, balanced on open connections."""
+    if not upstreams:
+        raise ValueError("at least one upstream host:port is required")
+    servers = "".join(f"    server {address};\n" for address in upstreams)
+    # Visitors hold one long WebSocket each: balance on open connections. The
+    # zone shares the counts between worker processes.
+    return (f"upstream {UPSTREAM_GROUP} {{\n    zone {UPSTREAM_GROUP} 64k;\n    least_conn;\n{servers}"
+            f"    keepalive 16;\n}}\n")
+
+
+def main_config(directory: Path, fragment: Path, upstreams: Sequence[str]) -> str:
+    """The main-context nginx.conf: the upstream group, then ``fragment``, all paths inside ``directory``.
 
     One worker: the test machine has 2 cores shared with the servers.
     """
+    group = upstream_group(upstreams).replace("\n", "\n    ").rstrip()
     return f"""worker_processes 1;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log notice;
@@ -92,6 +106,7 @@ http {{
     fastcgi_temp_path {directory}/fastcgi;
     uwsgi_temp_path {directory}/uwsgi;
     scgi_temp_path {directory}/scgi;
+    {group}
     include {fragment};
 }}
 """
@@ -106,10 +121,10 @@ def render_local(directory: Path, listen: str, upstreams: Sequence[str],
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     fragment = directory / "proxy.conf"
-    values = template_values(listen, upstreams, limits)
+    values = template_values(listen, limits)
     fragment.write_text(substitute(TEMPLATE_PATH.read_text(encoding="utf-8"), values), encoding="utf-8")
     config = directory / "nginx.conf"
-    config.write_text(main_config(directory, fragment), encoding="utf-8")
+    config.write_text(main_config(directory, fragment, upstreams), encoding="utf-8")
     return config
 
 

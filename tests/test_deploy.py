@@ -1,13 +1,13 @@
 """The deployment: the compose file validates, and the proxy config works in front of real replicas.
 
-There is no Docker engine here, so the integration tests run Debian's nginx
-as the current user with the template of ``docker-compose.yml``'s proxy
-(``deploy/nginx.conf.template``, rendered by ``deploy/render.py`` for
-loopback upstreams) in front of three ``python -m server`` processes.
+These run without a Docker engine (``test_docker.py`` has the ones with one):
+Debian's nginx as the current user with the template of
+``docker-compose.yml``'s proxy (``deploy/nginx.conf.template``, rendered by
+``deploy/render.py`` for loopback upstreams) in front of three ``python -m
+server`` processes.
 """
 
 import asyncio
-import random
 import re
 import shutil
 import signal
@@ -15,19 +15,20 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
 from starlette import status
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from deploy.render import ProxyLimits, render_local, substitute
 from model_store.strokes import load_golden_digits
+from reconnecting import WAIT_S, ReconnectingVisitor, until
 from support import ROOT, ServerProcess, get_status, server_process
 
 pytestmark = pytest.mark.deploy
@@ -36,7 +37,6 @@ NGINX = Path("/usr/sbin/nginx")
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 REPLICAS = 3
 VISITORS = 20
-WAIT_S = 30.0  # bound on every wait for a condition below
 SHUTDOWN_GRACE_S = "2"
 
 
@@ -44,15 +44,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    """Wait until ``condition()`` holds, checking every 20 ms; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # docker-compose config
@@ -79,7 +70,7 @@ def seconds(text: str) -> float:
 def test_compose_config_validates_with_replicas_health_and_grace() -> None:
     config = compose_config()
     assert re.search(r"^\s+replicas: 3$", config, re.MULTILINE)
-    assert "/readyz" in config and "/healthz" in config
+    assert "/readyz" in config and "/proxy-healthz" in config
     grace = seconds(re.search(r"stop_grace_period: (\S+)", config).group(1))
     shutdown = float(re.search(r"SHUTDOWN_GRACE_S: '([\d.]+)'", config).group(1))
     assert grace > shutdown, f"stop_grace_period {grace} s must exceed SHUTDOWN_GRACE_S {shutdown} s"
@@ -94,8 +85,8 @@ def test_render_substitutes_only_the_named_variables() -> None:
     template = "listen ${LISTEN}; set $$x $host; proxy_set_header Upgrade $http_upgrade; $LISTEN"
     assert substitute(template, {"LISTEN": "8080"}) == \
         "listen 8080; set $$x $host; proxy_set_header Upgrade $http_upgrade; 8080"
-    with pytest.raises(KeyError, match="UPSTREAM_SERVERS"):
-        substitute("${UPSTREAM_SERVERS}", {"LISTEN": "8080"})
+    with pytest.raises(KeyError, match="BACKEND"):
+        substitute("${BACKEND}", {"LISTEN": "8080"})
 
 
 # nginx in front of real replicas
@@ -210,101 +201,6 @@ async def test_per_ip_connection_limit(replicas: list[ServerProcess], tmp_path: 
             with pytest.raises(InvalidStatus) as refused:
                 await connect(limited.ws, origin=limited.base, compression=None, open_timeout=10)
     assert refused.value.response.status_code == status.HTTP_429_TOO_MANY_REQUESTS
-
-
-@dataclass
-class Record:
-    """What one visitor saw: its connections, how each ended, its frames (time, connection), refusals."""
-
-    connections: int = 0
-    close_codes: list[int] = field(default_factory=list)
-    frames: list[tuple[float, int]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def frames_since(self, moment: float, connection: int | None = None) -> int:
-        return sum(1 for at, number in self.frames if at > moment and connection in (None, number))
-
-
-class ReconnectingVisitor:
-    """Draws a golden digit point by point; on a lost connection reconnects and replays, as the page does.
-
-    docs/protocol.md: reconnect after 1011, 1012, 1013 and 1006 with jittered
-    exponential backoff, then replay the drawing (one message per stroke).
-    """
-
-    MAX_CONNECTIONS = 5
-    POINT_INTERVAL_S = 0.03
-
-    def __init__(self, url: str, origin: str, strokes: list[list[tuple[float, float]]], seed: int) -> None:
-        self.url, self.origin, self.strokes = url, origin, strokes
-        self.random = random.Random(seed)
-        self.record = Record()
-        self.drawn: list[list[tuple[float, float]]] = []
-        self.position = (0, 0)  # (stroke, point) of the next point to draw
-
-    def next_point(self) -> tuple[bool, tuple[float, float]]:
-        """Add the next point to ``drawn``; ``True`` when it starts the digit over (the drawing was cleared)."""
-        stroke, point = self.position
-        restarted = stroke == len(self.strokes)
-        if restarted:
-            self.drawn, stroke = [], 0
-        if point == 0:
-            self.drawn.append([])
-        value = self.strokes[stroke][point]
-        self.drawn[-1].append(value)
-        point += 1
-        self.position = (stroke + 1, 0) if point == len(self.strokes[stroke]) else (stroke, point)
-        return restarted, value
-
-    async def run(self, stop: asyncio.Event) -> None:
-        for attempt in range(self.MAX_CONNECTIONS):
-            try:
-                async with connect(self.url, origin=self.origin, compression=None, open_timeout=10,
-                                   max_size=None) as connection:
-                    await self.session(connection, stop)
-                    return
-            except ConnectionClosed as closed:
-                self.record.close_codes.append(closed.rcvd.code if closed.rcvd else status.WS_1006_ABNORMAL_CLOSURE)
-            if stop.is_set():
-                return
-            await asyncio.sleep(self.random.uniform(0.5, 1.0) * 0.05 * 2**attempt)
-
-    async def session(self, connection: ClientConnection, stop: asyncio.Event) -> None:
-        """One connection: welcome, replay, then one point per interval until ``stop``."""
-        self.record.connections += 1
-        number = self.record.connections
-        welcome = orjson.loads(await connection.recv())
-        assert welcome["type"] == "welcome", welcome
-        seq, first_id = 0, 0  # stroke ids keep increasing on a connection, also after `clear`
-
-        async def send(message: dict) -> None:
-            nonlocal seq
-            seq += 1
-            await connection.send(orjson.dumps({**message, "seq": seq}).decode())
-
-        async def receive() -> None:
-            async for raw in connection:
-                message = orjson.loads(raw)
-                if message["type"] == "frame":
-                    self.record.frames.append((time.monotonic(), number))
-                elif message["type"] == "error":
-                    self.record.errors.append(message["code"])
-
-        receiver = asyncio.create_task(receive())
-        try:
-            for index, stroke in enumerate(self.drawn):  # replay: a new connection is a new drawing
-                await send({"type": "stroke", "id": index, "points": [list(p) for p in stroke]})
-            while not stop.is_set() and not receiver.done():
-                restarted, point = self.next_point()
-                if restarted:
-                    first_id += len(self.strokes)
-                    await send({"type": "clear"})
-                await send({"type": "stroke", "id": first_id + len(self.drawn) - 1, "points": [list(point)]})
-                await asyncio.sleep(self.POINT_INTERVAL_S)
-        finally:
-            if receiver.done():
-                receiver.result()  # closed by the server: ConnectionClosed goes up to `run`
-            receiver.cancel()
 
 
 async def test_replicas_share_visitors_and_fail_over(replicas: list[ServerProcess], proxy: Proxy) -> None:
