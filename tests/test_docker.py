@@ -122,7 +122,9 @@ class Deployment:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def environment(self, images: Images) -> dict[str, str]:
-        return {**os.environ, **images.env(), "PROXY_BIND": "127.0.0.1", "PROXY_PORT": str(self.port)}
+        # One server process per replica: the tests run several replicas on 2 shared cores.
+        return {**os.environ, **images.env(), "PROXY_BIND": "127.0.0.1", "PROXY_PORT": str(self.port),
+                "PROCESSES": "1"}
 
 
 def inspect(container: str, template: str) -> str:
