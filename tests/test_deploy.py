@@ -52,7 +52,7 @@ def compose_config() -> str:
     """The file as Debian's docker-compose v1.29 resolves it (it validates while doing so)."""
     binary = shutil.which("docker-compose")
     if binary is None:
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose; .ci/run does)")
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose; make test does, as root)")
     result = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
@@ -122,7 +122,7 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], directory: Path)
 @contextmanager
 def running_nginx(directory: Path, upstreams: list[str], limits: ProxyLimits = ProxyLimits()) -> Iterator[Proxy]:
     if not NGINX.is_file():
-        pytest.skip(f"{NGINX} is not installed (apt-get install nginx; .ci/run does)")
+        pytest.skip(f"{NGINX} is not installed (apt-get install nginx; make test does, as root)")
     port = free_port()
     config = render_local(directory, f"127.0.0.1:{port}", upstreams, limits)
     process = subprocess.Popen([str(NGINX), "-p", str(directory), "-c", str(config), "-g", "daemon off;"],
