@@ -40,6 +40,7 @@ checked on the image as sent (quantised to bytes).  There is no randomness:
 the same drawing gives the same answer.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -199,7 +200,7 @@ class CounterfactualSearch:
         for steps in range(1, objective.steps + 1):
             moved = self._step(momentum_mask, x0, direction, network, target, prototype, weights)
             moved[done] = mask[done]  # a candidate read as the target with the margin keeps its sparse mask
-            momentum_next = (1.0 + np.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
+            momentum_next = (1.0 + math.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0  # a Python float: keeps float32
             momentum_mask = moved + ((momentum - 1.0) / momentum_next) * (moved - mask)
             mask, momentum = moved, momentum_next
             if steps % objective.check_every == 0:
