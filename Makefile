@@ -46,7 +46,7 @@ bench-engine: $(INSTALLED)
 
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: $(INSTALLED)
-	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py -k "screenshots or comparison"
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py tests/test_page_questions.py -k "screenshots or comparison or counterfactual"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Locator
 
-from test_page import WAIT_MS, Strokes, Visit, browser, draw_with_mouse, golden, open_page, server, settle
+from test_page import (SCREENSHOTS, WAIT_MS, Strokes, Visit, browser, draw_with_mouse, golden, open_page, server,
+                       settle, strongest_hidden)
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "golden", "server"]  # module fixtures shared with test_page
@@ -167,3 +168,13 @@ def test_a_digit_button_asks_for_a_counterfactual_and_shows_it(sized: Visit, gol
     page.locator("#morph").focus()
     page.keyboard.press("Home")  # the morph slider is keyboard operable: back to the drawing
     assert page.locator("#morph").input_value() == "0"
+    page.keyboard.press("End")
+    if page.viewport_size["width"] >= 1366:  # the README's picture: contrast, counterfactual, a neuron off
+        page.locator("#versus").select_option("8")
+        unit = strongest_hidden(settle(sized))
+        long_press(sized, page.locator(f".neuron.hidden[data-index='{unit}']"))
+        wire.wait_received(lambda m: m["type"] == "frame" and m["knockout"] and m["versus"] == 8)
+        settle(sized)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#questions").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "questions-1366x768.png"), full_page=True)
