@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -36,6 +37,7 @@ from uvicorn.supervisors import Multiprocess
 from .logs import event, log_config
 from .replica import METRICS_DIR_ENV, REPLICA_DIR_ENV
 from .settings import Settings, SettingsError
+from .httpprotocol import HeaderTimeoutProtocol
 from .wsprotocol import STACK_OPTIONS
 
 APP_FACTORY = "server.app:create_app"  # what each server process imports (spawned: nothing is inherited)
@@ -61,7 +63,7 @@ def uvicorn_config(app: Starlette | str, settings: Settings, configure_logging: 
         workers=settings.processes if isinstance(app, str) else None,
         host=settings.host,
         port=settings.port,
-        **STACK_OPTIONS,
+        **{**STACK_OPTIONS, "http": partial(HeaderTimeoutProtocol, header_timeout_s=settings.header_timeout_s)},
         ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,

@@ -58,6 +58,10 @@ class Settings:
         ping_interval_s, ping_timeout_s: WebSocket keepalive (RFC 6455 §5.5.2), s.
         send_timeout_s: a message not written within this → the visitor is
             released (a client that stopped reading), s.
+        header_timeout_s: a request whose HTTP headers are not complete this
+            long after the connection opened (or after its first byte, on a
+            kept-alive connection) has its connection closed, s
+            (:mod:`server.httpprotocol`).
         shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
             within this, s; below docker compose's default stop timeout (10 s).
     Processes
@@ -103,6 +107,7 @@ class Settings:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     send_timeout_s: float = 5.0
+    header_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
     processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -119,7 +124,7 @@ class Settings:
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
-                     "ping_timeout_s", "send_timeout_s", "shutdown_grace_s"):
+                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
         # More engine threads than cores only adds contention (each runs torch with one thread).

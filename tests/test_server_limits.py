@@ -248,3 +248,44 @@ async def test_refused_handshakes_log_a_bounded_counted_number_of_lines_and_no_e
     assert sorted(line["reason"] for line in refused) == ["capacity", "origin"], lines
     assert all(line["suppressed_since_last"] == 0 for line in refused)
     assert len(lines) <= 4, lines  # nothing else per refused connection
+
+
+# Half-sent HTTP headers (a server exposed without the proxy)
+
+HEADER_TIMEOUT_S = 1.0
+PARTIAL_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # no blank line: the headers never end
+
+
+async def test_half_sent_headers_are_closed_after_the_header_timeout(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(header_timeout_s=HEADER_TIMEOUT_S) as url:
+        port = urlsplit(url).port
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _, writer in stalled:
+            writer.write(PARTIAL_REQUEST)
+        async with Visitor.connect(url) as visitor:  # an upgraded WebSocket outlives the header timeout
+            # A kept-alive connection whose second request stalls is closed too.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(PARTIAL_REQUEST + b"\r\n" + PARTIAL_REQUEST)
+            assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200 OK")
+            stalled.append((reader, writer))
+            async with asyncio.timeout(HEADER_TIMEOUT_S + 2.0):
+                for reader, _ in stalled:
+                    assert await reader.read() == b""  # closed by the server (EOF), nothing sent
+            assert loop.time() - started >= HEADER_TIMEOUT_S
+            assert (await visitor.frame_for(await visitor.draw(golden_digits[3])))["prediction"] == 3
+        for _, writer in stalled:
+            writer.close()
+        assert await fetch(url + "/healthz") == (200, b"ok")
+
+
+async def test_headers_sent_slowly_within_the_timeout_are_served() -> None:
+    async with running_app(header_timeout_s=HEADER_TIMEOUT_S) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
+        writer.write(PARTIAL_REQUEST)
+        await asyncio.sleep(HEADER_TIMEOUT_S / 2)  # the slow client's pause is what is tested
+        writer.write(b"Connection: close\r\n\r\n")
+        response = await reader.read()
+        assert response.startswith(b"HTTP/1.1 200 OK") and response.endswith(b"ok")
+        writer.close()
