@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from .targets import ProcessSample, Probe
 from .workload import Pace, Schedule, Stroke, visitor_schedule
 
-# A frame of the H=128 model is about 12 kB; leave room for larger models.
+# A frame of the H=128 model is about 3.6 kB; leave room for larger models.
 MAX_MESSAGE_BYTES = 4 * 2**20
 # Connections opened at once per process: enough to connect 200 visitors in
 # well under a second without a SYN burst larger than a listen backlog.

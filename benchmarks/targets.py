@@ -150,7 +150,9 @@ def origin_for(ws_url: str) -> str:
 class LocalServer:
     """A server process on loopback, ready once constructed; use as a context manager."""
 
-    def __init__(self, kind: Kind, model: str | None, extra_environment: Mapping[str, str]) -> None:
+    def __init__(self, kind: Kind, model: str | None, extra_environment: Mapping[str, str],
+                 repo: Path = REPO) -> None:
+        """``repo``: the checkout whose code runs (another commit's worktree, to compare against it)."""
         self.kind = kind
         self.port = free_port()
         command = [sys.executable, "-m", kind.module, "--host", "127.0.0.1", "--port", str(self.port)]
@@ -159,7 +161,7 @@ class LocalServer:
         environment = {**os.environ, **extra_environment, **kind.environment}
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind.name}-{self.port}.log"
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=self.log,
+        self.process = subprocess.Popen(command, cwd=repo, env=environment, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.origin = f"http://127.0.0.1:{self.port}"

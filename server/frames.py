@@ -1,9 +1,12 @@
 """The wire layout of every server → client message (docs/protocol.md), written once.
 
 Each ``encode_*`` function returns the UTF-8 JSON text of one message as
-``bytes`` (orjson).  The 2-D arrays (edges, images, heatmaps) travel as
-``{"dtype", "shape", "scale"?, "data"}`` with standard base64 data
-(RFC 4648 §4), whatever their size; the vectors are plain JSON numbers.
+``bytes`` (orjson).  Arrays travel as ``{"dtype", "shape", "scale"?, "data"}``
+with standard base64 data (RFC 4648 §4), whatever their size: in a frame the
+images and the H-vectors (activations, relevances, edges) quantised to one
+byte per value with a scale, so that a frame of the 128-neuron model stays
+under 4,000 bytes (60 of them a second fit a 2 Mbit/s link); the 10 class
+probabilities and logits are plain JSON numbers.
 """
 
 import base64
@@ -28,6 +31,18 @@ def encode_u8(image: np.ndarray) -> dict[str, Any]:
     """Values in [0, 1] as bytes ``round(v·255)``: exact to within 1/510."""
     quantised = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return {"dtype": "u8", "shape": list(image.shape), "scale": U8_SCALE, "data": _base64(quantised)}
+
+
+def encode_u8_scaled(values: np.ndarray) -> dict[str, Any]:
+    """Non-negative values as ``round(v / scale)`` with ``scale = max(v) / 255``: exact to within ``scale / 2``.
+
+    An all-zero (or empty) array has ``scale`` 0 and all bytes 0.
+    """
+    largest = float(values.max()) if values.size else 0.0
+    scale = largest / 255.0
+    quantised = np.zeros(values.shape, dtype=np.uint8) if scale == 0.0 else \
+        np.clip(np.rint(values / scale), 0, 255).astype(np.uint8)
+    return {"dtype": "u8", "shape": list(values.shape), "scale": scale, "data": _base64(quantised)}
 
 
 def encode_i8(values: np.ndarray) -> dict[str, Any]:
@@ -85,7 +100,7 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
     })
 
 
-def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, compute_ms: float) -> bytes:
+def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number: int, compute_ms: float) -> bytes:
     """The ``frame`` message.
 
     Parameters
@@ -98,12 +113,15 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, comput
         The engine's ``FrameData`` for the request.
     pending:
         ``True`` while an on-pause method waits for stillness: the heatmap is sent as ``null``.
+    number:
+        The frame's number on its connection (1, 2, …), what the client acknowledges.
     compute_ms:
         Server time spent on this frame, milliseconds.
     """
     conservation = data.conservation
     return _dumps({
         "type": "frame",
+        "frame": number,
         "seq": view.seq,
         "model": view.model, "method": view.method, "rule": view.rule,
         "output": view.output, "hidden": view.hidden,
@@ -113,9 +131,9 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, comput
         "prediction": int(data.prediction),
         "probabilities": _floats(data.probabilities),
         "logits": _floats(data.logits),
-        "activations": _floats(data.activations),
-        "hidden_relevance": _floats(data.hidden_relevance),
-        "edges": encode_f32(np.asarray(data.edges)),
+        "activations": encode_u8_scaled(np.asarray(data.activations)),
+        "hidden_relevance": encode_i8(np.asarray(data.hidden_relevance)),
+        "edges": encode_i8(np.asarray(data.edges)[:, int(data.target)]),
         "input": encode_u8(image),
         "heatmap": None if pending else encode_i8(np.asarray(data.heatmap)),
         "conservation": {key: float(conservation[key]) for key in ("input_sum", "hidden_sum", "logit")},

@@ -123,12 +123,24 @@ class SanityCheck:
 Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck
 
 
-def decode_message(text: str | bytes) -> Message:
+@dataclass(frozen=True)
+class Ack:
+    """The client painted frame ``frame`` (and so every earlier one).
+
+    Outside the ``seq`` numbering: it changes nothing a frame shows.  Applied
+    to the visitor's frame schedule (:mod:`server.scheduling`), not to its state.
+    """
+
+    frame: int
+
+
+def decode_message(text: str | bytes) -> Message | Ack:
     """Parse one client message; raise :class:`ProtocolError` for anything else.
 
     Checks everything that does not depend on the visitor's state: JSON
     syntax, field presence and types (``True`` is not an integer), finiteness,
-    coordinate range, ``seq`` range.  Unknown extra fields are ignored.
+    coordinate range, ``seq`` range (every type but ``ack``, which has none).
+    Unknown extra fields are ignored.
     """
     try:
         document = orjson.loads(text)
@@ -140,10 +152,12 @@ def decode_message(text: str | bytes) -> Message:
     kind = document.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'type' must be a string, got {_kind(kind)}", seq)
+    if kind == "ack":
+        return _decode_ack(document)
     decoder = _DECODERS.get(kind)
     if decoder is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind[:40]!r}; expected one of "
-                            f"{', '.join(_DECODERS)}", seq)
+                            f"{', '.join(_DECODERS)}, ack", seq)
     if seq is None:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'seq' must be an integer in 0 .. 2**53-1, "
                             f"got {_kind(document.get('seq'))}")
@@ -254,6 +268,14 @@ def _decode_compare(document: dict[str, Any], seq: int) -> Compare:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"'methods' holds {len(methods)} names, expected 1 .. {MAX_COMPARE_METHODS}", seq)
     return Compare(seq, tuple(methods))
+
+
+def _decode_ack(document: dict[str, Any]) -> Ack:
+    frame = document.get("frame")
+    if not _is_int(frame) or not 1 <= frame < MAX_SEQ:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'frame' must be an integer in 1 .. 2**53-1, "
+                            f"got {_kind(frame)}")
+    return Ack(frame)
 
 
 _DECODERS = {

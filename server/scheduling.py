@@ -39,6 +39,11 @@ FRAME_BURST = 2
 # while the page paints the last one; more only help on links whose round trip
 # is longer than two frame intervals (FlowWindow grows the window there).
 START_WINDOW = 2
+# The most frames in flight: 60 frames/s over a 200 ms round trip.
+MAX_WINDOW = 12
+# A client that acknowledged frames and then stopped (a hidden tab does not
+# paint) gets one frame per this many seconds: never nothing, never a backlog.
+ACK_TIMEOUT_S = 3.0
 # Queueing delay (a round trip minus the smallest recent one) above which the
 # window shrinks; below half of it, a window that held frames back grows.  A
 # page's paint adds up to one display frame (16.7 ms) of noise to each sample.
@@ -89,7 +94,8 @@ class FlowWindow:
     page).  Delay-based, as TCP Vegas (Brakmo & Peterson, 1995): queueing above
     :data:`TARGET_QUEUE_DELAY_S` → one frame fewer in flight; below half of it
     while frames waited for a credit → one more; at most one change per round
-    trip.  A client that stops acknowledging gets one frame per
+    trip, except that the window grows with every such ack until the first
+    decrease (slow start).  A client that stops acknowledging gets one frame per
     ``ack_timeout_s``, never nothing.
     """
 
@@ -103,6 +109,10 @@ class FlowWindow:
         self.rtt_samples: deque[tuple[float, float]] = deque()  # (time, round trip s), last BASE_RTT_WINDOW_S
         self.progress_at = now  # the last ack, or the last frame sent on the ack timeout
         self.limited = False  # a frame waited for a credit since the last change
+        # Until the first sign of queueing, every ack that finds the window limiting grows it (doubling it per
+        # round trip, as TCP's slow start), so that a fast link with a long round trip reaches 60 frames/s
+        # within a few round trips; then one frame per round trip.
+        self.slow_start = True
         self.settled_through = 0  # no change until a frame numbered above this is acknowledged
 
     def ready_at(self, issued: int, now: float) -> float:
@@ -137,11 +147,14 @@ class FlowWindow:
         return min((rtt for _, rtt in self.rtt_samples), default=None)
 
     def _adjust(self, queueing_s: float, number: int) -> None:
-        if number <= self.settled_through:
-            return  # the last change has not had a round trip to show its effect yet
-        if queueing_s > TARGET_QUEUE_DELAY_S and self.size > 1:
+        if queueing_s > TARGET_QUEUE_DELAY_S:
+            if number <= self.settled_through or self.size == 1:
+                return  # the last change has not had a round trip to show its effect yet
             self.size -= 1
+            self.slow_start = False
         elif queueing_s < TARGET_QUEUE_DELAY_S / 2 and self.limited and self.size < self.max_frames:
+            if number <= self.settled_through and not self.slow_start:
+                return
             self.size += 1
         else:
             return

@@ -50,9 +50,10 @@ from .counterfactuals import Counterfactuals
 from .frames import encode_comparison, encode_error, encode_frame, encode_sanity, encode_welcome
 from .logs import event
 from .metrics import Metrics
-from .protocol import CounterfactualAsk, ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState, decode_message
+from .protocol import (Ack, CounterfactualAsk, ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState,
+                       decode_message)
 from .ratelimit import ErrorWindow, TokenBucket
-from .scheduling import Due, FrameSchedule, FrameTicket, Wait
+from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
 from .wsprotocol import ABORT_EXTENSION
 
@@ -86,10 +87,11 @@ class FrameRenderer:
     """The ``frame`` message of a job's result, as text: the job's ``render``, run on its engine thread."""
 
     view: View
-    pending: bool
+    ticket: FrameTicket
 
     def __call__(self, result: JobResult) -> str:
-        return encode_frame(self.view, result.image, result.frames[0], self.pending, result.compute_ms).decode()
+        return encode_frame(self.view, result.image, result.frames[0], self.ticket.pending, self.ticket.number,
+                            result.compute_ms).decode()
 
 
 class CloseConnection(Exception):
@@ -120,9 +122,11 @@ class Session:
                                   model=self.settings.model or "")
         self.bucket = TokenBucket(self.settings.max_messages_per_s, self.settings.max_messages_per_s, now)
         self.errors = ErrorWindow(self.settings.max_errors, self.settings.error_window_s)
-        # The baseline (coalesce=False) sends a frame per message, unpaced.
-        self.schedule = FrameSchedule(now, self.settings.max_frames_per_s if self.settings.coalesce else None,
-                                      self.settings.pause_ms / 1000.0, flow=None)
+        # The baseline (coalesce=False) sends a frame per message, unpaced, without flow control.
+        coalesce = self.settings.coalesce
+        self.schedule = FrameSchedule(now, self.settings.max_frames_per_s if coalesce else None,
+                                      self.settings.pause_ms / 1000.0,
+                                      FlowWindow(MAX_WINDOW, ACK_TIMEOUT_S, now) if coalesce else None)
         self.wakeup = asyncio.Event()  # a report to the schedule: the frame loop polls it again
         self.caught_up = asyncio.Event()  # nothing due (coalesce=False waits on it after each message)
         self.compare_due: tuple[str, ...] = ()
@@ -207,6 +211,10 @@ class Session:
                 raise ProtocolError(ErrorCode.RATE_LIMITED,
                                     f"more than {self.settings.max_messages_per_s} messages per second")
             message = decode_message(text)
+            if isinstance(message, Ack):
+                self.schedule.acknowledge(message.frame, now)
+                self.wakeup.set()  # a credit may be free
+                return
             effect = self.state.apply(message)
         except ProtocolError as error:
             await self._refuse(error, now)
@@ -300,9 +308,8 @@ class Session:
         await self._send(encode_welcome(self.services.catalog, self.state.view(), self.services.limits, timing))
 
     async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
-        pending = ticket.pending
-        slow = self.services.catalog.on_pause(view.method) and not pending
-        job = Job(view.model, view.strokes, (self._spec(view, pending),), render=FrameRenderer(view, pending))
+        slow = self.services.catalog.on_pause(view.method) and not ticket.pending
+        job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket))
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(result.text)
         self.schedule.sent(ticket.number, self.loop.time())

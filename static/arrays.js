@@ -31,11 +31,16 @@ export function maxAbs(values) {
   return max;
 }
 
-/** A `frame` message with its arrays decoded; `heatmap` stays null while an on-pause method is pending. */
+/**
+ * A `frame` message with its arrays decoded; `heatmap` stays null while an on-pause method is pending.
+ * `activations`, `hidden_relevance` and `edges` (R(j→target) of each hidden neuron j) become Float32Arrays of H.
+ */
 export function decodeFrame(message) {
   return {
     ...message,
-    edges: decode(message.edges),
+    activations: decode(message.activations).values,
+    hidden_relevance: decode(message.hidden_relevance).values,
+    edges: decode(message.edges).values,
     input: decode(message.input),
     heatmap: message.heatmap ? decode(message.heatmap) : null,
   };

@@ -71,7 +71,7 @@ export function updateCard(view, card, hidden, frame) {
   view.heading.textContent = `Hidden neuron ${hidden}`;
   if (frame && hidden < frame.activations.length) {
     const activation = frame.activations[hidden].toFixed(2);
-    const relevance = frame.edges.values[hidden * 10 + frame.target];
+    const relevance = frame.edges[hidden];
     view.facts.textContent = `Activation now ${activation} · relevance for '${frame.target}' ${relevance >= 0 ? "+" : "−"}${Math.abs(relevance).toPrecision(2)}`;
   }
   const ownMap = frame?.heatmap && frame.hidden === hidden && (frame.mode === "crp" || frame.mode === "hidden");

@@ -12,7 +12,7 @@ import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
 import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
 import { createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, limitsOf, pointCount } from "./state.js";
-import { renderStatus } from "./status.js";
+import { describeStatus, renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
 import { createQuestions } from "./questions.js";
@@ -82,11 +82,13 @@ function receive(message) {
   }
 }
 
-// The frame rate counts frames of the last second: once frames stop (the pen rests), it must fall to
-// 0 although no frame arrives to update it.
+// The frame rate counts frames of the last second and the display lag grows while no frame comes: both
+// must change on screen although no frame arrives to update them.
 setInterval(() => {
-  if (store.get().stats.fps !== socket.stats().fps) store.dispatch({ type: "stats", stats: socket.stats() });
-}, 1000);
+  const { connection, stats } = store.get();
+  const now = socket.stats();
+  if (describeStatus(connection, stats).text !== describeStatus(connection, now).text) store.dispatch({ type: "stats", stats: now });
+}, 250);
 
 function notice(text) {
   store.dispatch({ type: "notice", notice: { code: "limit", text } });
@@ -302,6 +304,7 @@ function render() {
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);
+  if (state.frame && state.frame !== before.frame) socket.painted(state.frame); // flow control: the next frame may come
 }
 
 function compareNote({ comparing, comparison, drawing }) {

@@ -257,7 +257,7 @@ export function updateNetwork(view, frame, selection, empty) {
   const H = frame.activations.length;
   // A contrast's ring is each neuron's share of z_c − z_c′ (frame.hidden_relevance; docs/protocol.md, "Contrast").
   const relevance = Array.from({ length: H }, (_, j) => (empty ? 0
-    : frame.mode === "contrast" ? frame.hidden_relevance[j] : frame.edges.values[j * 10 + target]));
+    : frame.mode === "contrast" ? frame.hidden_relevance[j] : frame.edges[j]));
   const maxRelevance = Math.max(...relevance.map(Math.abs), 1e-12);
   if (view.layout.strip) {
     stripSlots(view.hidden.length, relevance, frame.activations, selection.hidden).forEach((j, k) => assignSlot(view, k, j));

@@ -1,5 +1,6 @@
 // The protocol client of docs/protocol.md: one WebSocket, `seq` numbering,
-// reconnect with jittered backoff and replay, latency and frame rate.
+// reconnect with jittered backoff and replay, acknowledgement of painted
+// frames (flow control), display lag and frame rate.
 // Never touches the DOM: it reports through the callbacks it is given.
 
 /** Close codes after which reconnecting is safe (docs/protocol.md, "Close codes"). */
@@ -29,16 +30,6 @@ export function backoffMs(attempt, random = Math.random) {
   return step / 2 + random() * (step / 2);
 }
 
-/** Round trips kept for the median latency. */
-const LATENCY_WINDOW = 30;
-
-/** Median of a non-empty list of numbers. */
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 /**
  * Open the connection and keep it open.
  * @param {object} options
@@ -48,7 +39,8 @@ function median(values) {
  * @param {(welcome: object) => object[]} options.replay   messages (without seq) to send
  *        after a connection's first welcome, to restore the drawing and selection
  * @param {(seq: number) => void} options.onSent   every message sent, replays included
- * @returns {{send: (message: object) => (number|null), wake: () => void, stats: () => object}}
+ * @returns {{send: (message: object) => (number|null), painted: (frame: object) => void, wake: () => void,
+ *            stats: () => object}}
  */
 export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   let ws = null;
@@ -57,10 +49,12 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   let retryTimer = null;
   let welcomed = false;
   let replayedSeq = 0; // seq of the last replayed message: earlier frames show the server's fresh state
-  const sentAt = new Map(); // seq → performance.now() when sent
-  const roundTrips = [];
+  const sentAt = new Map(); // seq → performance.now() when sent, until a frame reflects it
+  let lastLagMs = null; // sending the newest message a frame reflects → receiving that frame
   const frameTimes = [];
   let frames = 0;
+  let receivedFrame = 0; // the highest `frame` number received on this connection (numbers restart per connection)
+  let ackedFrame = 0;
 
   function report(status, extra = {}) {
     onConnection({ status, retryInMs: null, code: null, ...extra });
@@ -69,6 +63,8 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   function connect() {
     retryTimer = null;
     welcomed = false;
+    receivedFrame = 0;
+    ackedFrame = 0;
     report(attempt === 0 ? "connecting" : "reconnecting");
     ws = new WebSocket(url);
     ws.addEventListener("message", receive);
@@ -78,6 +74,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   function receive(event) {
     const message = JSON.parse(event.data);
     if (message.type === "frame" || message.type === "comparison") measure(message.seq);
+    if (message.type === "frame" && message.frame) receivedFrame = Math.max(receivedFrame, message.frame);
     if (message.type === "welcome" && !welcomed) {
       welcomed = true;
       attempt = 0;
@@ -91,16 +88,17 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     // wrong reading for a moment after every reconnect. If the server refused the last replayed
     // message, no frame will ever reach its seq: stop waiting for one.
     if (message.type === "error" && message.seq === replayedSeq) replayedSeq = 0;
-    if (message.type === "frame" && (message.seq ?? 0) < replayedSeq) return;
+    if (message.type === "error") sentAt.delete(message.seq); // a refused message gets no frame
+    if (message.type === "frame" && (message.seq ?? 0) < replayedSeq) {
+      painted(message); // never shown: acknowledged at once, or the server would hold frames for it
+      return;
+    }
     onMessage(message);
   }
 
   function measure(frameSeq) {
     const now = performance.now();
-    if (frameSeq !== null && sentAt.has(frameSeq)) {
-      roundTrips.push(now - sentAt.get(frameSeq));
-      if (roundTrips.length > LATENCY_WINDOW) roundTrips.shift();
-    }
+    if (frameSeq !== null && sentAt.has(frameSeq)) lastLagMs = now - sentAt.get(frameSeq);
     // Latest-wins: a frame answers every seq up to its own (docs/protocol.md, "frame").
     for (const key of sentAt.keys()) if (frameSeq !== null && key <= frameSeq) sentAt.delete(key);
     frames += 1;
@@ -139,6 +137,17 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     return seq;
   }
 
+  /**
+   * The page painted `frame` (a `frame` message, decoded or not): acknowledge it (docs/protocol.md, "ack"),
+   * and with it every earlier frame. Frames of an older connection, or acknowledged already, are skipped.
+   */
+  function painted(frame) {
+    const number = frame.frame;
+    if (!number || number <= ackedFrame || number > receivedFrame || !ws || ws.readyState !== WebSocket.OPEN) return;
+    ackedFrame = number;
+    ws.send(JSON.stringify({ type: "ack", frame: number })); // no seq: an ack changes nothing a frame shows
+  }
+
   /** Reconnect now after an idle or refused close. A pending backoff wait is kept: every tap
    *  skipping it would undo the jitter that spreads visitors over a restarted or full server. */
   function wake() {
@@ -147,17 +156,22 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     connect();
   }
 
-  /** {latencyMs: median round trip of the last frames, fps: frames in the last second, frames} */
+  /**
+   * {lagMs, fps: frames in the last second, frames}. `lagMs`, the display lag: how far what is shown trails
+   * the pen, i.e. the wait of the oldest message no frame reflects yet, else the last frame's lag (sending the
+   * newest message it reflects → receiving it); null before any.
+   */
   function stats() {
     const now = performance.now();
     while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
+    const oldest = sentAt.size ? sentAt.values().next().value : null; // a Map keeps insertion order
     return {
-      latencyMs: roundTrips.length ? median(roundTrips) : null,
+      lagMs: oldest === null ? lastLagMs : Math.max(lastLagMs ?? 0, now - oldest),
       fps: frameTimes.length,
       frames,
     };
   }
 
   connect();
-  return { send, wake, stats };
+  return { send, painted, wake, stats };
 }

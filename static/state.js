@@ -22,7 +22,7 @@ export function initialState() {
     comparing: null, // the seq of the compare request in flight, if any
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
     view: { overlay: false },
-    stats: { latencyMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
+    stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
   };
 }

@@ -1,4 +1,4 @@
-// The status line: connection state, frame latency and frame rate.
+// The status line: connection state, display lag and frame rate.
 
 /** What each close code means to a visitor (docs/protocol.md, "Close codes"). */
 const REASONS = {
@@ -8,17 +8,32 @@ const REASONS = {
   1013: "server busy",
 };
 
+/** Display lag (pen → its frame, ms) past which the status warns: amber, then red (issue 12). */
+export const SLOW_LAG_MS = 150;
+export const VERY_SLOW_LAG_MS = 500;
+
+/** A lag in words: "320 ms", "2.1 s". */
+function duration(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
 /**
  * The status text and its tone ("ok", "wait", "stop").
  * @param {{status: string, retryInMs: number|null, code: number|null}} connection
- * @param {{latencyMs: number|null, fps: number}} stats
+ * @param {{lagMs: number|null, fps: number}} stats  lagMs: how far the display trails the pen (socket.js)
  * @returns {{text: string, tone: string}}
  */
 export function describeStatus(connection, stats) {
   switch (connection.status) {
     case "open": {
-      const latency = stats.latencyMs === null ? "– ms" : `${Math.round(stats.latencyMs)} ms`;
-      return { text: `Live · ${latency} · ${stats.fps} fps`, tone: "ok" };
+      const lag = stats.lagMs;
+      if (lag !== null && lag > VERY_SLOW_LAG_MS) {
+        return { text: `Very slow connection · display ${duration(lag)} behind · ${stats.fps} fps`, tone: "stop" };
+      }
+      if (lag !== null && lag > SLOW_LAG_MS) {
+        return { text: `Slow connection · display ${duration(lag)} behind · ${stats.fps} fps`, tone: "wait" };
+      }
+      return { text: `Live · ${lag === null ? "– ms" : duration(lag)} · ${stats.fps} fps`, tone: "ok" };
     }
     case "connecting":
       return { text: "Connecting…", tone: "wait" };
@@ -47,6 +62,7 @@ export function renderStatus(elements, connection, stats, notice, frame) {
   elements.line.dataset.status = connection.status;
   elements.line.dataset.sentSeq = String(stats.sentSeq);
   elements.line.dataset.frameSeq = String(frame?.seq ?? 0);
+  elements.line.dataset.lagMs = stats.lagMs === null ? "" : String(Math.round(stats.lagMs));
   elements.notice.textContent = notice ? notice.text : "";
   elements.notice.hidden = !notice;
 }

@@ -243,8 +243,7 @@ def click_neuron(page: Page, kind: str, index: int) -> None:
 
 def strongest_hidden(frame: dict[str, Any]) -> int:
     """The hidden neuron passing the most relevance to the frame's target class."""
-    edges = decode_array(frame["edges"])
-    return int(np.argmax(edges[:, frame["target"]]))
+    return int(np.argmax(decode_array(frame["edges"])))  # R(j → target), docs/protocol.md
 
 
 def test_mouse_drawing_streams_frames_during_the_stroke(visit: Visit, golden: dict[int, Strokes]) -> None:
@@ -382,7 +381,7 @@ def test_switching_to_h16_redraws_the_diagram(visit: Visit, golden: dict[int, St
     page.select_option("#model", "h16")
     welcome = wire.wait_received(lambda m: m["type"] == "welcome" and m["model"]["name"] == "h16")
     frame = wire.wait_received(lambda m: m["type"] == "frame" and m["model"] == "h16")
-    assert welcome["model"]["hidden"] == 16 and len(frame["activations"]) == 16
+    assert welcome["model"]["hidden"] == 16 and frame["activations"]["shape"] == [16]
     page.wait_for_function("() => document.querySelectorAll('.neuron.hidden').length === 16", timeout=WAIT_MS)
     assert page.locator(".neuron.output").count() == 10
     settle(visit)

@@ -185,9 +185,9 @@ def run_link(flow: FlowWindow, round_trip_s: float, transmit_s: float, seconds: 
 
 def test_the_window_grows_on_a_long_round_trip_without_queueing_up_to_the_frame_rate() -> None:
     flow = FlowWindow(max_frames=12, ack_timeout_s=3.0, now=0.0)
-    frames = run_link(flow, round_trip_s=0.15, transmit_s=0.0, seconds=10.0)
-    assert flow.size >= 9  # 60 frames/s × 0.15 s in flight
-    assert frames.issued >= 0.9 * RATE * 10
+    frames = run_link(flow, round_trip_s=0.15, transmit_s=0.0, seconds=1.0)
+    assert flow.size >= 9  # 60 frames/s × 0.15 s in flight, within a second (slow start)
+    assert frames.issued >= 0.8 * RATE
 
 
 @pytest.mark.parametrize("transmit_s", [0.021, 0.04, 0.1])

@@ -27,7 +27,7 @@ async def test_command_line_options_choose_address_and_model() -> None:
         async with Visitor.connect(server.url) as visitor:
             assert visitor.welcome["model"]["name"] == visitor.welcome["state"]["model"] == others[0]
             frame = await visitor.frame_for(None)
-            assert len(frame["activations"]) == model_record(others[0])["hidden"]
+            assert frame["activations"]["shape"] == [model_record(others[0])["hidden"]]
 
 
 def test_a_bad_setting_stops_the_server_naming_the_variable() -> None:

@@ -19,11 +19,18 @@ from support import Visitor, decode_array, running_app
 U8_TOLERANCE = 0.5 / 255 + 1e-6
 
 
-def assert_heatmap_equal(array: dict[str, Any], expected: np.ndarray) -> None:
-    """The i8 heatmap is within ``scale / 2`` of the engine's map (docs/protocol.md)."""
-    assert array["dtype"] == "i8" and array["shape"] == [28, 28]
-    assert array["scale"] == pytest.approx(float(np.abs(expected).max()) / 127, rel=1e-5)
+def assert_quantised_equal(array: dict[str, Any], expected: np.ndarray) -> None:
+    """An i8 (signed) or u8 (non-negative) array is within ``scale / 2`` of the engine's values, and ±127 (255)
+    is ±max (docs/protocol.md, "Array encoding")."""
+    levels = {"i8": 127, "u8": 255}[array["dtype"]]
+    assert array["shape"] == list(expected.shape)
+    assert array["scale"] == pytest.approx(float(np.abs(expected).max()) / levels, rel=1e-5)
     np.testing.assert_allclose(decode_array(array), expected, rtol=0, atol=array["scale"] / 2 + 1e-6)
+
+
+def assert_heatmap_equal(array: dict[str, Any], expected: np.ndarray) -> None:
+    assert array["dtype"] == "i8" and array["shape"] == [28, 28]
+    assert_quantised_equal(array, expected)
 
 
 def engine_frame(strokes: list[Stroke], output: int | None = None, hidden: int | None = None,
@@ -58,8 +65,11 @@ async def test_frame_equals_the_engine_for_every_selection(app_url: str, golden_
             assert (frame["output"], frame["hidden"], frame["mode"], frame["rule"]) == (output, hidden, mode, rule)
             assert frame["target"] == expected.target and frame["prediction"] == expected.prediction
             assert_heatmap_equal(frame["heatmap"], expected.heatmap)
-            np.testing.assert_allclose(frame["hidden_relevance"], expected.hidden_relevance, rtol=1e-6, atol=1e-6)
-            np.testing.assert_array_equal(decode_array(frame["edges"]), expected.edges)
+            assert (frame["activations"]["dtype"], frame["hidden_relevance"]["dtype"]) == ("u8", "i8")
+            assert_quantised_equal(frame["activations"], expected.activations)
+            assert_quantised_equal(frame["hidden_relevance"], expected.hidden_relevance)
+            assert frame["edges"]["dtype"] == "i8"  # the target's column only: what the page draws
+            assert_quantised_equal(frame["edges"], expected.edges[:, expected.target])
             np.testing.assert_allclose(frame["probabilities"], expected.probabilities, rtol=1e-6)
             assert frame["conservation"]["logit"] == pytest.approx(expected.conservation["logit"])
 
@@ -90,7 +100,7 @@ async def test_model_change_sends_welcome_then_frame_of_that_model(app_url: str,
         assert welcome["type"] == "welcome" and welcome["model"]["name"] == others[0]
         assert (welcome["state"]["output"], welcome["state"]["hidden"]) == (None, None)
         assert frame["type"] == "frame" and frame["seq"] == seq and frame["model"] == others[0]
-        assert len(frame["activations"]) == welcome["model"]["hidden"]
+        assert frame["activations"]["shape"] == [welcome["model"]["hidden"]]
         assert frame["prediction"] == engine_frame(golden_digits[2], model=others[0]).prediction
 
 
@@ -107,7 +117,7 @@ async def test_on_pause_method_is_pending_while_drawing_then_computed(golden_dig
         assert done["seq"] == seq and done["pending"] is False and done["mode"] == "attribution"
         expected = engine_frame(golden_digits[4], method=method)
         assert_heatmap_equal(done["heatmap"], expected.heatmap)
-        assert not any(done["hidden_relevance"])
+        assert not decode_array(done["hidden_relevance"]).any()
         assert pending["prediction"] == done["prediction"] == expected.prediction
         np.testing.assert_array_equal(decode_array(pending["edges"]), decode_array(done["edges"]))
 

@@ -10,7 +10,7 @@ import pytest
 
 from server.inference.jobs import EngineThreads, InferenceError, Job, default_engine_factory
 from server.inference.processes import EngineProcesses
-from server.frames import encode_f32, encode_i8, encode_u8
+from server.frames import encode_f32, encode_i8, encode_u8, encode_u8_scaled
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket
 from server.scheduling import FRAME_BURST
@@ -62,8 +62,13 @@ def test_arrays_decode_as_documented_within_quantisation() -> None:
     decoded = decode_array(encoded)
     np.testing.assert_allclose(decoded, relevance, rtol=0, atol=encoded["scale"] / 2 + 1e-7)
     assert np.abs(decoded).max() == pytest.approx(np.abs(relevance).max(), rel=1e-6)  # ±127 is ±max
-    edges = rng.normal(size=(128, 10)).astype(np.float32)
-    np.testing.assert_array_equal(decode_array(encode_f32(edges)), edges)
+    activations = np.maximum(rng.normal(size=128), 0).astype(np.float32)
+    encoded = encode_u8_scaled(activations)
+    assert encoded["dtype"] == "u8" and encoded["scale"] == pytest.approx(activations.max() / 255)
+    np.testing.assert_allclose(decode_array(encoded), activations, rtol=0, atol=encoded["scale"] / 2 + 1e-7)
+    assert encode_u8_scaled(np.zeros(16, np.float32))["scale"] == 0.0
+    weights = rng.normal(size=(28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(decode_array(encode_f32(weights)), weights)
     zeros = encode_i8(np.zeros((28, 28), np.float32))
     assert zeros["scale"] == 0.0 and not decode_array(zeros).any()
 

@@ -1,0 +1,89 @@
+"""End-to-end flow control (docs/protocol.md, "ack"), small frames, and a real slow link on 127.0.0.1.
+
+The slow-link test draws through :class:`benchmarks.slowlink.SlowLink`, a TCP
+proxy that forwards at 1.5 Mbit/s with a 150 ms round trip, as a phone's link
+would; before flow control the last frame of 3 s of drawing came seconds late.
+"""
+
+import asyncio
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from benchmarks.slowlink import SlowLink, run_visitor
+from model_store.strokes import Stroke
+from server.scheduling import START_WINDOW
+from support import Visitor, running_app
+
+FRAME_LIMIT_BYTES = 4000  # a frame of the 128-neuron model (issue 12)
+
+
+async def frames_within(visitor: Visitor, seconds: float) -> list[dict]:
+    """Every frame that arrives within ``seconds``."""
+    frames = []
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await visitor.recv()
+                assert message["type"] == "frame", f"unexpected {message}"
+                frames.append(message)
+    except TimeoutError:
+        return frames  # the window ended: what came is the answer
+
+
+async def test_frames_are_numbered_and_a_frame_of_128_neurons_fits_4000_bytes(
+        app_url: str, golden_digits: dict[int, list[Stroke]]) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        assert visitor.welcome["model"]["hidden"] == 128
+        first = await visitor.frame_for(None)
+        await visitor.send("select", output=3, hidden=17)
+        texts = []
+        for digit in (0, 8):
+            await visitor.send("clear")
+            seq = await visitor.draw(golden_digits[digit])
+            while not texts or orjson.loads(texts[-1])["seq"] != seq:
+                texts.append(await visitor.connection.recv())
+        numbers = [orjson.loads(text)["frame"] for text in texts]
+        assert first["frame"] == 1 and numbers == list(range(2, 2 + len(texts)))
+        assert max(len(text.encode()) for text in texts) <= FRAME_LIMIT_BYTES
+
+
+async def test_at_most_the_window_is_unacknowledged_then_one_frame_answers_everything(app_url: str) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        first = await visitor.frame_for(None)
+        await visitor.send_raw(orjson.dumps({"type": "ack", "frame": first["frame"]}).decode())  # opts in
+        for k in range(40):  # a pen moving for 0.4 s
+            await visitor.send("stroke", id=0, points=[[0.3 + k / 200, 0.5]])
+            await asyncio.sleep(0.01)
+        held = await frames_within(visitor, 1.0)
+        assert [frame["frame"] for frame in held] == list(range(2, 2 + START_WINDOW))
+        assert held[-1]["seq"] < 40
+        await visitor.send_raw(orjson.dumps({"type": "ack", "frame": held[-1]["frame"]}).decode())
+        released = await visitor.frame_for(40)
+        assert released["frame"] == held[-1]["frame"] + 1  # one frame folded the rest in
+
+
+@pytest.mark.parametrize(("ack", "code"), [({"type": "ack", "frame": 5}, "out_of_range"),
+                                           ({"type": "ack", "frame": 0}, "invalid_message"),
+                                           ({"type": "ack"}, "invalid_message")])
+async def test_an_ack_of_no_outstanding_frame_is_refused(app_url: str, ack: dict, code: str) -> None:
+    async with Visitor.connect(app_url) as visitor:
+        await visitor.frame_for(None)
+        await visitor.send_raw(orjson.dumps(ack).decode())
+        error = await visitor.recv_type("error")
+        assert (error["code"], error["seq"]) == (code, None)
+        await visitor.frame_for(await visitor.send("select", output=1, hidden=None))  # still served
+
+
+async def test_on_a_slow_link_the_display_stays_within_half_a_second_of_the_pen(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app() as url, \
+            SlowLink(("127.0.0.1", urlsplit(url).port or 0), rate_bps=1.5e6, rtt_s=0.15) as link:
+        seen = await run_visitor(f"ws://127.0.0.1:{link.port}/ws", url, ack=True,
+                                 drawings=list(golden_digits.values()), seconds=3.0, drain_s=5.0, seed=0)
+    assert not seen.errors and seen.unanswered == 0
+    assert len(seen.pen_up_lags_s) >= 3
+    assert max(seen.pen_up_lags_s) <= 0.5, f"pen-up → frame lags {sorted(seen.pen_up_lags_s)} s"
+    assert max(seen.frame_bytes) <= FRAME_LIMIT_BYTES
+    assert seen.frames_while_drawing / seen.drawing_s >= 10  # the link carries ~45 such frames a second
