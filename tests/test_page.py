@@ -915,9 +915,9 @@ def test_on_a_phone_every_hidden_neuron_is_one_tap_away(browser: Browser, server
         frame = settle(visit)
         shown = {int(index) for index in page.locator("[data-part=network] .neuron.hidden").evaluate_all(
             "(groups) => groups.map((g) => g.dataset.index)")}
-        hidden = len(frame["activations"])
+        hidden = frame["activations"]["shape"][0]
         assert 0 < len(shown) < hidden, "a phone shows a strip of the hidden layer, not the whole grid"
-        edges = decode_array(frame["edges"])[:, frame["target"]]
+        edges = decode_array(frame["edges"])  # R(j → target)
         assert shown == set(np.argsort(-np.abs(edges), kind="stable")[:len(shown)].tolist()), "the strip is the most relevant"
         page.locator("#network-all").tap()
         sheet = page.locator("#network-sheet")
