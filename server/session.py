@@ -55,7 +55,7 @@ from .protocol import (Ack, CounterfactualAsk, ErrorCode, Limits, ProtocolError,
 from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
-from .wsprotocol import ABORT_EXTENSION
+from .wsprotocol import ABORT_EXTENSION, CAUSE_KEY
 
 _visitor_ids = itertools.count(1)
 
@@ -195,8 +195,10 @@ class Session:
             except TimeoutError:
                 raise CloseConnection(status.WS_1000_NORMAL_CLOSURE, "idle timeout") from None
             if message["type"] == "websocket.disconnect":
-                # The peer's close reason is its text: not logged, like every other message content.
-                self.peer_close = (int(message.get("code", status.WS_1005_NO_STATUS_RCVD)), "disconnected")
+                # The peer's close reason is its text: not logged, like every other message content; the
+                # protocol's own cause (a keepalive timeout) is ours.
+                self.peer_close = (int(message.get("code", status.WS_1005_NO_STATUS_RCVD)),
+                                   message.get(CAUSE_KEY, "disconnected"))
                 return
             text = message.get("text")
             if text is None:

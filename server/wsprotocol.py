@@ -30,6 +30,9 @@ from websockets.http11 import Request
 from .logs import RateLimitedEvent
 
 ABORT_EXTENSION = "xai.abort"
+# A key of our own in ``websocket.disconnect`` events this protocol makes up: why the server ended the connection.
+CAUSE_KEY = "xai.cause"
+KEEPALIVE_TIMEOUT = "keepalive ping timeout"
 
 _log_invalid_utf8 = RateLimitedEvent("invalid_utf8_closed_1007")
 
@@ -42,6 +45,22 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
         scope: dict[str, Any] | None = getattr(self, "scope", None)
         if scope is not None:  # absent when the handshake itself was refused
             scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+
+    def keepalive_timeout(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return super().keepalive_timeout()  # already ending: uvicorn does nothing either
+        super().keepalive_timeout()  # writes the 1011 close frame, closes the transport gracefully
+        code = CloseCode.INTERNAL_ERROR
+        if self.transport.get_write_buffer_size() > 0:  # the close frame is stuck behind unread data
+            self.transport.abort()
+            code = CloseCode.ABNORMAL_CLOSURE
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": int(code), CAUSE_KEY: KEEPALIVE_TIMEOUT})
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake_complete:
+            # Read only if nothing came before it (a close frame, our own close): RFC 6455 §7.1.5.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": int(CloseCode.ABNORMAL_CLOSURE)})
+        super().connection_lost(exc)
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not _is_utf8(self.frames):
