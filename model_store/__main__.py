@@ -12,7 +12,8 @@ import torch
 from . import datasets
 from .evaluate import evaluate
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
-from .store import ModelStoreError, load_model, read_manifest, register_model
+from .manifest import ModelStoreError, read_manifest
+from .store import load_model, register_model
 from .training import SELECTIONS, TrainConfig, train
 
 

@@ -9,8 +9,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-INPUT_SIZE = 28 * 28
-N_CLASSES = 10
+from .sizes import INPUT_SIZE, N_CLASSES
 LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
 
 

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from .datasets import load_embedded
-from .store import load_model, model_names
+from .manifest import model_names
+from .store import load_model
 
 Point = tuple[float, float]
 Stroke = list[Point]

@@ -14,9 +14,11 @@ closes its visitors with 1012 within ``SHUTDOWN_GRACE_S``.  The servers
 share a directory for their status and metrics (:mod:`server.replica`).
 
 Exit status: 2 for a bad setting (one line on stderr); 3 when the server
-cannot start: an address in use, a model store defect or an unknown model
-(one ``startup_failed`` log line naming the cause, from each server process;
-never a traceback, see :mod:`server.startup`).
+cannot start: a model store defect, an unknown model or an address in use,
+found before any server process starts (one ``startup_failed`` log line
+naming the cause), or tensors that do not fit the manifest, found by each
+server process (one such line from each; never a traceback, see
+:mod:`server.startup`).
 """
 
 import argparse
@@ -34,10 +36,12 @@ from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from model_store.manifest import ModelStoreError, verify_files
+
+from .httpprotocol import HeaderTimeoutProtocol
 from .logs import event, log_config
 from .replica import METRICS_DIR_ENV, REPLICA_DIR_ENV
 from .settings import Settings, SettingsError
-from .httpprotocol import HeaderTimeoutProtocol
 from .wsprotocol import STACK_OPTIONS
 
 APP_FACTORY = "server.app:create_app"  # what each server process imports (spawned: nothing is inherited)
@@ -94,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     logging.config.dictConfig(log_config(settings.log_level))
+    try:
+        # Manifest, model name, checkpoint paths, sizes and hashes, without torch: a broken store
+        # stops the supervisor before any server process starts (the tensors are checked by each).
+        verify_files(settings.model, settings.model_store_dir)
+    except ModelStoreError as error:
+        event("startup_failed", logging.ERROR, error=str(error))
+        return STARTUP_FAILURE
     try:
         sock = bind(settings.host, settings.port)
     except OSError as error:

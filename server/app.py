@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from torch import nn
 
 from model_store import load_model, model_record, model_names, read_manifest
-from model_store.store import store_dir_from_env
+from model_store.manifest import store_dir_from_env
 from model_store.strokes import load_golden_digits
 from server.explain.engine import METHODS
 from server.explain.rules import RULES

@@ -19,7 +19,8 @@ import torch
 import model_store
 from model_store import datasets
 from model_store.architecture import build_model
-from model_store.store import STORE_DIR, ModelStoreError, load_model, read_manifest, register_model, sha256_of
+from model_store.manifest import STORE_DIR, ModelStoreError, read_manifest, sha256_of
+from model_store.store import load_model, register_model
 from model_store.training import TrainConfig, train
 
 SHIPPED = {"default": 128, "h16": 16}

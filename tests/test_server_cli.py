@@ -8,12 +8,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from model_store import model_names, model_record
-from model_store.store import STORE_DIR
+from model_store.manifest import STORE_DIR
 from support import ROOT, Visitor, fetch, server_process
 
 
@@ -55,36 +56,57 @@ def _weights_symlinked_out(tmp_path: Path) -> dict[str, str]:
     return {"MODEL_STORE_DIR": str(store)}
 
 
-# Each start-up failure an operator can cause, and the words its one log line must hold.
-STARTUP_FAILURES: dict[str, tuple[Callable[[Path], dict[str, str]], str]] = {
+def _hidden_not_matching_the_tensors(tmp_path: Path) -> dict[str, str]:
+    """A manifest that passes every file check (size, hash) but whose h16 entry says 32 hidden units."""
+    store = tmp_path / "store"
+    shutil.copytree(STORE_DIR / "weights", store / "weights")
+    manifest = json.loads((STORE_DIR / "manifest.json").read_text())
+    manifest["models"]["h16"].update(hidden=32, architecture={"layers": [784, 32, 10]})
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    return {"MODEL_STORE_DIR": str(store)}
+
+
+def _start(tmp_path: Path, env: dict[str, str], processes: int) -> tuple[int, list[dict[str, Any]], str]:
+    """Run ``python -m server`` until it exits; its status, its log lines (parsed) and its stderr."""
+    result = subprocess.run([sys.executable, "-m", "server"], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "HOST": "127.0.0.1", "PORT": "0", "PROCESSES": str(processes), **env})
+    return result.returncode, [orjson.loads(line) for line in result.stderr.splitlines()], result.stderr
+
+
+# Failures found before any server process starts, and the words of the one line that names each.
+STORE_FAILURES: dict[str, tuple[Callable[[Path], dict[str, str]], str]] = {
     "manifest field missing": (_store_without_hidden, "model 'h16': field 'hidden' missing"),
     "weights folder symlinked": (_weights_symlinked_out, "the weights folder is a symlink"),
-    "unknown model": (lambda tmp_path: {"MODEL": "nope"}, "model 'nope' is not in the store"),
+    "unknown model": (lambda tmp_path: {"MODEL": "nope"}, "unknown model 'nope'; the store holds: default, h16"),
 }
 
 
-# uvicorn's own fixed lines around a failed start-up; nothing else may be an error.
-UVICORN_STARTUP_ERRORS = ("Application startup failed. Exiting.", "failed to start, stopping the parent process.")
-
-
 @pytest.mark.parametrize("processes", [1, 2])
-@pytest.mark.parametrize("failure", STARTUP_FAILURES.values(), ids=STARTUP_FAILURES.keys())
-def test_a_start_up_failure_is_one_line_per_process_and_exit_status_3(
+@pytest.mark.parametrize("failure", STORE_FAILURES.values(), ids=STORE_FAILURES.keys())
+def test_a_broken_store_stops_the_server_with_one_line_and_exit_status_3(
         tmp_path: Path, failure: tuple[Callable[[Path], dict[str, str]], str], processes: int) -> None:
     make_env, words = failure
-    result = subprocess.run([sys.executable, "-m", "server"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HOST": "127.0.0.1", "PORT": "0", "PROCESSES": str(processes),
-                                 **make_env(tmp_path)})
-    assert result.returncode == 3
-    assert "Traceback" not in result.stderr
-    lines = [orjson.loads(line) for line in result.stderr.splitlines()]
+    status, lines, stderr = _start(tmp_path, make_env(tmp_path), processes)
+    assert status == 3
+    assert len(lines) == 1, stderr
+    assert (lines[0]["level"], lines[0]["event"]) == ("error", "startup_failed") and words in lines[0]["error"]
+
+
+# uvicorn's own fixed line after a failed lifespan; nothing else may be an error.
+UVICORN_STARTUP_ERROR = "Application startup failed. Exiting."
+
+
+def test_tensors_that_do_not_fit_the_manifest_stop_the_server_with_one_line_and_exit_status_3(
+        tmp_path: Path) -> None:
+    # Found by the server process itself (it deserialises the tensors); one process: with several,
+    # uvicorn's supervisor may take a process slow to exit for hung and replace it before reading status 3.
+    status, lines, stderr = _start(tmp_path, _hidden_not_matching_the_tensors(tmp_path), 1)
+    assert status == 3
+    assert "Traceback" not in stderr
     failed = [line for line in lines if line["event"] == "startup_failed"]
-    assert all(words in line["error"] for line in failed), result.stderr
-    # One per server process. uvicorn's supervisor pings a process with a 5 s timeout: one whose interpreter
-    # takes longer to exit (torch, on a loaded machine) is killed, read as "died" and replaced, and fails again.
-    assert len(failed) == 1 if processes == 1 else len(failed) >= 1, result.stderr
-    others = [line["event"] for line in lines if line["level"] == "error" and line["event"] != "startup_failed"]
-    assert all(line.endswith(UVICORN_STARTUP_ERRORS) for line in others), result.stderr
+    assert len(failed) == 1 and "model 'h16': fc1.weight has shape (16, 784), expected (32, 784)" in failed[0]["error"]
+    errors = [line["event"] for line in lines if line["level"] == "error" and line["event"] != "startup_failed"]
+    assert errors == [UVICORN_STARTUP_ERROR], stderr
 
 
 def test_a_port_in_use_is_one_log_line_and_exit_status_3() -> None:
@@ -99,3 +121,10 @@ def test_a_port_in_use_is_one_log_line_and_exit_status_3() -> None:
     assert len(lines) == 1, result.stderr
     line = orjson.loads(lines[0])
     assert (line["event"], line["port"]) == ("startup_failed", port) and "in use" in line["error"]
+
+
+def test_the_supervisor_checks_the_store_without_importing_torch() -> None:
+    code = ("import sys, server.__main__, model_store.manifest; "
+            "model_store.manifest.verify_files(); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr

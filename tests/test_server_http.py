@@ -18,7 +18,7 @@ from websockets.typing import Origin
 import server.app
 from model_store import load_model, model_names, model_record
 from model_store.datasets import load_embedded
-from model_store.store import STORE_DIR, sha256_of
+from model_store.manifest import STORE_DIR, sha256_of
 from server.explain.engine import Engine, Request, Selection
 from support import decode_array, fetch, metric, running_app, ws_url
 
