@@ -3,6 +3,8 @@
 import asyncio
 import json
 import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +158,29 @@ async def test_out_of_range_path_parameters_are_404_never_500(app_url: str, path
     status, _ = await fetch(app_url + path)
     assert status == 404
     assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+
+
+# Headers a client sets at will, on the routes that read them (files: ranges and conditional requests).
+HOSTILE_HEADERS = {
+    "range start 5001 digits": ({"Range": "bytes=" + "9" * 5001 + "-"}, 400),
+    "range end 5001 digits": ({"Range": "bytes=0-" + "9" * 5001}, 400),
+    "range suffix 5001 digits": ({"Range": "bytes=-" + "9" * 5001}, 400),
+    "range reversed": ({"Range": "bytes=5-2"}, 400),
+    "if-modified-since garbage": ({"If-Modified-Since": "x" * 5000}, 200),
+}
+
+
+@pytest.mark.parametrize("path", ["/", "/static/main.js"])
+@pytest.mark.parametrize("case", HOSTILE_HEADERS.values(), ids=HOSTILE_HEADERS.keys())
+async def test_hostile_file_request_headers_are_400_or_ignored_never_500(
+        app_url: str, path: str, case: tuple[dict[str, str], int]) -> None:
+    headers, expected = case
+
+    def get() -> int:
+        request = urllib.request.Request(app_url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+    assert await asyncio.to_thread(get) == expected
