@@ -13,7 +13,8 @@ later frame (latest-wins) therefore count with their full wait.  Messages
 still unanswered ``--drain`` seconds after the window count as infinitely
 late: a percentile they reach is reported as ``null`` (JSON) / ``inf``.
 
-Variants (``--servers``): ``server`` (ours), and the baselines measured in
+Variants (``--servers``): ``server`` (ours: ``PROCESSES`` server processes,
+one per usable core), ``single`` (ours in one process), and the baselines measured in
 the same run: ``reference`` (a) the zennit / zennit-crp backend,
 ``no_coalescing`` (b) one frame per message in order, no micro-batching,
 ``floor`` (c) the same Starlette + uvicorn stack replying with a frame-sized
@@ -46,6 +47,7 @@ GOAL_ONE_VISITOR_P99_MS = 5.0
 GOAL_VISITORS = 100
 GOAL_FPS_RATIO = 10.0
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99, "max": 100}
+PACES = {"digits": Pace, "continuous": Pace.continuous}
 
 
 def percentiles(values: np.ndarray, unanswered: int) -> dict[str, float | None]:
@@ -180,7 +182,7 @@ def measure(kind_name: str, url: str, origin: str, probe: Probe, visitor_counts:
                                                          f"at {steps[-1]['visitors']} visitors"})
         else:
             spec = LoadSpec(url=url, origin=origin, visitors=count, processes=args.processes,
-                            duration_s=args.duration, drawings=drawings, pace=Pace(),
+                            duration_s=args.duration, drawings=drawings, pace=PACES[args.pace](),
                             drain_s=args.drain, seed=args.seed)
             steps.append({"server": kind_name, **summarise(run_load(spec, probe), count)})
             progress.set_postfix_str(f"{kind_name} N={count} p99={steps[-1]['latency_ms']['p99']} ms")
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {"machine": machine(), "drawings": {"count": len(drawings), "source": source},
               "settings": {"visitors": args.visitors, "duration_s": args.duration, "drain_s": args.drain,
                            "client_processes": args.processes, "model": args.model,
-                           "pace": Pace().__dict__, "target": args.url or "local servers on loopback"}}
+                           "pace": {"name": args.pace, **PACES[args.pace]().__dict__}, "target": args.url or "local servers on loopback"}}
     with tqdm(total=total, desc="latency", unit="step", file=sys.stderr, disable=args.quiet) as progress:
         if args.url:
             origin = args.origin or origin_for(args.url)
@@ -321,8 +323,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=5.0, help="measuring window per step, seconds")
     parser.add_argument("--drain", type=float, default=2.0, help="wait for the last frames after a step, seconds")
     parser.add_argument("--servers", type=lambda text: text.split(","),
-                        default=["server", "reference", "no_coalescing", "floor"],
+                        default=["server", "single", "reference", "no_coalescing", "floor"],
                         help=f"local variants to measure, comma separated, from {sorted(KINDS)}")
+    parser.add_argument("--pace", choices=sorted(PACES), default="digits",
+                        help="digits: real digits with pauses between strokes and digits; continuous: a stroke "
+                             "message every 1/60 s with 4 points, no pauses")
     parser.add_argument("--url", help="measure this running deployment (ws://…/ws) instead of local servers")
     parser.add_argument("--origin", help="Origin header for --url (default: the URL's own http origin)")
     parser.add_argument("--model", default=None, help="model the local servers serve (default: the store's)")

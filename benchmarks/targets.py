@@ -54,14 +54,12 @@ class Kind:
 
 
 KINDS = {
-    "server": Kind("server", "our server (fast backend, coalescing)", "server", {}),
+    "server": Kind("server", "our server (fast backend, coalescing; PROCESSES = cores)", "server", {}),
+    "single": Kind("single", "ours in one server process (PROCESSES=1)", "server", {"PROCESSES": "1"}),
     "reference": Kind("reference", "(a) reference backend (zennit / zennit-crp per map)", "server",
                       {"BACKEND": "reference"}),
     "no_coalescing": Kind("no_coalescing", "(b) no coalescing, no micro-batching", "server",
                           {"COALESCE": "false"}),
-    # Not in the default sweep: our server with the opt-in engine processes (docs/architecture.md).
-    "engine_processes": Kind("engine_processes", "ours, ENGINE_PROCESSES=true (per-frame batches in child processes)",
-                             "server", {"ENGINE_PROCESSES": "true"}),
     "floor": Kind("floor", "(c) floor: same stack, frame-sized reply, no work", "benchmarks.floor_server", {}),
 }
 
@@ -91,7 +89,7 @@ def _sample_one(pid: int) -> tuple[float, int]:
     """CPU seconds (user + system, all threads) and memory of one process.
 
     Memory is the proportional set size (``Pss`` of ``smaps_rollup``): pages
-    shared by several processes (the engine processes fork from one parent)
+    shared by several processes (forked processes share pages)
     are split between them, so a sum over processes counts them once.
     """
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -107,8 +105,8 @@ def sample_process(pid: int) -> ProcessSample:
     """CPU and memory (PSS) of ``pid`` and its descendants, summed; a child that ends meanwhile is left out.
 
     CPU of a child that ended between two samples is lost (it is not counted
-    into the parent's until the parent waits for it): the server's engine
-    processes live as long as the server.
+    into the parent's until the parent waits for it): a replica's server
+    processes live as long as the replica.
     """
     cpu_s, rss_bytes = 0.0, 0
     for process in descendants(pid):

@@ -41,6 +41,12 @@ class Pace:
     dwell_s: float = 0.4
     select_probability: float = 0.5
 
+    @classmethod
+    def continuous(cls) -> "Pace":
+        """Drawing without pauses: a stroke message every 1/60 s with 4 points, no select (issue 13's stress case)."""
+        frame_s = 1.0 / 60.0
+        return cls(points_per_message=4, pen_up_s=(frame_s, frame_s), dwell_s=0.0, select_probability=0.0)
+
 
 @dataclass(frozen=True)
 class Event:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette import status
@@ -33,8 +34,7 @@ from server.explain.rules import RULES
 
 from . import neurons
 from .inference.batcher import Batcher
-from .inference.jobs import EngineFactory, EngineThreads, Job, Spec, default_engine_factory
-from .inference.processes import EngineProcesses
+from .inference.jobs import EngineFactory, EngineThreads, InferenceError, Job, Spec, default_engine_factory
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
 from .logs import RateLimitedEvent, event
@@ -49,6 +49,7 @@ from .startup import QuietStartupFailure, StartupError
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
 REFUSAL_REASONS = ("origin", "not_ready", "capacity")  # label values of xai_rejected_connections_total
+NO_ENGINE_THREAD = "every engine thread overran the compute deadline and no more could be replaced"
 PLACEHOLDER_PAGE = "<!doctype html><title>xai-live</title><p>The page is not built yet: connect to /ws.</p>"
 
 
@@ -111,15 +112,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     torch.set_num_threads(1)  # see server.inference.jobs.one_torch_thread
     catalog, models = load_store(settings)
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
-    processes = EngineProcesses(runtime.threads, settings.workers, preload=["server.session"]) \
-        if settings.engine_processes else None
-    if processes is not None:
-        await processes.start()
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
                       # a frame and a comparison per connection, and the start-up check
-                      max_jobs=2 * settings.max_connections + 1, processes=processes)
+                      max_jobs=2 * settings.max_connections + 1,
+                      deadline_s=settings.compute_deadline_s, fair_share=settings.fair_share)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics,
@@ -195,10 +193,14 @@ async def check_golden_digits(batcher: Batcher, models: Iterable[str]) -> tuple[
 
 def readiness(runtime: Runtime) -> tuple[bool, str]:
     """Whether the server can serve visitors now, and why (the text of ``/readyz``)."""
-    processes = runtime.services.batcher.processes if runtime.services is not None else None
-    if processes is not None and processes.lost:
-        return False, "every engine process died and none could be restarted"
+    if not healthy(runtime):
+        return False, NO_ENGINE_THREAD
     return runtime.ready, runtime.readiness
+
+
+def healthy(runtime: Runtime) -> bool:
+    """Whether this process can still compute frames: some engine thread is left (server.inference.workers)."""
+    return runtime.services is None or runtime.services.batcher.serving
 
 
 async def probe_event_loop_lag(metrics: Metrics) -> None:
@@ -212,9 +214,8 @@ async def probe_event_loop_lag(metrics: Metrics) -> None:
 
 def publish_own_status(runtime: Runtime) -> None:
     """Tell the replica whether this process is ready and can compute frames."""
-    processes = runtime.services.batcher.processes if runtime.services is not None else None
     ready, reason = readiness(runtime)
-    runtime.replica.publish(ready, healthy=processes is None or not processes.lost, reason=reason)
+    runtime.replica.publish(ready, healthy=healthy(runtime), reason=reason)
 
 
 async def publish_status(runtime: Runtime) -> None:
@@ -273,7 +274,11 @@ async def api_neuron(request: Request) -> Response:
     if neuron is None:
         return JSONResponse({"error": f"no hidden neuron {text[:12]!r} in model {name[:40]!r}"},
                             status_code=status.HTTP_404_NOT_FOUND)
-    scan = await neuron_scan(runtime, name)
+    try:
+        scan = await neuron_scan(runtime, name)
+    except InferenceError as error:  # a deadline passed, or no engine thread is left: try again later
+        return JSONResponse({"error": f"the neuron card could not be computed ({error.error_type})"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     images, labels = runtime.digits.get()
     return JSONResponse(neurons.card(name, neuron, scan, images, labels))
 
@@ -297,15 +302,21 @@ async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
     """
     scan = runtime.scans.get(model)
     if scan is None or (scan.done() and (scan.cancelled() or scan.exception() is not None)):
-        scan = asyncio.create_task(runtime.services.batcher.call(_scan_on_thread, runtime, model))
+        scan = asyncio.create_task(_scan(runtime, model))
         runtime.scans[model] = scan
     return await asyncio.shield(scan)  # a visitor hanging up must not cancel the scan others wait for
 
 
-def _scan_on_thread(runtime: Runtime, model: str) -> neurons.NeuronScan:
-    images, _ = runtime.digits.get()
-    weights = runtime.threads.models[model].fc1.weight.detach().numpy()
-    return neurons.scan(runtime.threads.engine(model), weights, images)
+async def _scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
+    """Scan the digits chunk by chunk on engine threads, each chunk one call within the compute deadline."""
+    batcher = runtime.services.batcher
+    images, _ = await batcher.call(runtime.digits.get)  # the first load reads a file (~0.3 s)
+    parts = [await batcher.call(_scan_chunk_on_thread, runtime, model, chunk) for chunk in neurons.scan_chunks(images)]
+    return neurons.scan(parts, runtime.threads.models[model].fc1.weight.detach().numpy())
+
+
+def _scan_chunk_on_thread(runtime: Runtime, model: str, images: np.ndarray) -> neurons.ScanPart:
+    return neurons.scan_chunk(runtime.threads.engine(model), images)
 
 
 # The WebSocket gate

@@ -51,16 +51,26 @@ class Digits:
             return self.data
 
 
-def scan(engine: Any, weights: np.ndarray, images: np.ndarray) -> NeuronScan:
-    """Activations and own-class ε relevances of every digit, in chunks of ``SCAN_CHUNK``."""
-    activations, relevance = [], []
-    for start in range(0, len(images), SCAN_CHUNK):
-        requests = [Request(image, Selection(None, None), method="lrp", rule=SCAN_RULE)
-                    for image in images[start:start + SCAN_CHUNK]]
-        for frame in engine.explain(requests):
-            activations.append(np.asarray(frame.activations, dtype=np.float32))
-            relevance.append(np.asarray(frame.hidden_relevance, dtype=np.float32))
-    return NeuronScan(np.stack(activations), np.stack(relevance), weights.astype(np.float32))
+ScanPart = tuple[np.ndarray, np.ndarray]
+
+
+def scan_chunks(images: np.ndarray) -> list[np.ndarray]:
+    """``images`` in chunks of ``SCAN_CHUNK``: one engine call each (each within the compute deadline)."""
+    return [images[start:start + SCAN_CHUNK] for start in range(0, len(images), SCAN_CHUNK)]
+
+
+def scan_chunk(engine: Any, images: np.ndarray) -> ScanPart:
+    """Activations and own-class ε relevances ``(n, H)`` float32 of the digits ``images``."""
+    frames = engine.explain([Request(image, Selection(None, None), method="lrp", rule=SCAN_RULE)
+                             for image in images])
+    return (np.stack([np.asarray(frame.activations, dtype=np.float32) for frame in frames]),
+            np.stack([np.asarray(frame.hidden_relevance, dtype=np.float32) for frame in frames]))
+
+
+def scan(parts: list[ScanPart], weights: np.ndarray) -> NeuronScan:
+    """The scan of every digit from its chunks' parts, in order."""
+    return NeuronScan(np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]),
+                      weights.astype(np.float32))
 
 
 def _top(values: np.ndarray, images: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:

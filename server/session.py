@@ -44,7 +44,7 @@ from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .inference.batcher import Batcher
-from .inference.jobs import InferenceError, Job, JobResult, Spec
+from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
 from .counterfactuals import Counterfactuals
 from .frames import encode_comparison, encode_error, encode_frame, encode_sanity, encode_welcome
@@ -55,6 +55,7 @@ from .protocol import (Ack, CounterfactualAsk, ErrorCode, Limits, ProtocolError,
 from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
+from .raster import RasterCache
 from .wsprotocol import ABORT_EXTENSION, CAUSE_KEY
 
 _visitor_ids = itertools.count(1)
@@ -134,6 +135,7 @@ class Session:
         self.counterfactual_due: CounterfactualAsk | None = None
         self.counterfactual_wanted = asyncio.Event()
         self.sanity_due = False
+        self.raster = RasterCache()  # the canvas of the last frame's drawing: a frame draws only new ink
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
     async def run(self) -> None:
@@ -285,7 +287,14 @@ class Session:
             methods, self.compare_due = self.compare_due, ()
             sanity, self.sanity_due = self.sanity_due, False
             if methods:
-                await self._send_comparison(self.state.view(), methods)
+                view = self.state.view()
+                try:
+                    await self._send_comparison(view, methods)
+                except InferenceError as error:
+                    if error.error_type != DEADLINE_EXCEEDED:
+                        raise
+                    # The comparison only is lost; the live frames go on (their own deadline closes 1011).
+                    await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
             if sanity:
                 await self._send_sanity(self.state.view())
 
@@ -311,7 +320,8 @@ class Session:
 
     async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
         slow = self.services.catalog.on_pause(view.method) and not ticket.pending
-        job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket))
+        job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket),
+                  owner=self.visitor, raster=self.raster)
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(result.text)
         self.schedule.sent(ticket.number, self.loop.time())

@@ -74,11 +74,17 @@ class Settings:
         batch_max: frames of different visitors computed as one engine call.
         batch_wait_ms: how long a batch waits for more frames once one is due, ms
             (0: a free worker takes what is queued at once).
-        engine_processes: ``True``: per-frame batches are computed in
-            ``workers`` child processes (one per worker thread), out of the
-            server's GIL; ``False``: in the worker threads themselves.  Slow
-            jobs (on-pause methods, comparisons, neuron scans) always run on
-            the threads.
+        compute_deadline_s: one engine call (a batch of frames, one map of a
+            comparison, a chunk of a neuron scan) not done within this fails,
+            and its thread is replaced (server.inference.workers), s.  The
+            slowest legitimate call measured here, on a loaded 2-core machine,
+            was ~0.6 s (the reference backend: a batch of 16 frames, or LIME):
+            the default is 5× that, and well below the page's patience.
+        fair_share: engine-thread time one visitor's live frames may use,
+            seconds per second (1 = a whole thread); a visitor above it has
+            its frames computed on the slow lane (server.inference.usage).
+            A visitor drawing a digit at 60 frames/s uses 0.02–0.05 (0.3–0.8 ms
+            of CPU a frame, on this machine idle to loaded).
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).
@@ -113,7 +119,8 @@ class Settings:
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_max: int = 16
     batch_wait_ms: float = 0.0
-    engine_processes: bool = False
+    compute_deadline_s: float = 3.0
+    fair_share: float = 0.1
     coalesce: bool = True
     log_level: str = "info"
 
@@ -124,7 +131,8 @@ class Settings:
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
-                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s"):
+                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s",
+                     "compute_deadline_s", "fair_share"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
         # More engine threads than cores only adds contention (each runs torch with one thread).

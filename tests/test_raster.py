@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from model_store import load_model
 from model_store.datasets import load_idx, mnist_dir_from_env
 from model_store.strokes import image_to_strokes, load_golden_digits
-from server.raster import BOX_PX, COM_PX, MIN_EXTENT, PEN_PX, rasterize
+from server.raster import BOX_PX, CHUNK_SEGMENTS, COM_PX, MIN_EXTENT, PEN_PX, RasterCache, rasterize
 
 SEVEN = [[[0.2, 0.2], [0.8, 0.2], [0.45, 0.9]], [[0.35, 0.55], [0.7, 0.55]]]
 
@@ -129,6 +129,34 @@ def test_any_valid_drawing_gives_a_boxed_centred_image(strokes):
     # Centred on a 1/4-pixel grid, unless that would cut ink off: then the box is pushed against the border.
     centred = centre_of_mass(image) == pytest.approx((COM_PX, COM_PX), abs=0.2)
     assert centred or touches_border(image)
+
+
+# What a visitor can do to a drawing, as the protocol allows it: append points to the last stroke, start a
+# stroke, undo the last stroke, clear.  Coordinates on a coarse grid too, so that repeated points (zero-length
+# segments), tiny drawings (below MIN_EXTENT) and points on the bounding box are common.
+coordinate = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.25, 0.5, 0.5001, 1.0]))
+edits = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.lists(st.tuples(coordinate, coordinate), min_size=1, max_size=2 * CHUNK_SEGMENTS)),
+    st.tuples(st.just("stroke"), st.lists(st.tuples(coordinate, coordinate), min_size=1, max_size=8)),
+    st.tuples(st.just("undo"), st.none()), st.tuples(st.just("clear"), st.none()),
+), min_size=1, max_size=12)
+
+# 1,000 edit sequences of 6.5 edits on average: thousands of drawings, each compared after its edit.
+@settings(max_examples=1000, deadline=None)
+@given(edits)
+def test_incremental_raster_equals_the_full_raster_after_every_edit(edits):
+    cache, strokes = RasterCache(), []
+    for kind, points in edits:
+        if kind == "append" and strokes:
+            strokes[-1] = strokes[-1] + points
+        elif kind in ("append", "stroke"):
+            strokes.append(list(points))
+        elif kind == "undo" and strokes:
+            strokes.pop()
+        elif kind == "clear":
+            strokes = []
+        drawing = tuple(tuple(stroke) for stroke in strokes)
+        assert np.array_equal(rasterize(drawing, cache), rasterize(drawing))
 
 
 def test_far_dot_is_kept_rather_than_centred():

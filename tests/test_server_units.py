@@ -1,16 +1,16 @@
 """Small pure parts of the server: settings from the environment, the Origin allowlist, array encoding, rate limits,
-the engine-process pool's bookkeeping."""
+the engine threads' deadline, the fair-share usage."""
 
 import asyncio
-import time
-from collections.abc import Iterator, Sequence
+import threading
 
 import numpy as np
 import pytest
 
-from server.inference.jobs import EngineThreads, InferenceError, Job, default_engine_factory
-from server.inference.processes import EngineProcesses
 from server.frames import encode_f32, encode_i8, encode_u8, encode_u8_scaled
+from server.inference.jobs import InferenceError
+from server.inference.usage import TAU_S, Usage
+from server.inference.workers import Workers
 from server.origins import origin_allowed
 from server.ratelimit import ErrorWindow, TokenBucket
 from server.scheduling import FRAME_BURST
@@ -104,66 +104,46 @@ def test_error_window_counts_only_recent_errors() -> None:
     assert window.record(10.6) is True
 
 
-class StubChild:
-    """Stands in for an engine process in the pool's bookkeeping; ``dies``: its batch ends as a dead child's."""
-
-    def __init__(self, name: str, dies: bool = False) -> None:
-        self.name, self.dies = name, dies
-
-    async def attach(self) -> None:
-        return None
-
-    async def run(self, jobs: Sequence[Job]) -> list[str]:
-        await asyncio.sleep(0.01)
-        if self.dies:
-            raise EOFError("the engine process ended")
-        return [self.name] * len(jobs)
-
-    def close(self) -> None:
-        return None
-
-    def join(self) -> None:
-        return None
-
-
-async def test_engine_pool_recovers_when_one_restart_fails_and_a_later_one_succeeds() -> None:
-    # Both children die at once; the first restart fails while the pool is empty, the second succeeds later.
-    # The empty-pool notice left in the queue must not fail batches once a child is back.
-    processes = EngineProcesses(EngineThreads({}, "fast", default_engine_factory), count=2)
-    starts: Iterator[tuple[float, StubChild | None]] = iter(
-        [(0.0, StubChild("a", dies=True)), (0.0, StubChild("b", dies=True)), (0.05, None), (0.2, StubChild("b2"))])
-
-    def start() -> StubChild:
-        delay, child = next(starts)
-        time.sleep(delay)  # _start runs on a thread
-        if child is None:
-            raise RuntimeError("injected start failure")
-        return child
-
-    processes._start = start  # type: ignore[method-assign]
-    await processes.start()
-    first = await asyncio.gather(processes.run(["job"]), processes.run(["job"]), return_exceptions=True)
-    assert any(isinstance(result, RuntimeError) for result in first), "one restart failed"
-    assert not processes.lost
-    for _ in range(4):
-        assert await processes.run(["job"]) == ["b2"]
+async def test_workers_fail_a_call_past_the_deadline_and_replace_its_thread() -> None:
+    release = threading.Event()
+    workers = Workers(count=1, deadline_s=0.2, max_abandoned=1)
+    try:
+        worker = await workers.acquire()
+        with pytest.raises(InferenceError, match="not computed within 0.2 s"):
+            await workers.run(worker, release.wait)
+        assert workers.serving and workers.hung == 1
+        replacement = await asyncio.wait_for(workers.acquire(), timeout=1)
+        assert replacement is not worker
+        assert await workers.run(replacement, sum, [1, 2]) == 3  # the new thread computes
+        with pytest.raises(InferenceError, match="not computed"):
+            await workers.run(await workers.acquire(), release.wait)
+        assert not workers.serving  # a second hung thread is one more than max_abandoned: the pool is empty
+        with pytest.raises(InferenceError, match="no more could be replaced"):
+            await asyncio.wait_for(workers.acquire(), timeout=1)
+    finally:
+        release.set()
+        workers.stop()
 
 
-async def test_engine_pool_that_lost_every_child_fails_batches_at_once() -> None:
-    processes = EngineProcesses(EngineThreads({}, "fast", default_engine_factory), count=1)
-    starts = iter([StubChild("a", dies=True)])
+async def test_an_abandoned_thread_that_returns_ends_and_frees_its_place() -> None:
+    release = threading.Event()
+    workers = Workers(count=1, deadline_s=0.1, max_abandoned=1)
+    try:
+        hung = await workers.acquire()
+        with pytest.raises(InferenceError):
+            await workers.run(hung, release.wait)
+        release.set()
+        await asyncio.to_thread(hung.thread.join, 5)
+        assert not hung.thread.is_alive() and workers.hung == 0
+    finally:
+        workers.stop()
 
-    def start() -> StubChild:
-        child = next(starts, None)
-        if child is None:
-            raise RuntimeError("injected start failure")
-        return child
 
-    processes._start = start  # type: ignore[method-assign]
-    await processes.start()
-    with pytest.raises(RuntimeError, match="injected start failure"):
-        await processes.run(["job"])
-    assert processes.lost
-    for _ in range(2):
-        with pytest.raises(InferenceError, match="none could be restarted"):
-            await asyncio.wait_for(processes.run(["job"]), timeout=2)
+def test_usage_holds_a_steady_rate_and_forgets() -> None:
+    usage = Usage(fair_share=0.1)
+    for tick in range(600):  # 60 frames/s costing 1 ms each for 10 s: 0.06 s/s, within the share
+        usage.charge(1, 0.001, tick / 60)
+        usage.charge(2, 0.004, tick / 60)  # 0.24 s/s: over it
+    assert usage.rate(1, 10.0) == pytest.approx(0.06, rel=0.05)
+    assert not usage.over_share(1, 10.0) and usage.over_share(2, 10.0)
+    assert not usage.over_share(2, 10.0 + 3 * TAU_S)  # after a quiet while, back within the share

@@ -1,4 +1,4 @@
-"""Dispatch: micro-batching of frames across visitors onto a bounded pool of engine threads.
+"""Dispatch: micro-batching of frames across visitors onto the engine threads, fairly and within a deadline.
 
 Each visitor has at most one frame job and one comparison job in flight
 (``server.session``), so the lanes hold at most two jobs per connection.  A
@@ -7,65 +7,83 @@ the jobs that piled up meanwhile and those arriving within
 ``batch_wait_ms``, and hands up to ``batch_max`` jobs to that thread as one
 engine call per model.  While every worker is busy, jobs pile up and the
 next batch is larger: batching grows with load instead of adding latency
-when the server is idle.  Slow jobs (on-pause methods) take a lane of their
-own that never holds every thread.
+when the server is idle.
+
+Slow jobs (on-pause methods, comparisons, neuron scans) take a lane of
+their own, one job per call, on threads of their own of lower priority
+(``SLOW_NICE``), so that they never hold up a live frame.  So do the
+frames of a visitor whose last frame was costly or whose recent engine
+time exceeds its fair share (:class:`server.inference.usage.Usage`): they
+are never batched with other visitors' frames, and a visitor over its share
+first waits until its usage has decayed to it.  Its engine time stays
+within the share, and its own frame rate drops first.
+
+Every call has the workers' deadline (:mod:`server.inference.workers`).  A
+batch that overruns it fails only if it held one job; otherwise each of its
+jobs is tried again alone, so that only the job that hangs again fails.
 """
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from server.metrics import Metrics
 
-from .jobs import EngineThreads, InferenceError, Job, JobResult, as_inference_error, one_torch_thread
+from .jobs import DEADLINE_EXCEEDED, EngineThreads, InferenceError, Job, JobResult, as_inference_error
 from .lanes import Item, Lane
-from .processes import EngineProcesses
+from .usage import Usage
+from .workers import Worker, Workers
 
 T = TypeVar("T")
 
 
-class Batcher:
-    """Runs jobs of many visitors on ``workers`` threads, per-frame jobs in batches of at most ``batch_max``.
+# Niceness of the slow lane's threads (setpriority(2)): on a busy machine the kernel gives live
+# frames the cores first, and an abuser's costly frames wait.
+SLOW_NICE = 10
 
-    Two lanes share the threads.  Per-frame jobs are batched.  Slow jobs
-    (on-pause methods such as LIME, comparisons) run one per call and hold
-    at most ``workers - 1`` threads, so that with two or more workers a
-    visitor waiting for LIME never holds up another visitor's frames.
+
+class Batcher:
+    """Runs jobs of many visitors: live frames in batches of at most ``batch_max`` on ``workers`` threads,
+    slow jobs one at a time on ``workers - 1`` (at least one) threads of lower priority.
+
+    ``deadline_s``: an engine call not returned within it fails (see the module's docstring).
+    ``fair_share``: engine time per second a visitor's frames may use (:mod:`server.inference.usage`).
     """
 
     def __init__(self, threads: EngineThreads, metrics: Metrics, workers: int, batch_max: int,
-                 batch_wait_ms: float, max_jobs: int, processes: EngineProcesses | None = None) -> None:
+                 batch_wait_ms: float, max_jobs: int, deadline_s: float, fair_share: float) -> None:
         self.threads = threads
-        self.processes = processes
-        # Per-frame batches run in the engine processes if there are any; slow jobs always on the threads.
-        self.run_fast = processes.run if processes is not None else self._on_thread
         self.metrics = metrics
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000.0
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine",
-                                           initializer=one_torch_thread)
-        self.free_workers = asyncio.Semaphore(workers)
-        self.slow_slots = asyncio.Semaphore(max(1, workers - 1))
+        # Every thread may hang once and be replaced: a server survives as many hangs as it has threads.
+        self.frame_workers = Workers(workers, deadline_s, max_abandoned=workers)
+        slow = max(1, workers - 1)
+        self.slow_workers = Workers(slow, deadline_s, max_abandoned=slow, nice=SLOW_NICE)
         self.max_jobs = max_jobs
+        self.usage = Usage(fair_share)
         self.fast, self.slow = Lane(), Lane()
         self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def serving(self) -> bool:
+        """Whether frames can still be computed (some frame thread is left)."""
+        return self.frame_workers.serving
 
     def start(self) -> None:
         self._spawn(self._dispatch_fast())
         self._spawn(self._dispatch_slow())
 
     async def stop(self) -> None:
-        """Stop dispatching, fail queued jobs, drop the threads without waiting for them."""
+        """Stop dispatching, fail queued jobs, end the threads without waiting for them."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for lane in (self.fast, self.slow):
             lane.fail(InferenceError("Shutdown", "the server is shutting down"))
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.processes is not None:
-            await self.processes.stop()
+        self.frame_workers.stop()
+        self.slow_workers.stop()
 
     async def compute(self, job: Job, slow: bool = False) -> JobResult:
         """Queue ``job`` (``slow``: on the slow lane) and wait for its result; raises :class:`InferenceError`."""
@@ -76,13 +94,22 @@ class Batcher:
         if len(self.fast.items) + len(self.slow.items) >= self.max_jobs \
                 and self.fast.purge() + self.slow.purge() >= self.max_jobs:
             raise InferenceError("Overloaded", f"{self.max_jobs} jobs already queued")
-        (self.slow if slow else self.fast).put((job, future))
-        return await future
+        # Fair share: a visitor over budget waits until its usage has decayed to the share; a costly
+        # frame is computed alone, so that it holds up no other visitor's batch.
+        over = not slow and self.usage.over_share(job.owner, time.monotonic())
+        if over:
+            await asyncio.sleep(self.usage.wait_s(job.owner, time.monotonic()))
+        alone = slow or over or self.usage.heavy(job.owner)
+        (self.slow if alone else self.fast).put((job, future))
+        result = await future
+        if not slow:  # a live frame: what the fair share is about (slow jobs have their own lane anyway)
+            self.usage.charge(job.owner, result.cost_s, time.monotonic())
+        return result
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on a worker thread, as a slow job (it holds a thread for long)."""
-        async with self.slow_slots, self.free_workers:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+        """Run ``function(*args)`` on a worker thread, as a slow job, within the deadline."""
+        worker = await self.slow_workers.acquire()
+        return await self.slow_workers.run(worker, function, *args)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -92,43 +119,67 @@ class Batcher:
     async def _dispatch_fast(self) -> None:
         """Wait for a job, then a worker; batch what piled up meanwhile, plus ``batch_wait_s`` more."""
         while True:
-            batch = [await self.fast.take()]
-            await self.free_workers.acquire()
+            item = await self.fast.take()
+            worker = await self._acquire(self.frame_workers, self.fast, [item])
+            if worker is None:
+                continue
+            batch = [item]
             self.fast.drain(batch, self.batch_max)
             if len(batch) < self.batch_max and self.batch_wait_s > 0:
                 await asyncio.sleep(self.batch_wait_s)
                 self.fast.drain(batch, self.batch_max)
-            self._spawn(self._run(batch, self.run_fast, self.free_workers))
+            self._spawn(self._run(batch, self.frame_workers, worker))
 
     async def _dispatch_slow(self) -> None:
         while True:
             item = await self.slow.take()
-            await self.slow_slots.acquire()
-            await self.free_workers.acquire()
-            self._spawn(self._run([item], self._on_thread, self.free_workers, self.slow_slots))
+            worker = await self._acquire(self.slow_workers, self.slow, [item])
+            if worker is not None:
+                self._spawn(self._run([item], self.slow_workers, worker))
 
-    def _on_thread(self, jobs: list[Job]) -> Awaitable[list[JobResult | Exception]]:
-        return asyncio.get_running_loop().run_in_executor(self.executor, self.threads.run, jobs)
+    @staticmethod
+    async def _acquire(workers: Workers, lane: Lane, waiting: list[Item]) -> Worker | None:
+        """A free thread of ``workers``; ``None`` if none is left, after failing ``waiting`` and ``lane``."""
+        try:
+            return await workers.acquire()
+        except InferenceError as error:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(error)
+            lane.fail(error)
+            return None
 
-    async def _run(self, batch: list[Item], run: Callable[[list[Job]], Awaitable[list[JobResult | Exception]]],
-                   *held: asyncio.Semaphore) -> None:
-        """Compute ``batch`` with ``run``, then release ``held`` and settle each job's future."""
+    async def _run(self, batch: list[Item], workers: Workers, worker: Worker) -> None:
+        """Compute ``batch`` on ``worker`` (of ``workers``), then settle each job's future."""
         live = [(job, future) for job, future in batch if not future.done()]
         if not live:  # every visitor of the batch left while it waited for a worker
-            for semaphore in held:
-                semaphore.release()
+            workers.release(worker)
             return
         started = time.perf_counter()
+        results: Sequence[JobResult | Exception]
         try:
-            results = await run([job for job, _ in live])
-        except Exception as error:  # noqa: BLE001 — executor shut down, a job that would not pickle, a child
-            # that could not be restarted: each visitor must hear of it (1011), never wait on its future forever.
+            results = await workers.run(worker, self.threads.run, [job for job, _ in live])
+        except Exception as error:  # noqa: BLE001 — each visitor must hear of it (1011), never wait for ever
+            if isinstance(error, InferenceError) and error.error_type == DEADLINE_EXCEEDED and len(live) > 1:
+                self._retry_alone(live, workers)  # which job hung is unknown: the one that hangs again
+                return
             results = [error] * len(live)
-        finally:
-            for semaphore in held:
-                semaphore.release()
+        self._settle(live, results, time.perf_counter() - started)
+
+    def _retry_alone(self, items: list[Item], workers: Workers) -> None:
+        """Run each job of a batch that overran the deadline again on its own, side by side on any free
+        threads: the job that hangs again holds up no other."""
+        for item in items:
+            self._spawn(self._run_alone(item, workers))
+
+    async def _run_alone(self, item: Item, workers: Workers) -> None:
+        worker = await self._acquire(workers, self.fast, [item])
+        if worker is not None:
+            await self._run([item], workers, worker)
+
+    def _settle(self, live: list[Item], results: Sequence[JobResult | Exception], elapsed_s: float) -> None:
         self.metrics.batch_size.observe(len(live))
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.inference_seconds.observe(elapsed_s)
         for (_, future), result in zip(live, results):
             if future.done():
                 continue

@@ -21,7 +21,7 @@ from torch import nn
 
 from server.explain.engine import Engine, FrameData, Request, Selection
 from server.explain.sanity import Sanity
-from server.raster import rasterize
+from server.raster import RasterCache, rasterize
 
 EngineFactory = Callable[[nn.Module, str], Any]
 
@@ -65,9 +65,11 @@ class Spec:
 class JobResult:
     """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time.
 
-    ``text``: what the job's ``render`` made of this result, if it has one.  Such
-    a result computed in an engine process carries the text alone: ``image``
-    is empty and ``frames`` too.  ``sanity``: one report per spec of a sanity job.
+    ``cost_s``: the engine-thread CPU time this job took: its rasterising and encoding, and its share of
+    the batch's engine call (what the fair share counts, :mod:`server.inference.usage`).
+
+    ``text``: what the job's ``render`` made of this result, if it has one.
+    ``sanity``: one report per spec of a sanity job.
     """
 
     image: np.ndarray
@@ -75,6 +77,7 @@ class JobResult:
     compute_ms: float
     text: str | None = None
     sanity: list[Sanity] = dataclasses.field(default_factory=list)
+    cost_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Job:
     loop never runs numpy (each numpy call may hand the GIL to an engine
     thread, and taking it back can wait for that thread's switch interval).
     ``sanity``: compute each spec's sanity checks (``Engine.sanity``) as well.
+    ``owner``: the visitor (its fair share); ``raster``: the visitor's raster
+    cache, for its live frames only (one job at a time may use it).
     """
 
     model: str
@@ -94,6 +99,11 @@ class Job:
     specs: tuple[Spec, ...]
     render: Callable[[JobResult], str] | None = None
     sanity: bool = False
+    owner: int = 0
+    raster: RasterCache | None = None
+
+
+DEADLINE_EXCEEDED = "DeadlineExceeded"  # the error_type of a call that overran the compute deadline
 
 
 class InferenceError(RuntimeError):
@@ -103,9 +113,6 @@ class InferenceError(RuntimeError):
         super().__init__(f"{error_type}: {message}")
         self.error_type = error_type
         self.message = message
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return InferenceError, (self.error_type, self.message)  # it crosses from engine processes
 
 
 def as_inference_error(result: "JobResult | Exception") -> "JobResult | InferenceError":
@@ -162,15 +169,31 @@ class EngineThreads:
 
     def _explain(self, jobs: Sequence[Job]) -> list[JobResult]:
         started = time.perf_counter()
-        images = [rasterize(job.strokes) for job in jobs]
+        # Costs in this thread's CPU time: on a busy machine wall time would charge a visitor for the
+        # time the thread waited for a core (or the GIL).
+        images, raster_s = [], []
+        for job in jobs:
+            raster_started = time.thread_time()
+            images.append(rasterize(job.strokes, job.raster))
+            raster_s.append(time.thread_time() - raster_started)
         requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
-        frames = iter(self.engine(jobs[0].model).explain(requests))
+        engine = self.engine(jobs[0].model)  # built on a thread's first job: not these visitors' cost
+        engine_started = time.thread_time()
+        frames = iter(engine.explain(requests))
+        share_s = (time.thread_time() - engine_started) / len(jobs)
         compute_ms = (time.perf_counter() - started) * 1000.0
-        results = [JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms)
-                   for job, image in zip(jobs, images)]
-        return [result if job.render is None else dataclasses.replace(result, text=job.render(result))
-                for job, result in zip(jobs, results)]
+        return [self._finish(job, JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms,
+                                            cost_s=raster + share_s))
+                for job, image, raster in zip(jobs, images, raster_s)]
 
+    @staticmethod
+    def _finish(job: Job, result: JobResult) -> JobResult:
+        """``result`` with the job's message rendered (its time added to the job's cost)."""
+        if job.render is None:
+            return result
+        started = time.thread_time()
+        text = job.render(result)
+        return dataclasses.replace(result, text=text, cost_s=result.cost_s + time.thread_time() - started)
 
     def _check(self, job: Job) -> JobResult:
         """A sanity job: each spec's frame data and sanity report, one spec at a time."""

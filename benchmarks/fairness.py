@@ -1,0 +1,198 @@
+"""Fair share: how much visitors doing the worst allowed thing slow a drawing bystander (issue 14.2).
+
+``python -m benchmarks.fairness`` starts our server on loopback, then measures
+a *bystander* drawing real digits without pause (a stroke message of 2 points
+every 1/60 s) in one run alone (the baseline) and beside ``--abusers``
+visitors doing the worst the limits allow, in alternating windows:
+
+* ``zigzag``: a 4,096-point zig-zag from corner to corner (8 messages of 512
+  points), then ``select`` messages at ``--rate`` per second, each asking for
+  a new frame of that drawing;
+* ``rescale``: a 4,032-point zig-zag inside (0.1, 0.1)–(0.9, 0.9), then a
+  one-point stroke at (0, 0), ``undo``, again, at ``--rate`` per second: each
+  message changes the drawing's bounding box, so no frame can reuse the
+  cached canvas and each draws all 4,033 points again.
+
+Latency is per bystander message, from sending it to the first frame that
+reflects it (as in :mod:`benchmarks.latency`).  Frame rates are frames per
+second received by the bystander and, on average, by each abuser.
+"""
+
+import argparse
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from .targets import KINDS, LocalServer
+from .workload import load_drawings
+
+MODES = ("zigzag", "rescale")
+MAX_POINTS_PER_MESSAGE = 512
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Measuring windows pooled: the bystander's latency percentiles (ms) and the frame rates seen."""
+
+    p50_ms: float
+    p99_ms: float
+    bystander_fps: float
+    abuser_fps: float | None
+
+
+@dataclass
+class Window:
+    """What one measuring window saw: bystander latencies (unanswered: +inf), frames, seconds."""
+
+    latency_ms: list[float]
+    bystander_frames: int
+    abuser_frames: list[int]
+    elapsed_s: float
+
+
+def zigzag(points: int, low: float, high: float) -> list[list[float]]:
+    """``points`` points alternating between the corners (low, low) and (high, high)."""
+    return [[low, low] if index % 2 == 0 else [high, high] for index in range(points)]
+
+
+class Client:
+    """One WebSocket speaking protocol v1, numbering its messages, counting frames and their latency."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.seq = 0
+        self.frames = 0
+        self.sent: dict[int, float] = {}  # seq → send time, of messages whose latency is measured
+        self.latency_ms: list[float] = []
+
+    async def send(self, message: dict, measured: bool = False) -> None:
+        self.seq += 1
+        if measured:
+            self.sent[self.seq] = time.monotonic()
+        await self.socket.send(orjson.dumps({**message, "seq": self.seq}).decode())
+
+    async def receive(self) -> None:
+        async for raw in self.socket:
+            message = orjson.loads(raw)
+            if message["type"] != "frame" or message["seq"] is None:
+                continue
+            self.frames += 1
+            now = time.monotonic()
+            for seq in [seq for seq in self.sent if seq <= message["seq"]]:
+                self.latency_ms.append((now - self.sent.pop(seq)) * 1e3)
+
+
+async def open_client(url: str, origin: str) -> Client:
+    socket = await connect(url, origin=origin, compression=None, max_size=2**22)
+    await socket.recv()  # welcome
+    return Client(socket)
+
+
+async def bystander_draws(client: Client, strokes: Sequence[Sequence[Sequence[float]]], stop: float) -> None:
+    """Real digits, stroke after stroke, 2 points per message at 60 Hz; a new digit every cycle."""
+    stroke_ids = itertools.count()
+    while time.monotonic() < stop:
+        await client.send({"type": "clear"})
+        for stroke in strokes:
+            stroke_id = next(stroke_ids)
+            for start in range(0, len(stroke), 2):
+                if time.monotonic() >= stop:
+                    return
+                await client.send({"type": "stroke", "id": stroke_id, "points": [list(p) for p in stroke[start:start + 2]]},
+                                  measured=True)
+                await asyncio.sleep(1 / 60)
+
+
+async def abuse(client: Client, mode: str, rate: float, stop: float) -> None:
+    """The worst allowed thing (see the module's docstring), at ``rate`` messages per second."""
+    total, low, high = (4096, 0.0, 1.0) if mode == "zigzag" else (4096 - 64, 0.1, 0.9)
+    points = zigzag(total, low, high)
+    for start in range(0, total, MAX_POINTS_PER_MESSAGE):
+        await client.send({"type": "stroke", "id": 0, "points": points[start:start + MAX_POINTS_PER_MESSAGE]})
+    for index in itertools.count():
+        if time.monotonic() >= stop:
+            return
+        if mode == "zigzag":
+            await client.send({"type": "select", "output": index % 10, "hidden": None})
+        elif index % 2 == 0:  # a dot outside the zig-zag's box: the drawing is rescaled
+            await client.send({"type": "stroke", "id": index + 1, "points": [[0.0, 0.0]]})
+        else:
+            await client.send({"type": "undo"})
+        await asyncio.sleep(1 / rate)
+
+
+async def window(url: str, origin: str, strokes: Sequence, abusers: int, mode: str, rate: float,
+                 duration_s: float) -> Window:
+    """Measure the bystander for ``duration_s`` beside ``abusers`` abusing visitors (0: alone)."""
+    clients = [await open_client(url, origin) for _ in range(abusers + 1)]
+    bystander, others = clients[0], clients[1:]
+    receivers = [asyncio.create_task(client.receive()) for client in clients]
+    try:
+        abusing = [asyncio.create_task(abuse(client, mode, rate, time.monotonic() + duration_s + 1.0))
+                   for client in others]
+        await asyncio.sleep(1.0 if others else 0.0)  # the abusers' drawings are in
+        frames_before = [client.frames for client in clients]
+        started = time.monotonic()
+        await bystander_draws(bystander, strokes, started + duration_s)
+        elapsed = time.monotonic() - started
+        frames = [client.frames - before for client, before in zip(clients, frames_before)]
+        await asyncio.gather(*abusing)
+        await asyncio.sleep(0.5)  # the last frames
+    finally:
+        for client in clients:
+            await client.socket.close()
+        await asyncio.gather(*receivers, return_exceptions=True)
+    return Window(bystander.latency_ms + [np.inf] * len(bystander.sent), frames[0], frames[1:], elapsed)
+
+
+def pooled(windows: list[Window]) -> Phase:
+    samples = np.concatenate([np.asarray(item.latency_ms) for item in windows])
+    elapsed = sum(item.elapsed_s for item in windows)
+    abusers = [frames for item in windows for frames in item.abuser_frames]
+    return Phase(round(float(np.percentile(samples, 50, method="inverted_cdf")), 2),
+                 round(float(np.percentile(samples, 99, method="inverted_cdf")), 2),
+                 round(sum(item.bystander_frames for item in windows) / elapsed, 1),
+                 round(sum(abusers) / len(windows[0].abuser_frames) / elapsed, 1) if abusers else None)
+
+
+async def measure(url: str, origin: str, abusers: int = 3, mode: str = "zigzag", rate: float = 120.0,
+                  duration_s: float = 4.0, rounds: int = 2) -> dict[str, dict | float]:
+    """The bystander alone (the baseline) and beside the abusers, alternately ``rounds`` times, pooled:
+    alternating spreads a busy moment of the machine over both."""
+    drawings, _ = load_drawings(4)
+    strokes = [stroke for drawing in drawings for stroke in drawing]
+    alone, abused = [], []
+    for _ in range(rounds):
+        alone.append(await window(url, origin, strokes, 0, mode, rate, duration_s))
+        abused.append(await window(url, origin, strokes, abusers, mode, rate, duration_s))
+    baseline, under_abuse = pooled(alone), pooled(abused)
+    return {"baseline": asdict(baseline), "abused": asdict(under_abuse),
+            "p99_ratio": round(under_abuse.p99_ms / baseline.p99_ms, 2)}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fairness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=MODES, default="zigzag")
+    parser.add_argument("--abusers", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=120.0, help="abusers' messages per second each")
+    parser.add_argument("--duration", type=float, default=4.0, help="measuring window, seconds")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and abuse windows")
+    parser.add_argument("--servers", default="server", help=f"comma separated, from {sorted(KINDS)}")
+    args = parser.parse_args(argv)
+    report = {}
+    for name in args.servers.split(","):
+        with LocalServer(KINDS[name], None, {}) as server:
+            report[name] = asyncio.run(measure(server.url, server.origin, args.abusers, args.mode, args.rate,
+                                               args.duration, args.rounds))
+    print(orjson.dumps({"mode": args.mode, "abusers": args.abusers, "rate": args.rate, **report},
+                       option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
