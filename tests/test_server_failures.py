@@ -23,7 +23,7 @@ FAILING_NEURON = 13
 HANGING_METHOD = "occlusion"
 DEADLINE_S = 1.0
 # A loaded test machine delays timers and threads: what a frame may be late beyond deadline + one frame.
-SCHEDULING_SLACK_S = 0.5
+SCHEDULING_SLACK_S = 1.0
 
 
 class FailingEngine:
