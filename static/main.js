@@ -233,6 +233,7 @@ function requestComparison() {
 /** Once a visitor asked for a comparison, keep it in step with the drawing at each pen lift. */
 function refreshComparison() {
   if (store.get().comparison && !isEmpty(store.get().drawing)) requestComparison();
+  questions.refresh();
 }
 
 $("compare").addEventListener("click", requestComparison);

@@ -100,7 +100,8 @@ function digitButtons(container, label, onPress) {
  * @param {(message: object) => (number|null)} options.send  send a message, returns its seq
  * @param {HTMLElement[]} options.diagrams           the network containers (stage, sheet)
  * @param {HTMLElement} options.card                 the neuron card section
- * @returns {{receive: Function, refused: Function, render: Function}}
+ * @returns {{receive: Function, refused: Function, render: Function, refresh: Function}}
+ *   refresh: call when a stroke ends or the drawing changes (undo, clear)
  */
 export function createQuestions({ getState, select, configure, send, diagrams, card }) {
   // ---- why c and not c′: a "versus" picker beside the heatmap ----
@@ -249,7 +250,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     if (!asked || message.seq !== asked.seq) return; // an answer to an earlier request
     answer = { ...message, image: decode(message.image), version: asked.version, input: asked.input };
     asked = null;
-    chosenTarget = message.target;
+    chosenTarget ??= message.target; // the runner-up it answered stays the question as the drawing changes
     figures.hidden = false;
     morph.hidden = false;
     paintChange(canvases.change, answer.input, answer.image);
@@ -295,7 +296,6 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     const current = chosenTarget ?? fallback;
     targetButtons.forEach((button, digit) => button.setAttribute("aria-pressed", String(digit === current)));
     askButton.textContent = current === null ? "Show me" : `Show me what would make it a ${current}`;
-    askButton.disabled = asked !== null;
   }
 
   // ---- rendering: called by main.js with every new state ----
@@ -354,7 +354,18 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     }));
   }
 
-  return { receive, refused, render };
+  // Once asked, the counterfactual follows the drawing: asked again each time the pen rests.
+  let pause = null;
+  function refresh() {
+    clearTimeout(pause);
+    if (answer === null && asked === null) return;
+    pause = setTimeout(() => {
+      const state = getState();
+      if (answer?.version !== state.drawing.version && asked === null) ask();
+    }, getState().welcome?.limits.pause_ms ?? 150);
+  }
+
+  return { receive, refused, render, refresh };
 }
 
 /** The neuron an event happened on (network.js marks each with data-kind and data-index). */

@@ -139,11 +139,9 @@ def test_knockout_from_the_card_shows_its_effect_and_one_tap_restores(sized: Vis
 
 def test_a_long_press_on_a_hidden_neuron_switches_it_off(sized: Visit, golden: dict[int, Strokes]) -> None:
     page, wire = sized.page, sized.wire
-    drawn(sized, golden[5])
-    hidden = page.locator(".neuron.hidden").nth(1)
-    unit = int(hidden.get_attribute("data-index"))
+    unit = strongest_hidden(drawn(sized, golden[5]))  # on the phone's strip too
     sent = len(wire.sent)
-    long_press(sized, hidden)
+    long_press(sized, page.locator(f".neuron.hidden[data-index='{unit}']"))
     configure = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
     assert configure["knockout"] == [unit]
     page.wait_for_timeout(300)
@@ -178,3 +176,31 @@ def test_a_digit_button_asks_for_a_counterfactual_and_shows_it(sized: Visit, gol
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.locator("#questions").scroll_into_view_if_needed()
         page.screenshot(path=str(SCREENSHOTS / "questions-1366x768.png"), full_page=True)
+
+
+def test_once_asked_the_counterfactual_follows_the_drawing(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[1])
+    page.locator("#counterfactual-ask").click()
+    first = wire.wait_sent(lambda m: m["type"] == "counterfactual")
+    answer = wire.wait_received(lambda m: m["type"] == "counterfactual" and m["seq"] == first["seq"])
+    sent = len(wire.sent)
+    page.evaluate("() => window.scrollTo(0, 0)")  # the panel lies below the stage: back to the pad
+    draw_with_mouse(sized, [[(0.3, 0.8), (0.7, 0.8)]])  # a base stroke: the pen rests after it
+    again = wire.wait_sent(lambda m: m["type"] == "counterfactual", after=sent)
+    assert again["target"] == answer["target"]  # the runner-up it answered stays the question
+    wire.wait_received(lambda m: m["type"] == "counterfactual" and m["seq"] == again["seq"])
+
+
+def test_a_reconnect_replays_the_contrast_and_the_knockout(sized: Visit) -> None:
+    messages = sized.page.evaluate("""async () => {
+        const { replayMessages } = await import('/static/messages.js');
+        const state = { config: { model: 'default', method: 'lrp', rule: 'epsilon', knockout: [4, 9] },
+                        drawing: { strokes: [{ id: 1, points: [[0.5, 0.5]] }] },
+                        selection: { output: 3, hidden: null, alone: false, implicit: false, versus: 8 } };
+        const welcome = { state: { model: 'default', method: 'lrp', rule: 'epsilon' },
+                          limits: { max_points_per_message: 512 } };
+        return replayMessages(state, welcome);
+    }""")
+    assert messages[0] == {"type": "configure", "knockout": [4, 9]}
+    assert messages[-1] == {"type": "select", "output": 3, "hidden": None, "versus": 8}
