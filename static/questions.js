@@ -307,6 +307,15 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     for (const option of versusPicker.options) option.disabled = option.value !== "" && Number(option.value) === target;
     versusPicker.disabled = state.config?.method !== "lrp" || state.selection.alone || target === null;
     renderTargets(state);
+    if (answer && answer.model !== state.config?.model) {
+      // Another model now reads the drawing: this answer was the old model's.
+      answer = null;
+      chosenTarget = null;
+      figures.hidden = true;
+      morph.hidden = true;
+      sentence.textContent = "";
+      note.textContent = "The model changed: ask again.";
+    }
     if (answer && answer.version !== state.drawing.version) note.textContent = "The drawing has changed since: ask again.";
 
     const knockout = state.config?.knockout ?? [];

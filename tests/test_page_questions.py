@@ -204,3 +204,17 @@ def test_a_reconnect_replays_the_contrast_and_the_knockout(sized: Visit) -> None
     }""")
     assert messages[0] == {"type": "configure", "knockout": [4, 9]}
     assert messages[-1] == {"type": "select", "output": 3, "hidden": None, "versus": 8}
+
+
+def test_a_model_change_drops_the_old_models_counterfactual(sized: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = sized.page, sized.wire
+    drawn(sized, golden[6])
+    page.locator("button[aria-label='Make it a 5']").click()
+    wire.wait_received(lambda m: m["type"] == "counterfactual")
+    page.wait_for_selector(".counterfactual-figures:not([hidden])", timeout=WAIT_MS)
+    sent = len(wire.sent)
+    page.locator("#model").select_option("h16")
+    configure = wire.wait_sent(lambda m: m["type"] == "configure", after=sent)
+    assert configure["model"] == "h16"
+    page.wait_for_selector(".counterfactual-figures[hidden]", state="attached", timeout=WAIT_MS)
+    assert page.locator("#counterfactual-note").inner_text() == "The model changed: ask again."
