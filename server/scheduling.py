@@ -50,6 +50,8 @@ ACK_TIMEOUT_S = 3.0
 TARGET_QUEUE_DELAY_S = 0.05
 # How long the smallest round trip is remembered (the link may change).
 BASE_RTT_WINDOW_S = 10.0
+# Send times remembered for frames not yet acknowledged: more than the window ever holds.
+SENT_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,11 @@ class FlowWindow:
     unacknowledged.  Each ``ack`` gives a round-trip sample (frame handed to the
     socket → its ack); the sample minus the smallest recent one is the time the
     frame queued behind others (in socket, proxy and radio buffers, or in a busy
-    page).  Delay-based, as TCP Vegas (Brakmo & Peterson, 1995): queueing above
-    :data:`TARGET_QUEUE_DELAY_S` → one frame fewer in flight; below half of it
-    while frames waited for a credit → one more; at most one change per round
-    trip, except that the window grows with every such ack until the first
-    decrease (slow start).  A client that stops acknowledging gets one frame per
+    page).  Delay-based, as TCP Vegas (Brakmo & Peterson, 1995), once per round
+    trip on the least queueing its acks saw: above :data:`TARGET_QUEUE_DELAY_S`
+    → one frame fewer in flight; below half of it while frames waited for a
+    credit → one more (twice as many until the first decrease: slow start).
+    A client that stops acknowledging gets one frame per
     ``ack_timeout_s``, never nothing.
     """
 
@@ -105,15 +107,17 @@ class FlowWindow:
         self.size = min(START_WINDOW, max_frames)
         self.active = False
         self.acked = 0
-        self.sent_at: dict[int, float] = {}
-        self.rtt_samples: deque[tuple[float, float]] = deque()  # (time, round trip s), last BASE_RTT_WINDOW_S
+        self.sent_at: dict[int, float] = {}  # unacknowledged frames' send times, the last SENT_KEPT
+        # Round trips of the last BASE_RTT_WINDOW_S as (time, s), each smaller than every later one: the
+        # first is the window's minimum (a sliding-window minimum, O(1) per ack).
+        self.rtt_minima: deque[tuple[float, float]] = deque()
         self.progress_at = now  # the last ack, or the last frame sent on the ack timeout
-        self.limited = False  # a frame waited for a credit since the last change
-        # Until the first sign of queueing, every ack that finds the window limiting grows it (doubling it per
-        # round trip, as TCP's slow start), so that a fast link with a long round trip reaches 60 frames/s
-        # within a few round trips; then one frame per round trip.
+        self.limited = False  # a frame waited for a credit in this round trip
+        # Until the first sign of queueing the window doubles per round trip (as TCP's slow start), so that a
+        # fast link with a long round trip reaches 60 frames/s within a few round trips; then one frame more.
         self.slow_start = True
-        self.settled_through = 0  # no change until a frame numbered above this is acknowledged
+        self.settled_through = 0  # the round trip ends when a frame numbered above this is acknowledged
+        self.round_queueing_s = float("inf")
 
     def ready_at(self, issued: int, now: float) -> float:
         """When frame ``issued + 1`` may be issued: ``now`` if a credit is free, else at the ack timeout."""
@@ -129,35 +133,44 @@ class FlowWindow:
 
     def sent(self, number: int, now: float) -> None:
         self.sent_at[number] = now
+        if len(self.sent_at) > SENT_KEPT:  # a client that does not acknowledge: forget the oldest
+            del self.sent_at[next(iter(self.sent_at))]
 
     def acknowledge(self, number: int, now: float) -> None:
         """The page painted frame ``number`` (and so every earlier one); ``number`` has been sent."""
-        sample = now - self.sent_at[number]
+        sent_at = self.sent_at.get(number)  # None: sent too long ago to be remembered, no sample
         for earlier in [key for key in self.sent_at if key <= number]:
             del self.sent_at[earlier]
         self.active, self.acked, self.progress_at = True, number, now
-        self.rtt_samples.append((now, sample))
-        while self.rtt_samples[0][0] < now - BASE_RTT_WINDOW_S:
-            self.rtt_samples.popleft()
-        self._adjust(sample - min(rtt for _, rtt in self.rtt_samples), number)
+        if sent_at is not None:
+            sample = now - sent_at
+            self._remember(sample, now)
+            self._adjust(sample - self.rtt_minima[0][1], number)
+
+    def _remember(self, sample: float, now: float) -> None:
+        while self.rtt_minima and self.rtt_minima[-1][1] >= sample:
+            self.rtt_minima.pop()
+        self.rtt_minima.append((now, sample))
+        while self.rtt_minima[0][0] < now - BASE_RTT_WINDOW_S:
+            self.rtt_minima.popleft()
 
     @property
     def base_rtt_s(self) -> float | None:
         """The smallest recent round trip, s (``None`` before the first ack)."""
-        return min((rtt for _, rtt in self.rtt_samples), default=None)
+        return self.rtt_minima[0][1] if self.rtt_minima else None
 
     def _adjust(self, queueing_s: float, number: int) -> None:
-        if queueing_s > TARGET_QUEUE_DELAY_S:
-            if number <= self.settled_through or self.size == 1:
-                return  # the last change has not had a round trip to show its effect yet
+        """Once per round trip, from the least queueing any of its acks saw (one late paint or a busy
+        proxy is no queue: a queue delays every frame of the round)."""
+        self.round_queueing_s = min(self.round_queueing_s, queueing_s)
+        if number <= self.settled_through:
+            return  # the round trip since the last decision is not over
+        queueing_s, self.round_queueing_s = self.round_queueing_s, float("inf")
+        if queueing_s > TARGET_QUEUE_DELAY_S and self.size > 1:
             self.size -= 1
             self.slow_start = False
-        elif queueing_s < TARGET_QUEUE_DELAY_S / 2 and self.limited and self.size < self.max_frames:
-            if number <= self.settled_through and not self.slow_start:
-                return
-            self.size += 1
-        else:
-            return
+        elif queueing_s < TARGET_QUEUE_DELAY_S / 2 and self.limited:
+            self.size = min(self.max_frames, 2 * self.size if self.slow_start else self.size + 1)
         self.limited = False
         self.settled_through = max(self.sent_at, default=number)
 

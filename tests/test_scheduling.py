@@ -1,5 +1,6 @@
 """The sans-I/O frame schedule (server/scheduling.py): the clock is an argument, nothing sleeps."""
 
+import numpy as np
 import pytest
 
 from server.protocol import Effect, ProtocolError
@@ -162,19 +163,22 @@ def test_an_ack_of_a_frame_not_outstanding_is_refused(number: int, case: str) ->
         frames.acknowledge(number, 0.1)
 
 
-def run_link(flow: FlowWindow, round_trip_s: float, transmit_s: float, seconds: float) -> FrameSchedule:
+def run_link(flow: FlowWindow, round_trip_s: float, transmit_s: float, seconds: float,
+             jitter_s: float = 0.0) -> FrameSchedule:
     """A paced schedule with ``flow``, driven with input before every poll for ``seconds`` over a link that carries
     one frame per ``transmit_s`` (frames wait for the link in a FIFO) and acknowledges each ``round_trip_s`` after
-    it is through."""
+    it is through, plus up to ``jitter_s`` (a late paint, a busy proxy; acks stay in order)."""
     frames = FrameSchedule(0.0, RATE, PAUSE_S, flow)
-    now, link_free_at, acks = 0.0, 0.0, []  # acks: (time, frame number), in order
+    rng = np.random.default_rng(0)
+    now, link_free_at, last_ack_at, acks = 0.0, 0.0, 0.0, []  # acks: (time, frame number), in order
     while now < seconds:
         frames.input(FRAME, stroke=True, now=now)
         step = frames.poll(now, on_pause=False)
         if isinstance(step, Due) and step.frame is not None:
             frames.sent(step.frame.number, now)
             link_free_at = max(now, link_free_at) + transmit_s
-            acks.append((link_free_at + round_trip_s, step.frame.number))
+            last_ack_at = max(last_ack_at, link_free_at + round_trip_s + rng.uniform(0.0, jitter_s))
+            acks.append((last_ack_at, step.frame.number))
             continue
         assert isinstance(step, Wait) and step.until is not None  # input is always due
         now = min([step.until] + [at for at, _ in acks[:1]])
@@ -185,9 +189,15 @@ def run_link(flow: FlowWindow, round_trip_s: float, transmit_s: float, seconds: 
 
 def test_the_window_grows_on_a_long_round_trip_without_queueing_up_to_the_frame_rate() -> None:
     flow = FlowWindow(max_frames=12, ack_timeout_s=3.0, now=0.0)
-    frames = run_link(flow, round_trip_s=0.15, transmit_s=0.0, seconds=1.0)
-    assert flow.size >= 9  # 60 frames/s × 0.15 s in flight, within a second (slow start)
-    assert frames.issued >= 0.8 * RATE
+    frames = run_link(flow, round_trip_s=0.15, transmit_s=0.0, seconds=2.0)
+    assert flow.size >= 9  # 60 frames/s × 0.15 s in flight, within a few round trips (slow start)
+    assert frames.issued >= 0.8 * RATE * 2
+
+
+def test_the_window_reaches_the_frame_rate_through_a_jittery_page_and_proxy() -> None:
+    flow = FlowWindow(max_frames=12, ack_timeout_s=3.0, now=0.0)
+    frames = run_link(flow, round_trip_s=0.15, transmit_s=0.0, seconds=10.0, jitter_s=0.06)
+    assert frames.issued >= 0.8 * RATE * 10
 
 
 @pytest.mark.parametrize("transmit_s", [0.021, 0.04, 0.1])
@@ -197,3 +207,24 @@ def test_the_window_keeps_frames_from_queueing_on_a_slow_link(transmit_s: float)
     # What the link carries, within a fifth, and each frame queued behind at most ~one target delay of others.
     assert frames.issued >= 0.8 * min(RATE, 1 / transmit_s) * 10
     assert flow.size <= (0.15 + transmit_s + 2 * TARGET_QUEUE_DELAY_S) / transmit_s + 1
+
+
+def test_the_base_round_trip_is_the_smallest_of_the_last_ten_seconds() -> None:
+    flow, now = FlowWindow(max_frames=12, ack_timeout_s=3.0, now=0.0), 0.0
+    for number, round_trip_s in enumerate([0.05] * 5 + [0.3] * 60, start=1):  # the link got slower for good
+        flow.sent(number, now)
+        now += round_trip_s
+        flow.acknowledge(number, now)
+        if number == 6:
+            assert flow.base_rtt_s == pytest.approx(0.05) and flow.size == START_WINDOW - 1  # looks like queueing
+    assert flow.base_rtt_s == pytest.approx(0.3)  # 10 s later the slower link is the new base
+
+
+def test_a_client_that_never_acknowledges_costs_bounded_memory() -> None:
+    frames = schedule(rate=None, flow=FlowWindow(8, 3.0, 0.0))
+    for number in range(2, 10_000):
+        frames.input(FRAME, stroke=True, now=0.0)
+        issue(frames, 0.0)
+    assert frames.flow is not None and len(frames.flow.sent_at) <= 64
+    frames.acknowledge(9_999, 1.0)  # a late first ack still opts in
+    assert frames.flow.active and frames.flow.acked == 9_999
