@@ -28,15 +28,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /build
-COPY pyproject.toml constraints.txt ./
-# torch first, from TORCH_PIP_ARGS. The CPU build's version "2.13.0+cpu" satisfies
-# constraints.txt's `torch==2.13.0` (PEP 440: a specifier without a local label
-# ignores the candidate's "+cpu") and sorts above PyPI's plain 2.13.0.
+COPY constraints.txt ./
+# torch first, on a layer of its own (it depends on constraints.txt only, so an
+# edit of pyproject.toml does not reinstall it), from TORCH_PIP_ARGS. The CPU
+# build's version "2.13.0+cpu" satisfies constraints.txt's `torch==2.13.0`
+# (PEP 440: a specifier without a local label ignores the candidate's "+cpu")
+# and sorts above PyPI's plain 2.13.0.
 # PIP_CERT only when the secret was given: pip refuses a missing bundle file.
 RUN --mount=type=bind,from=torch-wheels,target=/wheels \
     --mount=type=secret,id=ca \
     if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && pip install ${TORCH_PIP_ARGS} -c constraints.txt "torch==2.13.0"
+COPY pyproject.toml ./
 # Then the runtime dependencies, read from pyproject.toml so there is one list
 # and no requirements.txt to keep in step. torch is already installed and
 # satisfies every requirement on it, so pip does not fetch PyPI's CUDA build.

@@ -5,11 +5,13 @@ checks every resource against the schemas of :data:`KUBERNETES_VERSION`
 (strict: unknown fields are errors), the tests below check what the schemas
 cannot (probes, termination vs ``SHUTDOWN_GRACE_S``, selectors, security), and
 checkov scans them: every check passes or is skipped in the manifests with its
-reason. checkov runs from a virtualenv of its own (``.cache/checkov``, made on
-first use): its pins (networkx 2.6, packaging 23) would downgrade the project's.
+reason. checkov runs from a virtualenv of its own, made on first use in the
+user's cache directory (kept across clones and CI runs on one machine): its
+pins (networkx 2.6, packaging 23) would downgrade the project's.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.deploy
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"
 CHECKOV = "checkov==3.3.30"
-CHECKOV_VENV = ROOT / ".cache" / "checkov"
+CHECKOV_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xai-live" / CHECKOV.replace("==", "-")
 
 
 @pytest.fixture(scope="module")
