@@ -69,7 +69,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         deadline = time.monotonic() + 60
         while not engine_running():
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"dockerd could not start here: {log.read_text(errors='replace')[-600:]}")
+                lines = log.read_text(errors="replace").splitlines()
+                cause = [line for line in lines if "failed to start" in line or "level=fatal" in line] or lines[-1:]
+                pytest.skip(f"dockerd could not start here: {' '.join(cause)[-400:]}")
             time.sleep(0.5)
         yield
     finally:
