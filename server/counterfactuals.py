@@ -54,10 +54,9 @@ class Counterfactuals:
         target = ask.target if ask.target is not None else runner_up(search, image, view.knockout)
         found = search.find(image, target, view.knockout)
         if found is None:
-            budget = search.objective
-            return encode_error(ErrorCode.NO_COUNTERFACTUAL, f"no drawing read as {target} with p ≥ "
-                                f"{budget.threshold:g} within {budget.steps} steps or {budget.time_budget_s:g} s",
-                                view.seq).decode()
+            threshold = search.objective.threshold
+            return encode_error(ErrorCode.NO_COUNTERFACTUAL, f"the model reads no training digit of {target} as "
+                                f"{target} with p ≥ {threshold:g}: there is nothing to morph towards", view.seq).decode()
         return encode_counterfactual(view, found).decode()
 
 

@@ -264,7 +264,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     if (!asked || seq !== asked.seq) return false;
     asked = null;
     note.textContent = code === "no_counterfactual"
-      ? "No nearby drawing found that the network reads as that digit: try another digit."
+      ? "The network, as it is now, reads none of its training examples of that digit as that digit: there is nothing to morph towards."
       : `The server refused the question (${code}).`;
     return true;
   }

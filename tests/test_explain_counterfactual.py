@@ -70,21 +70,15 @@ def test_a_knocked_out_model_reads_its_counterfactual_as_the_target(training, go
     assert model_reads(model, answer.image, knockout)[7] >= 0.9
 
 
-def test_no_counterfactual_within_the_budget_is_none(training, golden):
-    """Ten steps with a hinge weight too small to move the mask: nothing reaches the threshold."""
-    search = CounterfactualSearch(load_model("default"), *training,
-                                  Objective(steps=10, c=1e-6, c_growth=1.0))
-    assert search.find(golden[1], 0) is None
+def test_a_search_that_gets_nowhere_falls_back_to_an_even_blend(training, golden):
+    """Ten steps with a hinge weight too small to move the mask: the even blends towards a prototype answer."""
+    model = load_model("default")
+    search = CounterfactualSearch(model, *training, Objective(steps=10, c=1e-6, c_growth=1.0))
+    answer = search.find(golden[1], 0)
+    assert model_reads(model, answer.image)[0] >= 0.9 and answer.steps == 10
 
 
-def test_benchmark_tiny_run_reports_every_figure():
-    """``python -m benchmarks.counterfactual --n 2 --json`` for real; no figure is asserted but its range."""
-    directory = mnist_dir_from_env()
-    if directory is None:
-        pytest.skip("MNIST_DIR is not set: the benchmark runs on the official test digits")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.counterfactual", "--n", "2", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, check=True, timeout=300)
-    figures = json.loads(result.stdout)
-    assert figures["searches"] == 18
-    assert 0.0 <= figures["success_rate"] <= 1.0 and figures["median_ms"] > 0
-    assert set(figures["plausibility"]) == {"other_model_reads_target", "ceiling_other_model_on_prototype"}
+def test_no_training_digit_read_as_the_target_means_no_counterfactual(training, golden):
+    """With every hidden unit knocked out the model reads nothing with p ≥ 0.9: no prototype, no answer."""
+    search = CounterfactualSearch(load_model("h16"), *training)
+    assert search.find(golden[1], 0, tuple(range(16))) is None

@@ -8,7 +8,6 @@ import torch
 from model_store import load_model
 from model_store.strokes import Stroke
 from server.counterfactuals import Counterfactuals
-from server.explain.counterfactual import CounterfactualSearch, Objective
 from server.explain.engine import Engine, Request, Selection
 from server.neurons import Digits
 from server.protocol import CounterfactualAsk, View
@@ -160,13 +159,11 @@ async def test_bad_counterfactual_target_is_refused(app_url: str, target: object
         assert error["code"] == ("out_of_range" if isinstance(target, int) else "invalid_message")
 
 
-def test_no_counterfactual_within_the_budget_is_an_error_with_the_request_seq(
-        golden_digits: dict[int, list[Stroke]]) -> None:
-    """The service's answer when the search gives up (a budget too small to move the mask)."""
+def test_no_counterfactual_is_an_error_with_the_request_seq(golden_digits: dict[int, Stroke]) -> None:
+    """The service's answer when no training digit qualifies as a prototype (every unit knocked out)."""
     model = load_model("h16")
     service = Counterfactuals({"h16": model}, Digits())
-    service.searches["h16"] = CounterfactualSearch(model, *service.digits.get(), Objective(steps=10, c=1e-6,
-                                                                                           c_growth=1.0))
-    view = View(41, tuple(tuple(stroke) for stroke in golden_digits[1]), "h16", "lrp", "epsilon", None, None)
+    view = View(41, tuple(tuple(stroke) for stroke in golden_digits[1]), "h16", "lrp", "epsilon", None, None,
+                knockout=tuple(range(16)))
     answer = orjson.loads(service.answer(CounterfactualAsk(view, 0)))
     assert (answer["type"], answer["code"], answer["seq"]) == ("error", "no_counterfactual", 41)

@@ -32,11 +32,12 @@ threshold, then clip).  Van Looveren & Klaise search ``c`` by bisection; here
 ``c`` doubles every ``check_every`` steps for each candidate not yet read as
 ``t``, and a candidate stops changing once it is: the first mask to get there
 from ``m = 0`` is a sparse one.  At ``m = 1`` a candidate *is* its prototype,
-which the model reads as ``t``, so a search fails only when no prototype
-qualifies or the budget runs out.  The candidates run as one numpy batch
+which the model reads as ``t``.  The candidates run as one numpy batch
 (float32; the network is 784 × H × 10).  The answer is the successful
 candidate with the least ``β‖m‖₁ + γ·smoothness + θ·prototype`` loss,
-checked on the image as sent (quantised to bytes).  There is no randomness:
+checked on the image as sent (quantised to bytes).  Should no mask get
+there, the even blends ``m = α·1`` (α = 0.1, 0.2, …, 1) are tried, the
+least α first, so a search fails only when no prototype qualifies.  There is no randomness:
 the same drawing gives the same answer.
 """
 
@@ -183,7 +184,7 @@ class CounterfactualSearch:
 
     def find(self, image: np.ndarray, target: int, knockout: tuple[int, ...] = ()) -> Counterfactual | None:
         """The counterfactual of ``image`` ``(28, 28)`` in [0, 1] for class ``target``, or ``None`` if no
-        candidate reached ``threshold`` within the budget.  ``knockout``: hidden units forced to zero."""
+        training digit of ``target`` qualifies as a prototype.  ``knockout``: hidden units forced to zero."""
         started = time.perf_counter()
         objective, network = self.objective, self.network(knockout)
         x0 = image.reshape(1, N_PIXELS).astype(np.float32)
@@ -210,6 +211,13 @@ class CounterfactualSearch:
                 if done.all() or time.perf_counter() - started > objective.time_budget_s:
                     break
         self._record(best, x0, mask, direction, network, target, prototype)
+        if not np.isfinite(best.loss).any():
+            # No mask got there (the search oscillated or ran out of time): the even blends m = α·1 towards
+            # each prototype, α = 0.1 … 1; at α = 1 a candidate is its prototype, which the model reads as t.
+            for alpha in np.linspace(0.1, 1.0, 10, dtype=np.float32):
+                self._record(best, x0, np.full_like(mask, alpha), direction, network, target, prototype)
+                if np.isfinite(best.loss).any():
+                    break
         winner = int(np.argmin(best.loss))
         if not np.isfinite(best.loss[winner]):
             return None
