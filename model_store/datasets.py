@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sizes import IMAGE_PX, INPUT_SIZE
+
 # The official file names; each may also lie uncompressed (without ``.gz``).
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -34,8 +36,8 @@ def embedded_csv_path() -> Path:
 def load_embedded() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 embedded digits (500 per class, sorted by label)."""
     table = np.loadtxt(embedded_csv_path(), delimiter=",", dtype=np.float32)
-    images = (table[:, :784] / 255.0).reshape(-1, 28, 28)
-    return images.astype(np.float32), table[:, 784].astype(np.int64)
+    images = (table[:, :INPUT_SIZE] / 255.0).reshape(-1, IMAGE_PX, IMAGE_PX)
+    return images.astype(np.float32), table[:, INPUT_SIZE].astype(np.int64)
 
 
 def split_embedded(
@@ -107,7 +109,7 @@ def load_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise FileNotFoundError(f"{directory}: missing MNIST {split} file(s) {missing} (.gz or raw)")
     images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_PX, IMAGE_PX) or labels.shape != (images.shape[0],):
         raise ValueError(
             f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match"
         )

@@ -1,4 +1,9 @@
-"""The sizes the whole demo shares: 28 × 28 input pixels, 10 classes (no torch, so the manifest checks need none)."""
+"""The sizes the whole demo shares: 28 × 28 input pixels, 10 classes (no torch, so the manifest checks need none).
 
-INPUT_SIZE = 28 * 28
+The one place they are written: the server (raster, protocol, engine) imports them, and the page reads
+them from ``welcome`` (``model.layers``).
+"""
+
+IMAGE_PX = 28  # MNIST's field, pixels on a side
+INPUT_SIZE = IMAGE_PX * IMAGE_PX
 N_CLASSES = 10

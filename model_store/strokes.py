@@ -27,6 +27,7 @@ from torch import nn
 
 from .datasets import load_embedded
 from .manifest import model_names
+from .sizes import INPUT_SIZE
 from .store import load_model
 
 Point = tuple[float, float]
@@ -182,7 +183,7 @@ def true_class_probability(
     rasterize: Callable[[Sequence[Stroke]], np.ndarray],
 ) -> float:
     """The lowest softmax probability of ``label`` over ``models``, 0 if any model errs."""
-    image = torch.from_numpy(rasterize(strokes)).reshape(1, 784)
+    image = torch.from_numpy(rasterize(strokes)).reshape(1, INPUT_SIZE)
     worst = 1.0
     with torch.no_grad():
         for model in models:

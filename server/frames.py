@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from .catalog import Catalog
-from .protocol import PROTOCOL_VERSION, ErrorCode, Limits, View
+from .protocol import MAX_COMPARE_METHODS, PROTOCOL_VERSION, ErrorCode, Limits, View
 
 U8_SCALE = 1.0 / 255.0
 I8_MAX = 127
@@ -96,7 +96,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    "max_points_per_message": limits.max_points_per_message,
                    "max_points": limits.max_points, "max_strokes": limits.max_strokes,
                    "max_frames_per_s": timing["max_frames_per_s"], "idle_timeout_s": timing["idle_timeout_s"],
-                   "ping_interval_s": timing["ping_interval_s"], "pause_ms": timing["pause_ms"]},
+                   "ping_interval_s": timing["ping_interval_s"], "pause_ms": timing["pause_ms"],
+                   "max_compare_methods": MAX_COMPARE_METHODS},
     })
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
+from model_store.sizes import N_CLASSES
+
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**53  # exclusive; the largest integer a JavaScript number holds exactly
 MAX_COMPARE_METHODS = 8
-N_CLASSES = 10
 DEFAULT_METHOD = "lrp"
 DEFAULT_RULE = "epsilon"
 

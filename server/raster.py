@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-IMAGE_PX = 28
+from model_store.sizes import IMAGE_PX
+
 BOX_PX = 20.0
 # Pen width in output pixels as drawn, about a tenth of the 20-px box.  Chosen
 # on the 500 held-out embedded training digits, re-rastered from their

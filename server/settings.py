@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .protocol import Limits
+
+DRAWING_LIMITS = Limits()  # their defaults are written once, in server.protocol
 SELF_ORIGIN = "self"
 DEFAULT_ALLOWED_ORIGINS = (SELF_ORIGIN, "http://localhost:*", "http://127.0.0.1:*")
 BACKENDS = ("fast", "reference")
@@ -101,9 +104,9 @@ class Settings:
     model_store_dir: Path | None = None
     backend: str = "fast"
     max_message_bytes: int = 65536
-    max_points_per_message: int = 512
-    max_points: int = 4096
-    max_strokes: int = 64
+    max_points_per_message: int = DRAWING_LIMITS.max_points_per_message
+    max_points: int = DRAWING_LIMITS.max_points
+    max_strokes: int = DRAWING_LIMITS.max_strokes
     max_messages_per_s: int = 240
     max_errors: int = 20
     error_window_s: float = 10.0

@@ -222,10 +222,11 @@ const questions = createQuestions({
   diagrams: [networkBox, networkFull], card: $("card"),
 });
 
-/** The methods a comparison asks for: every method the server offers, at most 8 (docs/protocol.md). */
+/** The methods a comparison asks for: every method the server offers, at most welcome.limits.max_compare_methods. */
 function requestComparison() {
   socket.wake(); // reconnects after an idle close; this request is lost then, the next one is answered
-  const methods = store.get().welcome?.methods.map((method) => method.name).slice(0, 8) ?? [];
+  const welcome = store.get().welcome;
+  const methods = welcome?.methods.map((method) => method.name).slice(0, welcome.limits.max_compare_methods) ?? [];
   const seq = methods.length ? socket.send({ type: "compare", methods }) : null;
   if (seq !== null) store.dispatch({ type: "compareRequested", seq });
 }

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from model_store.sizes import N_CLASSES
+
 IMAGE_SHAPE = (28, 28)
 N_PIXELS = 28 * 28
-N_CLASSES = 10
 BELOW_MARGIN = 1e6  # added to the loss of a mask read as the target only between threshold and margin
 
 

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model_store.sizes import N_CLASSES
+
 from .fast import DTYPE, FastBackend, Forward, Start
 from .faithfulness import PIXELS_PER_STEP
 from .knockout import KnockoutEffect, keep_mask, knockout_effect, knocked_out
@@ -51,7 +53,6 @@ from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
 __all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
 
 IMAGE_SHAPE = (28, 28)
-N_CLASSES = 10
 BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}
 
 
