@@ -104,8 +104,8 @@ async def bystander_draws(client: Client, strokes: Sequence[Sequence[Sequence[fl
             for start in range(0, len(stroke), 2):
                 if time.monotonic() >= stop:
                     return
-                await client.send({"type": "stroke", "id": stroke_id, "points": [list(p) for p in stroke[start:start + 2]]},
-                                  measured=True)
+                points = [list(point) for point in stroke[start:start + 2]]
+                await client.send({"type": "stroke", "id": stroke_id, "points": points}, measured=True)
                 await asyncio.sleep(1 / 60)
 
 

@@ -200,7 +200,8 @@ def run(args: argparse.Namespace) -> dict:
     report = {"machine": machine(), "drawings": {"count": len(drawings), "source": source},
               "settings": {"visitors": args.visitors, "duration_s": args.duration, "drain_s": args.drain,
                            "client_processes": args.processes, "model": args.model,
-                           "pace": {"name": args.pace, **PACES[args.pace]().__dict__}, "target": args.url or "local servers on loopback"}}
+                           "pace": {"name": args.pace, **PACES[args.pace]().__dict__},
+                           "target": args.url or "local servers on loopback"}}
     with tqdm(total=total, desc="latency", unit="step", file=sys.stderr, disable=args.quiet) as progress:
         if args.url:
             origin = args.origin or origin_for(args.url)

@@ -26,7 +26,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .targets import ProcessSample, Probe
+from .targets import Probe, ProcessSample
 from .workload import Pace, Schedule, Stroke, visitor_schedule
 
 # A frame of the H=128 model is about 3.6 kB; leave room for larger models.

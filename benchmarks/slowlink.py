@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .targets import KINDS, LocalServer
 from .workload import Pace, Stroke, load_drawings, visitor_schedule

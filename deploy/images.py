@@ -205,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", choices=["auto", "registry", "local"], default="auto",
                         help="official base images from a registry, or made locally (default: registry if pullable)")
     parser.add_argument("--torch-wheels", type=Path,
-                        help="folder holding the torch 2.13.0 CPU wheel (default: pip's find-links, else the CPU index)")
+                        help="folder holding the torch 2.13.0 CPU wheel "
+                             "(default: pip's find-links, else the CPU index)")
     parser.add_argument("--ca-bundle", type=Path, default=CA_BUNDLE,
                         help=f"CA bundle pip trusts during the build, as a secret (default {CA_BUNDLE})")
     args = parser.parse_args(argv)

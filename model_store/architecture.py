@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .sizes import INPUT_SIZE, N_CLASSES
+
 LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
 
 

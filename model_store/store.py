@@ -13,7 +13,7 @@ width.
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,18 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .architecture import INPUT_SIZE, N_CLASSES, build_model, hidden_width
-from .manifest import (MANIFEST_FORMAT, MANIFEST_NAME, WEIGHTS_DIR, ModelStoreError, model_record, read_manifest,
-                       sha256_of, store_dir_from_env, verified_bytes, weights_path)
+from .manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    WEIGHTS_DIR,
+    ModelStoreError,
+    model_record,
+    read_manifest,
+    sha256_of,
+    store_dir_from_env,
+    verified_bytes,
+    weights_path,
+)
 
 TENSOR_DTYPE = torch.float32
 
@@ -116,7 +126,7 @@ def register_model(
         "architecture": {"layers": [INPUT_SIZE, hidden_width(state), N_CLASSES],
                          "modules": ["flatten", "fc1", "relu", "fc2"]},
         "hidden": hidden_width(state),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "libraries": library_versions(),
         **details,
     }

@@ -35,7 +35,6 @@ from tqdm import tqdm
 from .architecture import build_model
 from .augment import PRESETS, augment
 
-
 SELECTIONS = ("best", "last")
 
 

@@ -71,7 +71,8 @@ def uvicorn_config(app: Starlette | str, settings: Settings, configure_logging: 
         ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        # uvicorn waits this long with asyncio.wait_for, so seconds with a fraction work; its hint says int
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         log_config=log_config(settings.log_level) if configure_logging else None,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,17 +27,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from torch import nn
 
-from model_store import load_model, model_record, model_names, read_manifest
+from model_store import load_model, model_names, model_record, read_manifest
 from model_store.manifest import store_dir_from_env
 from model_store.strokes import load_golden_digits
 from server.explain.engine import METHODS
 from server.explain.rules import RULES
 
 from . import neurons
-from .inference.batcher import Batcher
-from .inference.jobs import EngineFactory, EngineThreads, InferenceError, Job, Spec, default_engine_factory
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
+from .inference.batcher import Batcher
+from .inference.jobs import EngineFactory, EngineThreads, InferenceError, Job, Spec, default_engine_factory
 from .logs import RateLimitedEvent, event
 from .metrics import Metrics, create_metrics
 from .origins import origin_allowed
@@ -99,7 +100,15 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
 
 
 def _runtime(connection: Request | WebSocket) -> Runtime:
-    return connection.app.state.runtime
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
+
+
+def _services(runtime: Runtime) -> Services:
+    """What the lifespan built; routes are served only after it has run."""
+    if runtime.services is None or runtime.threads is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return runtime.services
 
 
 # Lifespan
@@ -142,7 +151,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         event("server_stopped")
 
 
-def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Sequential]]:
+def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Module]]:
     """The catalog and every model of the store, verified.
 
     Raises :class:`~server.startup.StartupError` naming the defect (a manifest
@@ -150,7 +159,8 @@ def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Sequential]]:
     """
     try:
         catalog = build_catalog(settings)
-        return catalog, {name: load_model(name, settings.model_store_dir) for name in catalog.models}
+        models: dict[str, nn.Module] = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
+        return catalog, models
     except ValueError as error:  # ModelStoreError included: each names its file, model and field
         raise StartupError(str(error)) from error
 
@@ -256,7 +266,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def api_models(request: Request) -> Response:
-    services = _runtime(request).services
+    services = _services(_runtime(request))
     catalog = services.catalog
     return JSONResponse({
         "default": services.settings.model or catalog.default_model,
@@ -269,7 +279,7 @@ async def api_models(request: Request) -> Response:
 async def api_neuron(request: Request) -> Response:
     runtime = _runtime(request)
     name, text = request.path_params["name"], request.path_params["neuron"]
-    models = runtime.services.catalog.models
+    models = _services(runtime).catalog.models
     neuron = parse_index(text, models[name].hidden) if name in models else None
     if neuron is None:
         return JSONResponse({"error": f"no hidden neuron {text[:12]!r} in model {name[:40]!r}"},
@@ -309,14 +319,21 @@ async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
 
 async def _scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
     """Scan the digits chunk by chunk on engine threads, each chunk one call within the compute deadline."""
-    batcher = runtime.services.batcher
+    batcher = _services(runtime).batcher
     images, _ = await batcher.call(runtime.digits.get)  # the first load reads a file (~0.3 s)
     parts = [await batcher.call(_scan_chunk_on_thread, runtime, model, chunk) for chunk in neurons.scan_chunks(images)]
-    return neurons.scan(parts, runtime.threads.models[model].fc1.weight.detach().numpy())
+    first_layer = cast(nn.Linear, _engines(runtime).models[model].fc1)
+    return neurons.scan(parts, first_layer.weight.detach().numpy())
+
+
+def _engines(runtime: Runtime) -> EngineThreads:
+    if runtime.threads is None:
+        raise RuntimeError("the app's lifespan has not started")
+    return runtime.threads
 
 
 def _scan_chunk_on_thread(runtime: Runtime, model: str, images: np.ndarray) -> neurons.ScanPart:
-    return neurons.scan_chunk(runtime.threads.engine(model), images)
+    return neurons.scan_chunk(_engines(runtime).engine(model), images)
 
 
 # The WebSocket gate
@@ -352,7 +369,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             refuse(runtime, "capacity", open=runtime.sessions)
             await websocket.close(status.WS_1013_TRY_AGAIN_LATER, "server at capacity")
             return
-        await Session(websocket, runtime.services).run()
+        await Session(websocket, _services(runtime)).run()
     finally:
         if not over_capacity:
             runtime.sessions -= 1

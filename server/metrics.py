@@ -12,8 +12,16 @@ would describe whichever process answered.
 import os
 from dataclasses import dataclass
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
 from .replica import METRICS_DIR_ENV
 
@@ -48,7 +56,7 @@ def create_metrics() -> Metrics:
     ``python_info`` series (CPU seconds, resident memory: what the latency benchmark reads from a URL)."""
     exposition = CollectorRegistry()
     if os.environ.get(METRICS_DIR_ENV):
-        multiprocess.MultiProcessCollector(exposition)
+        multiprocess.MultiProcessCollector(exposition)  # type: ignore[no-untyped-call]  # not annotated upstream
         registry = CollectorRegistry()  # the samples live in the shared files; this only names the metrics
     else:
         ProcessCollector(registry=exposition)

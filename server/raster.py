@@ -285,6 +285,6 @@ def _crop_start(projection: np.ndarray) -> int:
     """Where the crop starts along one axis: centre of mass on ``COM_PX``, all ink inside."""
     # Output pixel index p covers canvas pixels [p·S, (p+1)·S): its centre is p·S + (S−1)/2.
     target = COM_PX * SUPERSAMPLE + (SUPERSAMPLE - 1) / 2
-    centred = round(float(projection @ _INDEX) / projection.sum() - target)
+    centred = round(float(projection @ _INDEX) / float(projection.sum()) - target)
     inked = np.flatnonzero(projection)
     return min(max(centred, int(inked[-1]) - _CROP + 1), int(inked[0]))

@@ -136,4 +136,4 @@ def _forget(directory: Path, pid: int) -> None:
     """Drop a process's status file and its live-gauge samples (e.g. open connections)."""
     (directory / f"status-{pid}.json").unlink(missing_ok=True)
     if os.environ.get(METRICS_DIR_ENV):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client has no hints here

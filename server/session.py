@@ -43,19 +43,28 @@ from dataclasses import dataclass
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .inference.batcher import Batcher
-from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .catalog import Catalog
 from .counterfactuals import Counterfactuals
 from .frames import encode_comparison, encode_error, encode_frame, encode_sanity, encode_welcome
+from .inference.batcher import Batcher
+from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .logs import event
 from .metrics import Metrics
-from .protocol import (Ack, CounterfactualAsk, ErrorCode, Limits, ProtocolError, Stroke, View, VisitorState,
-                       decode_message)
+from .protocol import (
+    Ack,
+    CounterfactualAsk,
+    ErrorCode,
+    Limits,
+    ProtocolError,
+    Stroke,
+    View,
+    VisitorState,
+    decode_message,
+)
+from .raster import RasterCache
 from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
-from .raster import RasterCache
 from .wsprotocol import ABORT_EXTENSION, CAUSE_KEY
 
 _visitor_ids = itertools.count(1)
@@ -93,6 +102,13 @@ class FrameRenderer:
     def __call__(self, result: JobResult) -> str:
         return encode_frame(self.view, result.image, result.frames[0], self.ticket.pending, self.ticket.number,
                             result.compute_ms).decode()
+
+
+def rendered(result: JobResult) -> str:
+    """The message text of a job that had a ``render``."""
+    if result.text is None:
+        raise RuntimeError("a job with a renderer came back without its text")
+    return result.text
 
 
 class CloseConnection(Exception):
@@ -323,7 +339,7 @@ class Session:
         job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket),
                   owner=self.visitor, raster=self.raster)
         result = await self.services.batcher.compute(job, slow=slow)
-        await self._send_text(result.text)
+        await self._send_text(rendered(result))
         self.schedule.sent(ticket.number, self.loop.time())
         self.metrics.frames_sent.inc()
         self.metrics.frames_coalesced.inc(max(0, ticket.folded - 1))
@@ -341,7 +357,7 @@ class Session:
         meanwhile (the page dropped its comparison on the new ``welcome``: maps of the old model would
         pass for the new one's)."""
         maps = []
-        target = view.output
+        target: int | None = view.output
         for method in methods:
             result = await self.services.batcher.compute(
                 Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),)),
@@ -349,7 +365,7 @@ class Session:
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
             maps.append((method, data, result.compute_ms))
-        if self.state.model == view.model:
+        if self.state.model == view.model and target is not None:  # methods: at least one (protocol)
             await self._send(encode_comparison(view, target, maps, self.services.catalog))
 
     async def _send_sanity(self, view: View) -> None:
@@ -358,7 +374,7 @@ class Session:
                   sanity=True)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
-            await self._send_text(result.text)
+            await self._send_text(rendered(result))
 
     # Sending and closing
 

@@ -54,7 +54,7 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.transport.get_write_buffer_size() > 0:  # the close frame is stuck behind unread data
             self.transport.abort()
             code = CloseCode.ABNORMAL_CLOSURE
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": int(code), CAUSE_KEY: KEEPALIVE_TIMEOUT})
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": int(code), CAUSE_KEY: KEEPALIVE_TIMEOUT})  # type: ignore[arg-type]  # + CAUSE_KEY
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handshake_complete:
@@ -83,7 +83,7 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
 # too, but silently falls back to asyncio and h11.  uvloop also keeps the GIL
 # through a socket write, where asyncio's sock.send() releases it: the event
 # loop then need not win the GIL back from an engine thread after every frame.
-STACK_OPTIONS = {
+STACK_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
     "ws": ReleasingWebSocketProtocol,

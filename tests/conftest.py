@@ -15,27 +15,20 @@ from support import running_app
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without Debian's chromium, every ``browser`` test is skipped saying so (instead of erroring)."""
-    if CHROMIUM.exists():
-        return
-    skip = pytest.mark.skip(reason=f"{CHROMIUM} is missing: apt-get install chromium (make test does, as root)")
-    for item in items:
-        if "browser" in item.keywords:
-            item.add_marker(skip)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes each)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--slow"):
-        return
-    skip = pytest.mark.skip(reason="slow: over the whole official test set; run with --slow (make test-slow)")
+    """Skip, saying why: ``slow`` tests without ``--slow``; ``browser`` tests without Debian's chromium
+    (instead of erroring).  One hook: a second definition would replace the first (ruff F811 found one)."""
+    skip_slow = pytest.mark.skip(reason="slow: over the whole official test set; run with --slow (make test-slow)")
+    skip_browser = pytest.mark.skip(reason=f"{CHROMIUM} is missing: apt-get install chromium (make test does, as root)")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not config.getoption("--slow"):
+            item.add_marker(skip_slow)
+        if "browser" in item.keywords and not CHROMIUM.exists():
+            item.add_marker(skip_browser)
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 def test_tiny_run_reports_every_figure(tiny_run: tuple[dict, Path]) -> None:
     report, _ = tiny_run
     assert set(report["results"]) == {"server", "floor"}
-    for name, steps in report["results"].items():
+    for steps in report["results"].values():
         assert [step["visitors"] for step in steps] == [1, 2]
         for step in steps:
             assert step["connected"] == step["visitors"], step

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from reconnecting import WAIT_S, ReconnectingVisitor, until
 from starlette import status
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from deploy.render import ProxyLimits, render_local, substitute
 from model_store.strokes import load_golden_digits
-from reconnecting import WAIT_S, ReconnectingVisitor, until
 from support import ROOT, ServerProcess, get_status, server_process
 
 pytestmark = pytest.mark.deploy

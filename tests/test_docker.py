@@ -21,13 +21,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from reconnecting import ReconnectingVisitor, until
 from starlette import status
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from deploy.images import Images, ImageError, MissingPrerequisite, build_images
+from deploy.images import ImageError, Images, MissingPrerequisite, build_images
 from model_store.strokes import Stroke, load_golden_digits
-from reconnecting import ReconnectingVisitor, until
 from support import ROOT
 
 pytestmark = pytest.mark.deploy

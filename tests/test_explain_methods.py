@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from captum.attr import (IntegratedGradients, InputXGradient, KernelShap, Lime, NoiseTunnel, Occlusion,
-                         Saliency)
+from captum.attr import InputXGradient, IntegratedGradients, KernelShap, Lime, NoiseTunnel, Occlusion, Saliency
 
 from model_store import load_model
 from model_store.strokes import load_golden_digits

@@ -10,9 +10,19 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Locator
-
-from test_page import (SCREENSHOTS, WAIT_MS, Strokes, Visit, browser, draw_with_mouse, golden, open_page, server,
-                       settle, strongest_hidden)
+from test_page import (
+    SCREENSHOTS,
+    WAIT_MS,
+    Strokes,
+    Visit,
+    browser,
+    draw_with_mouse,
+    golden,
+    open_page,
+    server,
+    settle,
+    strongest_hidden,
+)
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "golden", "server"]  # module fixtures shared with test_page

@@ -8,10 +8,25 @@ from dataclasses import dataclass, field
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute
+from test_page import (  # noqa: F401
+    WAIT_MS,
+    Strokes,
+    Visit,
+    browser,
+    context,
+    draw_with_mouse,
+    golden,
+    open_page,
+    open_routed,
+    pad_box,
+    scripted,
+    server,
+    settle,
+    to_screen,
+    visit,
+)
 
 from support import server_process
-from test_page import (WAIT_MS, Strokes, Visit, browser, context, draw_with_mouse, golden, open_page,  # noqa: F401
-                       open_routed, pad_box, scripted, server, settle, to_screen, visit)
 
 pytestmark = pytest.mark.browser
 

@@ -8,8 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.protocol import (MAX_SEQ, Clear, Compare, Configure, ErrorCode, Limits, Options, ProtocolError, Select,
-                             Stroke, Undo, VisitorState, decode_message)
+from server.protocol import (
+    MAX_SEQ,
+    Clear,
+    Compare,
+    Configure,
+    ErrorCode,
+    Limits,
+    Options,
+    ProtocolError,
+    Select,
+    Stroke,
+    Undo,
+    VisitorState,
+    decode_message,
+)
 
 OPTIONS = Options(models={"default": 128, "h16": 16}, methods={"lrp": "per-frame", "lime": "on-pause"},
                   rules=("epsilon", "zplus"), default_model="default")

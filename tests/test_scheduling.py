@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from server.protocol import Effect, ProtocolError
-from server.scheduling import (FRAME_BURST, START_WINDOW, TARGET_QUEUE_DELAY_S, Due, FlowWindow, FrameSchedule,
-                               FrameTicket, Wait)
+from server.scheduling import (
+    FRAME_BURST,
+    START_WINDOW,
+    TARGET_QUEUE_DELAY_S,
+    Due,
+    FlowWindow,
+    FrameSchedule,
+    FrameTicket,
+    Wait,
+)
 
 RATE = 60.0
 PAUSE_S = 0.15

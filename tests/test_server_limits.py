@@ -13,7 +13,7 @@ from starlette import status
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Frame, Opcode, Close
+from websockets.frames import Close, Frame, Opcode
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 

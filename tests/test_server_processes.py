@@ -7,10 +7,10 @@ from contextlib import AsyncExitStack
 
 import orjson
 from starlette import status
+from test_server_failures import closing_code
 
 from model_store.strokes import Stroke
 from support import ServerProcess, Visitor, fetch, metric, server_process
-from test_server_failures import closing_code
 
 PROCESSES = 2
 MAX_VISITORS = 40  # connections opened until every process holds one; each lands on any process

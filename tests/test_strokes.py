@@ -7,7 +7,7 @@ import torch
 
 from model_store import load_model, model_names
 from model_store.datasets import load_embedded
-from model_store.strokes import (image_to_strokes, load_golden_digits, make_golden_digits, skeletonize, trace)
+from model_store.strokes import image_to_strokes, load_golden_digits, make_golden_digits, skeletonize, trace
 from server.raster import rasterize
 
 

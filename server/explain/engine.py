@@ -41,9 +41,9 @@ from torch import nn
 
 from model_store.sizes import N_CLASSES
 
-from .fast import DTYPE, FastBackend, Forward, Start
 from .faithfulness import PIXELS_PER_STEP
-from .knockout import KnockoutEffect, keep_mask, knockout_effect, knocked_out
+from .fast import DTYPE, FastBackend, Forward, Start
+from .knockout import KnockoutEffect, keep_mask, knocked_out, knockout_effect
 from .methods import METHODS, attribute, drawing_seed
 from .reference import ReferenceBackend
 from .rules import RULES

@@ -32,8 +32,7 @@ from typing import Literal
 
 import sklearn.linear_model  # noqa: F401 — see below
 import torch
-from captum.attr import (IntegratedGradients, InputXGradient, KernelShap, Lime, NoiseTunnel, Occlusion,
-                         Saliency)
+from captum.attr import InputXGradient, IntegratedGradients, KernelShap, Lime, NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
 # LIME and KernelSHAP fit their surrogates with scikit-learn, which captum imports on first use: ~1 s

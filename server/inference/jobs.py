@@ -115,11 +115,9 @@ class InferenceError(RuntimeError):
         self.message = message
 
 
-def as_inference_error(result: "JobResult | Exception") -> "JobResult | InferenceError":
-    """``result``, with an exception replaced by the :class:`InferenceError` naming it."""
-    if isinstance(result, Exception) and not isinstance(result, InferenceError):
-        return InferenceError(type(result).__name__, str(result))
-    return result
+def as_inference_error(error: Exception) -> InferenceError:
+    """``error`` as the :class:`InferenceError` naming it."""
+    return error if isinstance(error, InferenceError) else InferenceError(type(error).__name__, str(error))
 
 
 class EngineThreads:

@@ -17,8 +17,8 @@ TAU_S = 1.0
 HEAVY_FRAME_S = 0.0025
 # Visitors who left are forgotten once their usage has decayed below this, seconds.
 FORGET_BELOW_S = 1e-6
-PRUNE_EVERY = 1024
-FRAME_WEIGHT = 0.3  # of the newest frame in a visitor's typical frame cost  # charges between two sweeps for visitors who left
+PRUNE_EVERY = 1024  # charges between two sweeps for visitors who left
+FRAME_WEIGHT = 0.3  # of the newest frame in a visitor's typical frame cost
 
 
 class Usage:
