@@ -55,8 +55,9 @@ class Counterfactuals:
         found = search.find(image, target, view.knockout)
         if found is None:
             threshold = search.objective.threshold
-            return encode_error(ErrorCode.NO_COUNTERFACTUAL, f"the model reads no training digit of {target} as "
-                                f"{target} with p ≥ {threshold:g}: there is nothing to morph towards", view.seq).decode()
+            message = (f"the model reads no training digit of {target} as {target} with p ≥ {threshold:g}: "
+                       "there is nothing to morph towards")
+            return encode_error(ErrorCode.NO_COUNTERFACTUAL, message, view.seq).decode()
         return encode_counterfactual(view, found).decode()
 
 

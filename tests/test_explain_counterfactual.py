@@ -1,19 +1,15 @@
 """Counterfactuals: read as the target on the golden digits, within [0, 1], deterministic, knock-out aware."""
 
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from model_store import load_model
-from model_store.datasets import load_embedded, mnist_dir_from_env
+from model_store.datasets import load_embedded
 from model_store.strokes import load_golden_digits
 from server.explain.counterfactual import CounterfactualSearch, Objective
 from server.raster import rasterize
-from support import ROOT
 
 
 @pytest.fixture(scope="module")

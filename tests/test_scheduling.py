@@ -230,7 +230,7 @@ def test_the_base_round_trip_is_the_smallest_of_the_last_ten_seconds() -> None:
 
 def test_a_client_that_never_acknowledges_costs_bounded_memory() -> None:
     frames = schedule(rate=None, flow=FlowWindow(8, 3.0, 0.0))
-    for number in range(2, 10_000):
+    for _ in range(2, 10_000):
         frames.input(FRAME, stroke=True, now=0.0)
         issue(frames, 0.0)
     assert frames.flow is not None and len(frames.flow.sent_at) <= 64
