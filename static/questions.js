@@ -228,7 +228,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
   }
 
   // ---- the counterfactual: ask, receive, show ----
-  let asked = null; // {seq, version, target}: the request in flight
+  let asked = null; // {seq, version, input}: the request in flight, with the drawing it asked about
   let answer = null; // {target, image, probability, changed_ink, version, input}
   let animation = null;
 
@@ -238,8 +238,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
       note.textContent = "Draw a digit first.";
       return;
     }
-    const target = chosenTarget ?? null;
-    const seq = send({ type: "counterfactual", target });
+    const seq = send({ type: "counterfactual", target: chosenTarget }); // null: the server takes the runner-up
     if (seq === null) return;
     asked = { seq, version: state.drawing.version, input: state.frame.input };
     note.textContent = "Searching for a nearby drawing…";

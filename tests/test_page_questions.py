@@ -37,7 +37,9 @@ def sized(request: pytest.FixtureRequest, browser: Browser, server: str) -> Iter
     opened = open_page(browser, server, width, height, touch=request.param == "phone")
     yield opened
     opened.context.close()
-    assert not [e for e in opened.errors if "favicon" not in e], opened.errors
+    # A neuron card whose scan missed its deadline on a loaded machine answers 503 (server/app.py): the
+    # browser logs it, and the card, not a question, says so.
+    assert not [e for e in opened.errors if "favicon" not in e and "status of 503" not in e], opened.errors
 
 
 def long_press(visit: Visit, target: Locator) -> None:
