@@ -164,7 +164,14 @@ class Session:
         finally:
             self.metrics.open_connections.dec()
             self.metrics.closed_connections.labels(str(code)).inc()
-            event("visitor_closed", visitor=self.visitor, code=code, reason=reason)
+            event("visitor_closed", visitor=self.visitor, code=code, reason=reason, **self._link())
+
+    def _link(self) -> dict[str, float | int]:
+        """What flow control measured of the visitor's link (nothing if it never acknowledged a frame)."""
+        flow = self.schedule.flow
+        if flow is None or flow.base_rtt_s is None:
+            return {}
+        return {"frames": self.schedule.last_sent, "rtt_ms": round(flow.base_rtt_s * 1000, 1), "window": flow.size}
 
     async def _serve(self) -> tuple[int, str]:
         """Run the four loops; return the close code and reason that ended the session."""

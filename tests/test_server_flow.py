@@ -6,6 +6,7 @@ would; before flow control the last frame of 3 s of drawing came seconds late.
 """
 
 import asyncio
+import logging
 from urllib.parse import urlsplit
 
 import orjson
@@ -87,3 +88,17 @@ async def test_on_a_slow_link_the_display_stays_within_half_a_second_of_the_pen(
     assert max(seen.pen_up_lags_s) <= 0.5, f"pen-up → frame lags {sorted(seen.pen_up_lags_s)} s"
     assert max(seen.frame_bytes) <= FRAME_LIMIT_BYTES
     assert seen.frames_while_drawing / seen.drawing_s >= 10  # the link carries ~45 such frames a second
+
+
+async def test_the_log_records_what_flow_control_measured_of_the_link(app_url: str,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="xai")
+    async with Visitor.connect(app_url) as visitor:
+        first = await visitor.frame_for(None)
+        await visitor.send_raw(orjson.dumps({"type": "ack", "frame": first["frame"]}).decode())
+        await visitor.frame_for(await visitor.send("select", output=2, hidden=None))
+    async with asyncio.timeout(5):
+        while not (closed := [r for r in caplog.records if getattr(r, "event", None) == "visitor_closed"]):
+            await asyncio.sleep(0.01)  # the server logs once the close handshake is done
+    fields = closed[0].fields  # type: ignore[attr-defined]
+    assert fields["frames"] == 2 and fields["window"] >= 1 and 0 <= fields["rtt_ms"] < 1000
