@@ -39,6 +39,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -166,7 +167,7 @@ class Session:
             self.metrics.closed_connections.labels(str(code)).inc()
             event("visitor_closed", visitor=self.visitor, code=code, reason=reason, **self._link())
 
-    def _link(self) -> dict[str, float | int]:
+    def _link(self) -> dict[str, Any]:
         """What flow control measured of the visitor's link (nothing if it never acknowledged a frame)."""
         flow = self.schedule.flow
         if flow is None or flow.base_rtt_s is None:
