@@ -28,10 +28,12 @@ function writePixels(canvas, [rows, cols], colourAt) {
  * @param {HTMLCanvasElement} canvas
  * @param {{values: Float32Array, shape: number[]}} map  relevance per pixel
  * @param {{values: Float32Array}|null} underlay
+ * @param {number|null} at  the max|R| painted as the darkest colour (legend.js: a CRP map on its
+ *   class's scale); null: the map's own max|R|
  * @returns {number} max|R|, the scale the colours were drawn at
  */
-export function paintRelevance(canvas, map, underlay = null) {
-  const scale = maxAbs(map.values) || 1;
+export function paintRelevance(canvas, map, underlay = null, at = null) {
+  const scale = at || maxAbs(map.values) || 1;
   writePixels(canvas, map.shape, (i) => {
     const v = map.values[i] / scale;
     const colour = diverging(v);

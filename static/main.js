@@ -7,7 +7,8 @@ import { buildCard, updateCard } from "./card.js";
 import { buildBars, updateBars } from "./chart.js";
 import { renderComparison } from "./compare.js";
 import { fillControls, listenControls, showConfig } from "./controls.js";
-import { buildLegend, paintInk, paintRelevance, updateLegend } from "./heatmap.js";
+import { paintInk, paintRelevance } from "./heatmap.js";
+import { createScaleLegend, mapScale } from "./legend.js";
 import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
 import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
 import { createSocket } from "./socket.js";
@@ -16,6 +17,8 @@ import { describeStatus, renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
 import { createQuestions } from "./questions.js";
+import { conditionsOnHidden, createSelectionPanel } from "./selection.js";
+import { createTrust } from "./trust.js";
 
 const $ = (id) => document.getElementById(id);
 const store = createStore();
@@ -24,7 +27,7 @@ const timer = createPaintTimer();
 // ---------- views built once ----------
 const selects = { model: $("model"), method: $("method"), rule: $("rule") };
 const bars = buildBars($("bars"));
-const legend = buildLegend($("legend"));
+const legend = createScaleLegend($("legend"), $("scale-slot"), (on) => store.dispatch({ type: "ownScale", on }));
 const card = buildCard($("card"));
 const networkBox = $("network");
 const sheet = $("network-sheet"); // the full grid, one tap away when the stage shows a strip
@@ -38,10 +41,14 @@ const diagrams = { stage: { box: networkBox, view: null, key: "" }, sheet: { box
 const versionAtSeq = new Map();
 const VERSIONS_KEPT = 4096;
 
-function sent(seq) {
+// Requests answered by a message of their own, never by a frame: the status line's sent seq (what
+// frames must catch up with) skips them.
+const FRAMELESS = new Set(["compare", "sanity", "counterfactual"]);
+
+function sent(seq, message) {
   versionAtSeq.set(seq, store.get().drawing.version);
   if (versionAtSeq.size > VERSIONS_KEPT) versionAtSeq.delete(versionAtSeq.keys().next().value);
-  store.dispatch({ type: "sent", seq });
+  if (!FRAMELESS.has(message.type)) store.dispatch({ type: "sent", seq });
 }
 
 const socket = createSocket({
@@ -63,6 +70,9 @@ function receive(message) {
     case "frame":
       store.dispatch({ type: "frame", frame: decodeFrame(message), stats: socket.stats() });
       followPrediction(store.get());
+      break;
+    case "sanity":
+      trust.receive(message);
       break;
     case "comparison":
       store.dispatch({ type: "comparison", comparison: decodeComparison(message), version: versionAtSeq.get(message.seq) });
@@ -163,7 +173,8 @@ function select(selection) {
 function pick({ kind, index }) {
   const state = store.get();
   if (kind === "output") {
-    select({ output: index, hidden: null, alone: false, implicit: false });
+    // Order-free (issue 11): a class tapped keeps the hidden neuron, which then explains that class.
+    select({ output: index, hidden: state.selection.hidden, alone: false, implicit: false });
     return;
   }
   select(hiddenSelection(state, index, state.selection.alone));
@@ -221,6 +232,19 @@ const questions = createQuestions({
   getState: store.get, select, configure, send: (message) => (socket.wake(), socket.send(message)),
   diagrams: [networkBox, networkFull], card: $("card"),
 });
+
+// ---------- selection pair, scales and "Can I trust this map?" (selection.js, legend.js, trust.js) ----------
+// In the details under the heatmap (beside its toggles): the stage itself has no room left on a phone.
+const selectionPanel = createSelectionPanel($("selection-slot"), {
+  clearHidden: () => select({ ...store.get().selection, hidden: null, alone: false }),
+  // Without a class, a hidden neuron explains the prediction again (it follows it).
+  clearOutput() {
+    const { selection, frame } = store.get();
+    const follows = selection.hidden !== null && frame !== null;
+    select({ ...selection, output: follows ? frame.prediction : null, implicit: follows, versus: null });
+  },
+});
+const trust = createTrust({ send: (message) => (socket.wake(), socket.send(message)) });
 
 /** The methods a comparison asks for: every method the server offers, at most welcome.limits.max_compare_methods. */
 function requestComparison() {
@@ -303,6 +327,8 @@ function render() {
   }
   renderSelectionControls(state);
   questions.render(state);
+  selectionPanel.render(state);
+  trust.render(state);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);
@@ -355,7 +381,10 @@ function renderNetwork(diagram, state, before, { fit }) {
   // "Neuron alone" explains no class (the server has output null): no output is marked selected.
   // Nor does a class taken from a blank pad's "prediction".
   const classless = state.selection.alone || (empty && state.selection.implicit);
-  const shown = classless ? { ...state.selection, output: null } : state.selection;
+  // A method that cannot condition on a hidden neuron draws no selection frame on it (selection.js).
+  const unconditioned = !conditionsOnHidden(state.config?.method ?? "lrp");
+  const shown = { ...state.selection, output: classless ? null : state.selection.output,
+                  hidden: unconditioned ? null : state.selection.hidden };
   // A strip chooses its neurons per frame and selection: restyle it whenever either changes.
   const changed = frame !== before.frame || state.selection !== before.selection
     || empty !== isEmpty(before.drawing ?? state.drawing);
@@ -378,9 +407,10 @@ function renderExplanation(state, empty) {
   $("heatmap-title").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
   $("summary").textContent = summarize(frame, empty, state.welcome);
   if (!shown) return;
-  const scale = paintRelevance($("heatmap"), shown.heatmap, state.view.overlay ? shown.input : null);
-  const [against, towards] = empty ? ["", ""] : legendWords(shown, state.welcome);
-  updateLegend(legend, empty ? null : scale, against, towards);
+  const scales = mapScale(shown, state.view.ownScale);
+  paintRelevance($("heatmap"), shown.heatmap, state.view.overlay ? shown.input : null, scales.scale);
+  legend.render(empty ? null : shown, empty ? null : scales, empty ? ["", ""] : legendWords(shown, state.welcome),
+    state.welcome, state.view.ownScale);
   if (frame.heatmap) timer.painted(frame.seq ?? -1);
 }
 

@@ -38,7 +38,7 @@ export function backoffMs(attempt, random = Math.random) {
  * @param {(connection: object) => void} options.onConnection  {status, retryInMs, code}
  * @param {(welcome: object) => object[]} options.replay   messages (without seq) to send
  *        after a connection's first welcome, to restore the drawing and selection
- * @param {(seq: number) => void} options.onSent   every message sent, replays included
+ * @param {(seq: number, message: object) => void} options.onSent   every message sent, replays included
  * @returns {{send: (message: object) => (number|null), painted: (frame: object) => void, wake: () => void,
  *            stats: () => object}}
  */
@@ -133,7 +133,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     seq += 1; // seq increases strictly on the connection (docs/protocol.md)
     sentAt.set(seq, performance.now());
     ws.send(JSON.stringify({ ...message, seq }));
-    onSent(seq);
+    onSent(seq, message);
     return seq;
   }
 

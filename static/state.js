@@ -21,7 +21,7 @@ export function initialState() {
     comparison: null, // last `comparison`, maps decoded, with the drawing version it answered
     comparing: null, // the seq of the compare request in flight, if any
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
-    view: { overlay: false },
+    view: { overlay: false, ownScale: false }, // ownScale: a CRP map on its own scale, not its class's (legend.js)
     stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
   };
@@ -153,6 +153,7 @@ const reducers = {
   card: (state, { card }) => ({ ...state, card }),
 
   overlay: (state, { on }) => ({ ...state, view: { ...state.view, overlay: on } }),
+  ownScale: (state, { on }) => ({ ...state, view: { ...state.view, ownScale: on } }),
 };
 
 /**

@@ -111,7 +111,7 @@ export function summarize(frame, empty, welcome) {
   }
   if (frame.mode === "hidden") {
     const activation = frame.activations[frame.hidden];
-    if (activation <= 0) return `${reading} Hidden neuron ${frame.hidden} is silent for this drawing: nothing in it makes this neuron fire.`;
+    if (activation <= 0) return `${reading} Hidden neuron ${frame.hidden} is silent for this drawing: red pixels push it toward firing, blue pixels keep it off, and blue wins.`;
     return `${reading} Hidden neuron ${frame.hidden} fires at ${activation.toFixed(2)}; red pixels made it fire, blue pixels held it back.`;
   }
   if (frame.pending) return `${reading} This method runs when you pause drawing.`;

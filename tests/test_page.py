@@ -220,9 +220,12 @@ def heatmap_title(page: Page) -> str:
     return page.locator("#heatmap-title").inner_text()
 
 
-def expected_colours(page: Page, heatmap: np.ndarray) -> np.ndarray:
-    """The page's own colour map (static/colormap.js) applied to R / max|R|, as (784, 3) bytes."""
-    scale = float(np.abs(heatmap).max()) or 1.0
+def expected_colours(page: Page, heatmap: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """The page's own colour map (static/colormap.js) applied to R / scale, as (784, 3) bytes.
+
+    ``scale``: max|R| painted darkest; default the map's own (a CRP map is painted on its class's).
+    """
+    scale = scale or float(np.abs(heatmap).max()) or 1.0
     values = (heatmap.reshape(-1) / scale).astype(float).tolist()
     colours = page.evaluate(
         "async (values) => { const { diverging } = await import('/static/colormap.js');"
@@ -310,7 +313,8 @@ def test_hidden_neuron_shows_its_crp_map(visit: Visit, golden: dict[int, Strokes
     assert np.abs(crp_map).max() > 0
     assert not np.allclose(crp_map / np.abs(crp_map).max(), lrp_map / np.abs(lrp_map).max(), atol=0.05)
     shown = shown_heatmap(visit.page)
-    expected = expected_colours(visit.page, crp_map)
+    # On the scale of the class's LRP map (issue 11): max(class map, this map).
+    expected = expected_colours(visit.page, crp_map, max(crp["class_max_abs"], float(np.abs(crp_map).max())))
     assert np.abs(shown - expected).max() <= 2, "the canvas does not show the frame's heatmap"
     assert visit.page.locator(f".neuron.hidden[data-index='{j}']").get_attribute("aria-pressed") == "true"
     visit.page.wait_for_selector(".card-body:not([hidden]) .thumbs .thumb", timeout=WAIT_MS)
