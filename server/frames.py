@@ -160,7 +160,8 @@ def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> byte
         "target": int(data.target), "mode": data.mode,
         "heatmap": encode_i8(np.asarray(data.heatmap)),
         "randomized": [{"layers": item.layers, "heatmap": encode_i8(item.heatmap),
-                        "rank_correlation": round(item.rank_correlation, 4)} for item in report.randomized],
+                        "rank_correlation": round(item.rank_correlation, 4), "counts": item.counts}
+                       for item in report.randomized],
         "deletion": {"pixels_per_step": report.pixels_per_step,
                      "curve": _floats(report.deletion), "random": _floats(report.random_deletion),
                      "aopc": round(report.deletion_aopc, 4), "random_aopc": round(report.random_deletion_aopc, 4)},

@@ -73,8 +73,10 @@ function hiddenShare(frame) {
   const support = relevance.reduce((sum, r) => sum + Math.max(r, 0), 0);
   const rank = 1 + relevance.filter((r) => r > relevance[j]).length;
   if (relevance[j] > 0 && support > 0) {
-    const share = Math.max(1, Math.round((100 * relevance[j]) / support));
-    return `Hidden neuron ${j} supplies ${share}\u00a0% of the evidence for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found that evidence, blue pixels argued against.`;
+    // The server's share (docs/protocol.md, neuron_share): the same number as the legend's.
+    const share = frame.neuron_share ?? relevance[j] / support;
+    const percent = share < 0.01 ? "<\u00a01" : String(Math.round(100 * share));
+    return `Hidden neuron ${j} carries ${percent}\u00a0% of the relevance reaching the hidden layer for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found evidence, blue pixels argued against.`;
   }
   if (relevance[j] < 0) {
     return `Hidden neuron ${j} argues against ${frame.target}; red pixels are where it still found evidence for ${frame.target}, blue pixels are what it holds against it.`;

@@ -139,8 +139,9 @@ export function createTrust({ send }) {
     const rows = [{ heatmap: message.heatmap }, ...message.randomized];
     rows.forEach((row, k) => {
       paintRelevance(canvases[k].canvas, decode(row.heatmap));
+      const uncounted = row.counts === false ? " (changes only its strength: not counted)" : "";
       canvases[k].caption.textContent = k === 0 ? canvases[k].title
-        : `${canvases[k].title}: ρ\u00a0=\u00a0${row.rank_correlation.toFixed(2)}`;
+        : `${canvases[k].title}: ρ\u00a0=\u00a0${row.rank_correlation.toFixed(2)}${uncounted}`;
     });
     drawCurves(svg, message.deletion);
     plotCaption.textContent = `Removing the map's top pixels first (solid) drops the score by ${formatNumber(message.deletion.aopc)} on average; random pixels (dashed): ${formatNumber(message.deletion.random_aopc)}.`;

@@ -121,3 +121,14 @@ def test_sanity_of_a_contrast_follows_the_logit_difference(engine):
     frame, report = engine.sanity(Request(image, Selection(output=4, versus=9)))
     assert frame.mode == "contrast"
     assert report.deletion[0] == pytest.approx(float(frame.logits[4] - frame.logits[9]), abs=1e-5)
+
+
+def test_a_crp_map_is_checked_against_the_fc1_randomisation_only(engine):
+    """Re-initialising fc2 rescales a CRP map without changing its ranking: that copy is shown, not counted."""
+    image = rasterize(load_golden_digits()[4])
+    frame = engine.explain([Request(image, Selection(output=4))])[0]
+    j = int(np.argmax(frame.hidden_relevance))
+    _, report = engine.sanity(Request(image, Selection(output=4, hidden=j)))
+    top, both = report.randomized
+    assert top.rank_correlation == pytest.approx(1.0) and not top.counts and both.counts
+    assert report.passes_randomization == (both.rank_correlation < 0.5)

@@ -92,6 +92,7 @@ def test_no_map_blows_up_on_200_digits(backend, rule):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~1 min per rule for default on an idle core; far more on a loaded machine
 @pytest.mark.parametrize("rule", list(RULES))
 def test_no_map_blows_up_on_the_whole_test_set(backend, rule):
     x = official(None)

@@ -25,7 +25,7 @@ def colours(visit: Visit, values: np.ndarray, scale: float) -> np.ndarray:
 
 def weakest_supporting_neuron(frame: dict[str, Any]) -> int:
     """An active neuron with a small but real share of the class's relevance (0.5–5 %)."""
-    column = decode_array(frame["edges"])[:, frame["target"]]
+    column = decode_array(frame["edges"])  # R(j→target), docs/protocol.md
     shares = np.abs(column) / np.abs(column).sum()
     candidates = [j for j in np.argsort(shares) if 0.005 <= shares[j] <= 0.05]
     assert candidates, "no weak neuron in this drawing"
@@ -59,7 +59,8 @@ def test_a_weak_neuron_s_crp_map_is_drawn_faintly_on_its_class_scale(visit: Visi
 def test_tapping_a_class_after_a_neuron_keeps_the_neuron(visit: Visit, golden: dict[int, Strokes]) -> None:
     draw_with_mouse(visit, golden[4])
     frame = settle(visit)
-    j = int(np.argmax(decode_array(frame["edges"])[:, 4]))
+    assert frame["target"] == 4
+    j = int(np.argmax(decode_array(frame["edges"])))
     click_neuron(visit.page, "hidden", j)
     click_neuron(visit.page, "output", 9)
     crp = visit.wire.wait_received(lambda m: m["type"] == "frame" and m["output"] == 9 and m["hidden"] == j)

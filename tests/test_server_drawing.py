@@ -13,6 +13,7 @@ from torch import nn
 from model_store import load_model
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, FrameData, Request, Selection
+from server.protocol import DEFAULT_RULE
 from server.raster import rasterize
 from support import Visitor, decode_array, running_app
 
@@ -34,7 +35,7 @@ def assert_heatmap_equal(array: dict[str, Any], expected: np.ndarray) -> None:
 
 
 def engine_frame(strokes: list[Stroke], output: int | None = None, hidden: int | None = None,
-                 method: str = "lrp", rule: str = "epsilon", model: str | None = None) -> Any:
+                 method: str = "lrp", rule: str = DEFAULT_RULE, model: str | None = None) -> Any:
     engine = Engine(load_model(model))
     return engine.explain([Request(rasterize(strokes), Selection(output, hidden), method=method, rule=rule)])[0]
 

@@ -10,7 +10,7 @@ from model_store.strokes import Stroke
 from server.counterfactuals import Counterfactuals
 from server.explain.engine import Engine, Request, Selection
 from server.neurons import Digits
-from server.protocol import CounterfactualAsk, View
+from server.protocol import DEFAULT_RULE, CounterfactualAsk, View
 from server.raster import rasterize
 from support import Visitor, decode_array
 
@@ -104,7 +104,7 @@ async def test_bad_knockout_is_refused_and_changes_nothing(app_url: str, golden_
         error = await visitor.recv_type("error")
         assert (error["code"], error["seq"]) == (code, refused)
         frame = await visitor.frame_for(await visitor.send("undo"))
-        assert (frame["knockout"], frame["rule"]) == ([1, 2], "epsilon")
+        assert (frame["knockout"], frame["rule"]) == ([1, 2], DEFAULT_RULE)
 
 
 async def test_a_model_change_restores_every_unit(app_url: str) -> None:

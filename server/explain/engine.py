@@ -391,7 +391,9 @@ class Engine:
             return (forward.logits[:, frame.target] - rival).numpy()
 
         seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
-        return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP)
+        # A neuron's maps take their shape from fc1 alone: re-initialising fc2 cannot change it.
+        counted = ("fc2+fc1",) if frame.mode in ("crp", "hidden") else tuple(randomized)
+        return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP, counted)
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:
         """All 10 class maps and all H hidden-neuron maps of each image under ``rule``.

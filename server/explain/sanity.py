@@ -54,11 +54,18 @@ def randomized_model(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
 
 @dataclass(frozen=True)
 class RandomizedMap:
-    """The map from a copy with ``layers`` re-initialised (``"fc2"``, ``"fc2+fc1"``) and its ρ to the real one."""
+    """The map from a copy with ``layers`` re-initialised (``"fc2"``, ``"fc2+fc1"``) and its ρ to the real one.
+
+    ``counts``: whether the check reads this copy.  A CRP map or a neuron alone
+    is ``R(j→c)`` (or ``z_j``) times neuron j's row of ``fc1``'s share matrix:
+    re-initialising ``fc2`` changes only its strength, never its ranking (ρ = 1
+    by construction), so for them only the copy with ``fc1`` re-initialised counts.
+    """
 
     layers: str
     heatmap: np.ndarray
     rank_correlation: float
+    counts: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ class Sanity:
 
 
 def check(image: np.ndarray, heatmap: np.ndarray, randomized: dict[str, np.ndarray],
-          score: Callable[[np.ndarray], np.ndarray], seed: int, per_step: int) -> Sanity:
+          score: Callable[[np.ndarray], np.ndarray], seed: int, per_step: int,
+          counted: tuple[str, ...] = tuple(label for label, _ in RANDOMIZATIONS)) -> Sanity:
     """The sanity report of ``heatmap`` for ``image`` (both ``(28, 28)``).
 
     Parameters
@@ -99,16 +107,18 @@ def check(image: np.ndarray, heatmap: np.ndarray, randomized: dict[str, np.ndarr
         Seeds the tie order and the random deletion order.
     per_step:
         Pixels removed per deletion step.
+    counted:
+        The labels of the copies the randomisation check reads (see :class:`RandomizedMap`).
     """
     ink = image > 0
-    maps = tuple(RandomizedMap(label, randomized[label], rank_correlation(heatmap, randomized[label], ink))
-                 for label, _ in RANDOMIZATIONS)
+    maps = tuple(RandomizedMap(label, randomized[label], rank_correlation(heatmap, randomized[label], ink),
+                               label in counted) for label, _ in RANDOMIZATIONS)
     curves = score(np.concatenate([
         deletion_images(image, relevance_order(heatmap, seed), per_step=per_step),
         deletion_images(image, random_order(image.size, seed + 1), per_step=per_step)]))
     deletion, random_deletion = np.split(np.asarray(curves, dtype=np.float64), 2)
     empty = not heatmap.any()
-    similarity = max(randomized_map.rank_correlation for randomized_map in maps)
+    similarity = max(randomized_map.rank_correlation for randomized_map in maps if randomized_map.counts)
     passes_randomization = not empty and similarity < SIMILAR
     passes_deletion = not empty and deletion_aopc(deletion) > deletion_aopc(random_deletion)
     return Sanity(maps, deletion, random_deletion, deletion_aopc(deletion), deletion_aopc(random_deletion),
