@@ -20,7 +20,7 @@ U8_TOLERANCE = 0.5 / 255 + 1e-6
 async def test_versus_gives_a_contrast_frame_equal_to_the_engine(app_url: str,
                                                                  golden_digits: dict[int, list[Stroke]]) -> None:
     strokes = golden_digits[3]
-    expected = Engine(load_model()).explain([Request(rasterize(strokes), Selection(3, versus=8))])[0]
+    expected = Engine(load_model()).explain([Request(rasterize(strokes), Selection(3, versus=8), rule=DEFAULT_RULE)])[0]
     async with Visitor.connect(app_url) as visitor:
         await visitor.draw(strokes)
         frame = await visitor.frame_for(await visitor.send("select", output=3, hidden=None, versus=8))
