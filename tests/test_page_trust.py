@@ -7,10 +7,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_page import (  # noqa: F401
+    WAIT_MS,
+    Strokes,
+    Visit,
+    browser,
+    click_neuron,
+    draw_with_mouse,
+    golden,
+    server,
+    settle,
+    shown_heatmap,
+    visit,
+)
 
 from support import decode_array
-from test_page import (WAIT_MS, Strokes, Visit, browser, click_neuron, draw_with_mouse, golden,  # noqa: F401
-                       server, settle, shown_heatmap, visit)
 
 pytestmark = pytest.mark.browser
 

@@ -28,6 +28,7 @@ from .faithfulness import deletion_aopc, deletion_images, random_order, rank_cor
 
 # Cascading randomisation, top layer first: which layers each copy re-initialises, as (label, layers).
 RANDOMIZATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("fc2", ("fc2",)), ("fc2+fc1", ("fc2", "fc1")))
+LABELS = tuple(label for label, _ in RANDOMIZATIONS)
 LAYER_SEEDS = {"fc1": 11, "fc2": 12}
 # ρ at or above this, against either randomised copy, fails the randomisation check: the two maps
 # then still agree more than weakly on which ink matters most.
@@ -94,7 +95,7 @@ class Sanity:
 
 def check(image: np.ndarray, heatmap: np.ndarray, randomized: dict[str, np.ndarray],
           score: Callable[[np.ndarray], np.ndarray], seed: int, per_step: int,
-          counted: tuple[str, ...] = tuple(label for label, _ in RANDOMIZATIONS)) -> Sanity:
+          counted: tuple[str, ...] = LABELS) -> Sanity:
     """The sanity report of ``heatmap`` for ``image`` (both ``(28, 28)``).
 
     Parameters
