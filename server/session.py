@@ -158,7 +158,9 @@ class Session:
     async def run(self) -> None:
         """Serve the (accepted) WebSocket until it ends; never raises for peer behaviour."""
         self.metrics.open_connections.inc()
-        event("visitor_connected", visitor=self.visitor, model=self.state.model)
+        # The peer's address as uvicorn sees it: behind a trusted proxy, the one X-Forwarded-For names.
+        client = self.websocket.client.host if self.websocket.client is not None else None
+        event("visitor_connected", visitor=self.visitor, model=self.state.model, client=client)
         code, reason = status.WS_1006_ABNORMAL_CLOSURE, "cancelled"  # if uvicorn cancels us at shutdown
         try:
             code, reason = await self._serve()
