@@ -214,7 +214,7 @@ def compose(images: Images) -> Iterator[tuple[Compose, Deployment]]:
         project("down", "--volumes", "--remove-orphans", "--timeout", "20")
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # the first test also builds the images (debootstrap, pip): minutes
 async def test_compose_replicas_scale_fail_over_and_stop(compose: tuple[Compose, Deployment]) -> None:
     project, deployment = compose
     started = time.monotonic()
@@ -335,7 +335,7 @@ def stack(swarm: None, images: Images) -> Iterator[Deployment]:
             time.sleep(1)
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)  # may build the images too, when run alone
 async def test_swarm_rolling_update_keeps_every_visitor(stack: Deployment) -> None:
     app = f"{stack.name}_app"
     update_config = orjson.loads(docker("service", "inspect", "-f", "{{json .Spec.UpdateConfig}}", app))
