@@ -129,8 +129,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                       deadline_s=settings.compute_deadline_s, fair_share=settings.fair_share)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
-    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics,
-                                Counterfactuals(models, runtime.digits))
+    counterfactuals = Counterfactuals(models, runtime.digits)
+    # Built before the first visitor asks (~0.5 s: the embedded digits and their activations), so that a
+    # first counterfactual is not the one that meets the compute deadline.
+    await asyncio.to_thread(counterfactuals.prepare)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals)
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)

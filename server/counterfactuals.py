@@ -39,6 +39,11 @@ class Counterfactuals:
         self.searches: dict[str, CounterfactualSearch] = {}
         self.lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Build every model's search now (blocking), rather than on its first request."""
+        for model in self.models:
+            self.search(model)
+
     def search(self, model: str) -> CounterfactualSearch:
         """The search of ``model``, built by the first caller."""
         with self.lock:

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     DUPLICATE_KNOCKOUT = "duplicate_knockout"
     TOO_MANY_KNOCKOUTS = "too_many_knockouts"
     NO_COUNTERFACTUAL = "no_counterfactual"
+    COUNTERFACTUAL_FAILED = "counterfactual_failed"
     COMPUTE_TIMEOUT = "compute_timeout"  # a comparison not computed within COMPUTE_DEADLINE_S
 
 

@@ -333,7 +333,13 @@ class Session:
             ask, self.counterfactual_due = self.counterfactual_due, None
             if ask is None:
                 continue
-            text = await self.services.batcher.call(self.services.counterfactuals.answer, ask)
+            try:
+                text = await self.services.batcher.call(self.services.counterfactuals.answer, ask)
+            except InferenceError as error:
+                # A search past the compute deadline (a loaded server) ends this answer, not the session.
+                event("counterfactual_failed", logging.WARNING, visitor=self.visitor, error=error.error_type)
+                text = encode_error(ErrorCode.COUNTERFACTUAL_FAILED, f"the search could not be completed "
+                                    f"({error.error_type}); ask again", ask.view.seq).decode()
             if self.state.model == ask.view.model:
                 await self._send_text(text)
 

@@ -264,7 +264,9 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     asked = null;
     note.textContent = code === "no_counterfactual"
       ? "The network, as it is now, reads none of its training examples of that digit as that digit: there is nothing to morph towards."
-      : `The server refused the question (${code}).`;
+      : code === "counterfactual_failed"
+        ? "The server is busy and could not finish the search: ask again."
+        : `The server refused the question (${code}).`;
     return true;
   }
 

@@ -1,5 +1,7 @@
 """The three questions over a real WebSocket: contrast (select versus), knock-out (configure), counterfactual."""
 
+import threading
+
 import numpy as np
 import orjson
 import pytest
@@ -12,7 +14,7 @@ from server.explain.engine import Engine, Request, Selection
 from server.neurons import Digits
 from server.protocol import DEFAULT_RULE, CounterfactualAsk, View
 from server.raster import rasterize
-from support import Visitor, decode_array
+from support import Visitor, decode_array, running_app
 
 U8_TOLERANCE = 0.5 / 255 + 1e-6
 
@@ -167,3 +169,27 @@ def test_no_counterfactual_is_an_error_with_the_request_seq(golden_digits: dict[
                 knockout=tuple(range(16)))
     answer = orjson.loads(service.answer(CounterfactualAsk(view, 0)))
     assert (answer["type"], answer["code"], answer["seq"]) == ("error", "no_counterfactual", 41)
+
+
+async def test_a_counterfactual_past_the_deadline_is_an_error_not_a_closed_connection(
+        monkeypatch: pytest.MonkeyPatch, golden_digits: dict[int, list[Stroke]]) -> None:
+    """A search held past COMPUTE_DEADLINE_S (a stalled worker, as on a loaded server) answers
+    counterfactual_failed; frames go on."""
+    release = threading.Event()
+    slow = Counterfactuals.answer
+
+    def stalled(self: Counterfactuals, ask: CounterfactualAsk) -> str:
+        release.wait(timeout=10)
+        return slow(self, ask)
+
+    monkeypatch.setattr(Counterfactuals, "answer", stalled)
+    try:
+        async with running_app(compute_deadline_s=1.0) as url, Visitor.connect(url) as visitor:
+            await visitor.draw(golden_digits[3])
+            asked = await visitor.send("counterfactual", target=8)
+            error = await visitor.recv_type("error")
+            assert (error["code"], error["seq"]) == ("counterfactual_failed", asked)
+            frame = await visitor.frame_for(await visitor.send("undo"))
+            assert frame["seq"] > asked
+    finally:
+        release.set()
