@@ -58,9 +58,9 @@ class Batcher:
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000.0
         # Every thread may hang once and be replaced: a server survives as many hangs as it has threads.
-        self.frame_workers = Workers(workers, deadline_s, max_abandoned=workers)
+        self.frame_workers = Workers(workers, deadline_s, max_abandoned=workers, warm=threads.warm)
         slow = max(1, workers - 1)
-        self.slow_workers = Workers(slow, deadline_s, max_abandoned=slow, nice=SLOW_NICE)
+        self.slow_workers = Workers(slow, deadline_s, max_abandoned=slow, nice=SLOW_NICE, warm=threads.warm)
         self.max_jobs = max_jobs
         self.usage = Usage(fair_share)
         self.fast, self.slow = Lane(), Lane()

@@ -4,7 +4,8 @@ A Python thread cannot be stopped from outside.  So a call that has not
 returned within ``deadline_s`` is failed for its callers
 (:class:`InferenceError` ``DeadlineExceeded``), its thread is abandoned (it
 ends by itself if the call ever returns; its late result is dropped) and a
-fresh thread takes its place in the pool.  At most ``max_abandoned``
+warm spare thread, its engines built, takes its place in the pool at once
+(another spare starts warming).  At most ``max_abandoned``
 abandoned threads may be alive at once: each may hold a core or memory for
 ever, so beyond that the pool shrinks instead, and once it is empty every
 call fails at once and :attr:`Workers.serving` is false, which turns
@@ -42,9 +43,14 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class Worker:
     """One engine thread running the calls put to it, one at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, nice: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, nice: int, warm: Callable[[], object],
+                 ready: Callable[["Worker"], None]) -> None:
+        """``warm`` runs first on the new thread (its engines built, torch run once); then ``ready(self)``
+        is called on the event loop: only then does the worker take calls, so that the deadline never
+        counts a thread's start-up (the reference backend's took over 3 s on this loaded machine)."""
         self.loop = loop
         self.nice = nice
+        self.warm, self.ready = warm, ready
         self.calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self.abandoned = False
         self.thread = threading.Thread(target=self._serve, name=f"engine-{next(_names)}", daemon=True)
@@ -63,6 +69,11 @@ class Worker:
         one_torch_thread()
         if self.nice:  # Linux: a thread is a task of its own, with its own niceness
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        try:
+            self.warm()
+        finally:  # a warm-up that failed fails again in the first call: its visitors hear of it (1011)
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(self.ready, self)
         while not self.abandoned and (call := self.calls.get()) is not None:
             function, args, future = call
             try:
@@ -77,13 +88,23 @@ class Worker:
 class Workers:
     """``count`` engine threads; :meth:`acquire` one, :meth:`run` a call on it, which releases it."""
 
-    def __init__(self, count: int, deadline_s: float, max_abandoned: int, nice: int = 0) -> None:
-        """``nice``: the threads' niceness (setpriority(2)); higher runs later on a busy machine."""
+    def __init__(self, count: int, deadline_s: float, max_abandoned: int, nice: int = 0,
+                 warm: Callable[[], object] = lambda: None) -> None:
+        """``nice``: the threads' niceness (setpriority(2)); higher runs later on a busy machine.
+        ``warm``: run on each first thread before it takes calls (see :class:`Worker`)."""
         self.deadline_s = deadline_s
         self.max_abandoned = max_abandoned
         self.nice = nice
-        loop = asyncio.get_running_loop()
-        self.idle: list[Worker] = [Worker(loop, nice) for _ in range(count)]
+        self.warm = warm
+        self.idle: list[Worker] = []  # each joins once warm
+        self.stopped = False
+        for _ in range(count):
+            self._start(self.release)
+        # A warm spare takes a hung thread's place at once: a cold one's first call builds its engines,
+        # which took over a second on this loaded machine, on top of the deadline its visitors waited.
+        self.spares: list[Worker] = []
+        self.owed = 0  # replacements due to the pool, waiting for a spare to be warm
+        self._start(self._spare_ready)
         self.size = count
         self.abandoned: list[Worker] = []
         self.changed = asyncio.Event()
@@ -110,8 +131,27 @@ class Workers:
         return self.idle.pop()
 
     def release(self, worker: Worker) -> None:
+        if self.stopped:
+            worker.stop()
+            return
         self.idle.append(worker)
         self.changed.set()
+
+    def _start(self, ready: Callable[[Worker], None]) -> None:
+        Worker(asyncio.get_running_loop(), self.nice, self.warm, ready)
+
+    def _spare_ready(self, worker: Worker) -> None:
+        if self.stopped:
+            worker.stop()
+            return
+        self.spares.append(worker)
+        self._pay()
+
+    def _pay(self) -> None:
+        """Hand warm spares to the pool for the replacements it is owed."""
+        while self.owed and self.spares:
+            self.owed -= 1
+            self.release(self.spares.pop())
 
     async def run(self, worker: Worker, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on ``worker`` (from :meth:`acquire`), within the deadline; releases ``worker``.
@@ -138,15 +178,19 @@ class Workers:
         worker.stop()
         self.abandoned.append(worker)
         if self.hung <= self.max_abandoned:
-            self.idle.append(Worker(worker.loop, self.nice))
+            self.owed += 1
+            self._start(self._spare_ready)  # the next spare
+            self._pay()
         else:
             self.size -= 1
         self.changed.set()
 
     def stop(self) -> None:
         """End every thread once its call returns; hung ones are daemons and do not delay exit."""
-        for worker in self.idle:
+        self.stopped = True
+        for worker in self.idle + self.spares:
             worker.stop()
         self.idle.clear()
+        self.spares.clear()
         self.size = 0
         self.changed.set()
