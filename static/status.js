@@ -8,7 +8,10 @@ const REASONS = {
   1013: "server busy",
 };
 
-/** Display lag (pen → its frame, ms) past which the status warns: amber, then red (issue 12). */
+/**
+ * Display lag (pen → its frame, ms) past which the status warns: amber, then red (issue 12). Every text stays
+ * short enough for one line on a 390 px phone ("Very slow connection · 12.5 s · 60 fps").
+ */
 export const SLOW_LAG_MS = 150;
 export const VERY_SLOW_LAG_MS = 500;
 
@@ -28,10 +31,10 @@ export function describeStatus(connection, stats) {
     case "open": {
       const lag = stats.lagMs;
       if (lag !== null && lag > VERY_SLOW_LAG_MS) {
-        return { text: `Very slow connection · display ${duration(lag)} behind · ${stats.fps} fps`, tone: "stop" };
+        return { text: `Very slow connection · ${duration(lag)} · ${stats.fps} fps`, tone: "stop" };
       }
       if (lag !== null && lag > SLOW_LAG_MS) {
-        return { text: `Slow connection · display ${duration(lag)} behind · ${stats.fps} fps`, tone: "wait" };
+        return { text: `Slow connection · ${duration(lag)} · ${stats.fps} fps`, tone: "wait" };
       }
       return { text: `Live · ${lag === null ? "– ms" : duration(lag)} · ${stats.fps} fps`, tone: "ok" };
     }
