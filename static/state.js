@@ -24,7 +24,26 @@ export function initialState() {
     view: { overlay: false, ownScale: false }, // ownScale: a CRP map on its own scale, not its class's (legend.js)
     stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
+    defaults: null, // {model, method, rule}: the server's start state (first welcome), for a kiosk reset
+    // {config, selection}: a shared link's or a loaded file's settings, applied at the first welcome
+    requested: null,
   };
+}
+
+/**
+ * The part of a requested {config, selection} the server of `welcome` serves: a model, method or
+ * rule it lacks is left at its default; a selection outside the model is dropped.
+ */
+function servedRequest(requested, welcome) {
+  if (!requested) return null;
+  const serves = (list, name) => list.some((item) => item.name === name);
+  const config = Object.fromEntries(Object.entries(requested.config ?? {})
+    .filter(([key, name]) => serves({ model: welcome.models, method: welcome.methods, rule: welcome.rules }[key] ?? [], name)));
+  const model = welcome.models.find((item) => item.name === (config.model ?? welcome.state.model));
+  const selection = requested.selection;
+  const fits = selection && (selection.hidden === null || selection.hidden < (model?.hidden ?? 0))
+    && (selection.output === null || (selection.output >= 0 && selection.output < 10));
+  return { config, selection: fits ? selection : null };
 }
 
 /** Default drawing limits until the welcome brings the server's (docs/protocol.md). */
@@ -70,15 +89,39 @@ const reducers = {
     const serves = (list, name) => list.some((item) => item.name === name);
     const ours = first || message.model.name === state.config.model || !serves(message.models, state.config.model)
       || !serves(message.methods, state.config.method) || !serves(message.rules, state.config.rule);
+    const defaults = { model: message.state.model, method: message.state.method, rule: message.state.rule };
+    const requested = first ? servedRequest(state.requested, message) : null;
     return {
       ...state,
       welcome: ours ? message : state.welcome,
       notice: null, // a fresh connection: earlier refusals no longer apply
-      config: first ? { ...message.state } : state.config,
+      config: first ? { ...defaults, ...(requested?.config ?? {}) } : state.config,
       selection: first
-        ? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false,
+        ? requested?.selection ?? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false,
             versus: message.state.versus ?? null }
         : state.selection,
+      defaults: state.defaults ?? defaults,
+      requested: first ? null : state.requested,
+    };
+  },
+
+  // A drawing (and maybe settings) from an example, a share link, a file or the timeline: it
+  // replaces the drawing; main.js sends it (clear, configure, strokes, select).
+  load(state, { strokes, config = null, selection = null }) {
+    const { lastId, version } = state.drawing;
+    const loaded = strokes.map((points, k) => ({ id: lastId + 1 + k, points }));
+    const drawing = { strokes: loaded, lastId: lastId + loaded.length, version: version + 1 };
+    if (state.config === null) return { ...state, drawing, requested: { config, selection } };
+    const modelChanged = config !== null && config.model !== state.config.model;
+    return {
+      ...state,
+      notice: null,
+      drawing,
+      config: config ? { ...state.config, ...config } : state.config,
+      selection: selection ?? (modelChanged ? { output: null, hidden: null, alone: false, implicit: false, versus: null } : state.selection),
+      card: modelChanged ? null : state.card,
+      comparison: null,
+      comparing: null,
     };
   },
 
