@@ -29,6 +29,7 @@ from torch import nn
 
 from model_store import load_model, model_names, model_record, read_manifest
 from model_store.manifest import store_dir_from_env
+from model_store.sizes import IMAGE_PX
 from model_store.strokes import load_golden_digits
 from server.explain.engine import METHODS
 from server.explain.rules import RULES
@@ -36,6 +37,7 @@ from server.explain.rules import RULES
 from . import neurons
 from .catalog import Catalog, MethodInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
+from .frames import encode_i8
 from .inference.batcher import Batcher
 from .inference.jobs import EngineFactory, EngineThreads, InferenceError, Job, Spec, default_engine_factory
 from .logs import RateLimitedEvent, event
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         # Plain text, parsed by parse_index: Starlette's ":int" converts any digit run and a 5,001-digit one
         # raises inside the router (Python's int-conversion limit), a 500.
         Route("/api/models/{name}/neurons/{neuron}", api_neuron),
+        Route("/api/models/{name}/weights", api_weights),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
@@ -274,7 +277,7 @@ async def api_models(request: Request) -> Response:
     return JSONResponse({
         "default": services.settings.model or catalog.default_model,
         "models": [{"name": info.name, "hidden": info.hidden, "layers": list(info.layers),
-                    "val_accuracy": info.val_accuracy, "test_accuracy": info.test_accuracy}
+                    "val_accuracy": info.val_accuracy, "test_accuracy": info.test_accuracy, "sha256": info.sha256}
                    for info in catalog.models.values()],
     })
 
@@ -306,6 +309,17 @@ def parse_index(text: str, size: int) -> int | None:
         return None
     index = int(text)
     return index if index < size else None
+
+
+async def api_weights(request: Request) -> Response:
+    """Every hidden neuron's weight template ``W1[j]`` at once, for the page's diagram (docs/protocol.md)."""
+    runtime = _runtime(request)
+    name = request.path_params["name"]
+    if name not in _services(runtime).catalog.models:
+        return JSONResponse({"error": f"no model {name[:40]!r}"}, status_code=status.HTTP_404_NOT_FOUND)
+    first_layer = cast(nn.Linear, _engines(runtime).models[name].fc1)
+    weights = first_layer.weight.detach().numpy()
+    return JSONResponse({"model": name, "weights": encode_i8(weights.reshape(-1, IMAGE_PX, IMAGE_PX))})
 
 
 async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:

@@ -8,13 +8,15 @@ from .protocol import Options
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model of the store: ``layers`` sizes (784, H, 10), accuracies as fractions or ``None``."""
+    """One model of the store: ``layers`` sizes (784, H, 10), accuracies as fractions or ``None``,
+    ``sha256`` of its weights file (its version) or ``None``."""
 
     name: str
     hidden: int
     layers: tuple[int, ...]
     val_accuracy: float | None
     test_accuracy: float | None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,4 +61,5 @@ def model_info(record: dict[str, Any]) -> ModelInfo:
     """A :class:`ModelInfo` from a manifest entry of ``model_store.model_record``."""
     layers = tuple(record.get("architecture", {}).get("layers", (784, record["hidden"], 10)))
     return ModelInfo(name=record["name"], hidden=int(record["hidden"]), layers=layers,
-                     val_accuracy=record.get("val_accuracy"), test_accuracy=record.get("test_accuracy"))
+                     val_accuracy=record.get("val_accuracy"), test_accuracy=record.get("test_accuracy"),
+                     sha256=record.get("sha256"))

@@ -52,6 +52,7 @@ async def test_models_api_lists_the_store(app_url: str) -> None:
         record = model_record(entry["name"])
         assert entry["layers"] == [784, record["hidden"], 10] and entry["hidden"] == record["hidden"]
         assert entry["test_accuracy"] == record.get("test_accuracy")
+        assert entry["sha256"] == record["sha256"], "the model's version is the hash of its weights"
 
 
 async def test_neuron_card_holds_the_weight_template_and_top_digits(app_url: str) -> None:
@@ -81,9 +82,21 @@ async def test_neuron_card_holds_the_weight_template_and_top_digits(app_url: str
                                images[card["top_relevance"][0]["index"]], rtol=0, atol=0.5 / 255 + 1e-6)
 
 
+async def test_weights_hold_every_hidden_neurons_template(app_url: str) -> None:
+    for name in model_names():
+        status, body = await fetch(app_url + f"/api/models/{name}/weights")
+        assert status == 200
+        answer = orjson.loads(body)
+        expected = load_model(name).fc1.weight.detach().numpy().reshape(-1, 28, 28)
+        weights = decode_array(answer["weights"])
+        assert answer["model"] == name and weights.shape == expected.shape
+        np.testing.assert_allclose(weights, expected, rtol=0, atol=answer["weights"]["scale"] / 2 + 1e-7)
+
+
 async def test_unknown_model_or_neuron_is_404(app_url: str) -> None:
     hidden = model_record()["hidden"]
-    for path in ("/api/models/nope/neurons/0", f"/api/models/{model_record()['name']}/neurons/{hidden}"):
+    for path in ("/api/models/nope/neurons/0", f"/api/models/{model_record()['name']}/neurons/{hidden}",
+                 "/api/models/nope/weights"):
         status, _ = await fetch(app_url + path)
         assert status == 404
 
