@@ -20,6 +20,9 @@ export function buildBars(list) {
     track.append(bar);
     const value = document.createElement("span");
     value.className = "bar-value";
+    // Read as "3: 100 percent" (aria-label on the item), not as its three parts.
+    for (const part of [value, track, label]) part.setAttribute("aria-hidden", "true");
+    item.setAttribute("aria-label", `${digit}: no reading`);
     item.append(value, track, label);
     list.append(item);
     return { item, bar, value };
@@ -36,7 +39,9 @@ export function updateBars(rows, probabilities, prediction) {
   rows.forEach(({ item, bar, value }, digit) => {
     const p = prediction === null ? 0 : probabilities[digit];
     bar.style.transform = `scaleY(${p})`;
-    value.textContent = prediction === null ? "" : String(Math.round(p * 100));
+    const percent = Math.round(p * 100);
+    value.textContent = prediction === null ? "" : String(percent);
+    item.setAttribute("aria-label", prediction === null ? `${digit}: no reading` : `${digit}: ${percent} percent`);
     item.classList.toggle("predicted", digit === prediction);
   });
 }

@@ -1,7 +1,7 @@
 // Wiring only: input → actions and messages; state → views, once per
 // animation frame. The logic lives in the modules imported here.
 
-import { decodeComparison, decodeFrame } from "./arrays.js";
+import { decodeComparison, decodeFrame, maxAbs } from "./arrays.js";
 import { createPad } from "./canvas.js";
 import { buildCard, updateCard } from "./card.js";
 import { buildBars, updateBars } from "./chart.js";
@@ -11,6 +11,14 @@ import { paintInk, paintRelevance } from "./heatmap.js";
 import { createScaleLegend, mapScale } from "./legend.js";
 import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
 import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
+import { createAnnouncer } from "./announce.js";
+import { buildExamples, loadExamples } from "./examples.js";
+import { download, exportDocument, panelPng, readExport } from "./exporter.js";
+import { kioskSettings, watchVisitors } from "./kiosk.js";
+import { addPanel } from "./panels.js";
+import { play, prefix } from "./playback.js";
+import { readShareLink, shareLink } from "./share.js";
+import { createTimeline } from "./timeline.js";
 import { createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, limitsOf, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
@@ -105,37 +113,94 @@ function notice(text) {
 }
 
 // ---------- drawing ----------
+/** A new stroke, unless the drawing is full. keepTimeline: the timeline replays it (else it closes). */
+function startStroke(keepTimeline = false) {
+  socket.wake(); // an idle or refused connection reconnects on the next touch
+  const state = store.get();
+  const limits = limitsOf(state);
+  if (state.drawing.strokes.length >= limits.max_strokes || pointCount(state.drawing) >= limits.max_points) {
+    notice("The drawing is full: Undo or Clear to draw more.");
+    return false;
+  }
+  store.dispatch({ type: "strokeStart", keepTimeline });
+  return true;
+}
+
+/** Points appended to the current stroke, sent at once; eventTimeMs: the earliest input event's. */
+function addPoints(points, eventTimeMs) {
+  const state = store.get();
+  const limits = limitsOf(state);
+  const accepted = points.slice(0, Math.max(0, limits.max_points - pointCount(state.drawing)));
+  if (accepted.length < points.length) notice("The drawing is full: Undo or Clear to draw more.");
+  if (!accepted.length) return;
+  store.dispatch({ type: "points", points: accepted });
+  const id = store.get().drawing.lastId;
+  for (const message of strokeMessages(id, accepted, limits.max_points_per_message)) {
+    const seq = socket.send(message);
+    if (seq !== null) timer.input(seq, eventTimeMs);
+  }
+}
+
 const pad = createPad($("pad"), {
   onStrokeStart() {
-    socket.wake(); // an idle or refused connection reconnects on the next touch
-    const state = store.get();
-    const limits = limitsOf(state);
-    if (state.drawing.strokes.length >= limits.max_strokes || pointCount(state.drawing) >= limits.max_points) {
-      notice("The drawing is full: Undo or Clear to draw more.");
-      return false;
-    }
-    store.dispatch({ type: "strokeStart" });
-    return true;
+    stopPlayback(); // a visitor's pen takes over from an example being drawn
+    return startStroke();
   },
-  onPoints(points, eventTimeMs) {
-    const state = store.get();
-    const limits = limitsOf(state);
-    const accepted = points.slice(0, Math.max(0, limits.max_points - pointCount(state.drawing)));
-    if (accepted.length < points.length) notice("The drawing is full: Undo or Clear to draw more.");
-    if (!accepted.length) return;
-    store.dispatch({ type: "points", points: accepted });
-    const id = store.get().drawing.lastId;
-    for (const message of strokeMessages(id, accepted, limits.max_points_per_message)) {
-      const seq = socket.send(message);
-      if (seq !== null) timer.input(seq, eventTimeMs);
-    }
-  },
+  onPoints: addPoints,
   onStrokeEnd: refreshComparison,
 });
+
+// ---------- loading a drawing: examples, share links, files, the timeline ----------
+let playback = null; // an example being drawn point by point (playback.js)
+
+function stopPlayback() {
+  playback?.cancel();
+  playback = null;
+}
+
+/** Send the loaded drawing: clear, the settings that changed since `before`, strokes, selection. */
+function sendLoaded(before) {
+  const state = store.get();
+  if (!state.welcome || !before) return; // not connected yet: the first welcome's replay sends it
+  socket.send({ type: "clear" });
+  for (const message of replayMessages(state, { state: before, limits: limitsOf(state) })) socket.send(message);
+  if (state.selection.output === null && state.selection.hidden === null) socket.send(selectMessage(state.selection));
+}
+
+/**
+ * Show a drawing with its settings. animate: drawn point by point as a hand would, the network
+ * answering live (examples, the kiosk's attract loop); onDone then follows its last stroke.
+ */
+function load({ strokes, config = null, selection = null }, { animate = false, keepTimeline = false, onDone } = {}) {
+  stopPlayback();
+  pad.endStroke();
+  socket.wake();
+  const before = store.get().config;
+  store.dispatch({ type: "load", strokes: animate ? [] : strokes, config, selection, keepTimeline });
+  sendLoaded(before);
+  pad.redraw(store.get().drawing.strokes);
+  if (!animate) {
+    refreshComparison();
+    return;
+  }
+  playback = play(strokes, {
+    onStrokeStart: () => startStroke(keepTimeline),
+    onPoints(points) {
+      addPoints(points, performance.now());
+      pad.redraw(store.get().drawing.strokes);
+    },
+    onStrokeEnd: refreshComparison,
+    onDone() {
+      playback = null;
+      onDone?.();
+    },
+  });
+}
 
 function undo() {
   const { strokes } = store.get().drawing;
   if (!strokes.length) return;
+  stopPlayback();
   pad.endStroke(); // undoing the stroke being drawn ends it
   socket.wake();
   store.dispatch({ type: "undo" });
@@ -146,6 +211,7 @@ function undo() {
 }
 
 function clear() {
+  stopPlayback();
   pad.endStroke();
   socket.wake();
   store.dispatch({ type: "clear" });
@@ -292,6 +358,182 @@ function syncCard(state) {
   loadCard(model, hidden);
 }
 
+// ---------- timeline ----------
+const timeline = createTimeline({
+  box: $("timeline"), range: $("timeline-range"), play: $("timeline-play"), close: $("timeline-close"),
+  open: $("replay"), label: $("timeline-label"),
+}, {
+  onOpen() {
+    stopPlayback();
+    pad.endStroke();
+    store.dispatch({ type: "timelineOpen" });
+  },
+  onPosition: showTimeline,
+  onClose: () => store.dispatch({ type: "timelineClose" }),
+});
+
+/** Show the first `position` points of the recording: forward as live drawing, backward as a reload. */
+function showTimeline(position) {
+  const { timeline: open } = store.get();
+  if (!open || position === open.position) return;
+  const shown = prefix(open.recording, open.position);
+  const next = prefix(open.recording, position);
+  store.dispatch({ type: "timelineAt", position });
+  if (position < open.position) {
+    load({ strokes: next }, { keepTimeline: true });
+    return;
+  }
+  next.forEach((points, k) => {
+    const had = shown[k]?.length ?? 0;
+    if (had === points.length || (had === 0 && !startStroke(true))) return;
+    addPoints(points.slice(had), performance.now());
+  });
+  pad.redraw(store.get().drawing.strokes);
+}
+
+// ---------- examples and the kiosk's attract loop ----------
+const NO_SELECTION = { output: null, hidden: null, alone: false, implicit: false };
+const examplesPanel = addPanel({ id: "examples", title: "Examples", order: 5 });
+const examplesIntro = document.createElement("p");
+examplesIntro.className = "hint";
+examplesIntro.textContent = "Digits from the training data, drawn for you stroke by stroke. Those marked ? are ones the network finds hard or gets wrong.";
+examplesPanel.body.append(examplesIntro, document.createElement("div"));
+let examples = [];
+loadExamples()
+  .then((list) => {
+    examples = list;
+    buildExamples(examplesPanel.body.lastElementChild, list, (example) => load({ strokes: example.strokes }, { animate: true }));
+  })
+  .catch((error) => console.warn("xai: examples unavailable", error.message));
+
+const kiosk = kioskSettings(location.search);
+let attractTimer = null;
+let attractNext = 0;
+
+/** The start state (empty pad, the server's default model, method, rule, no selection), then the loop. */
+function attract() {
+  if (sheet.open) sheet.close();
+  store.dispatch({ type: "overlay", on: false });
+  load({ strokes: [], config: store.get().defaults, selection: NO_SELECTION });
+  $("cta").hidden = false;
+  drawNextExample();
+}
+
+function drawNextExample() {
+  attractTimer = null;
+  if (!examples.length) return;
+  const example = examples[attractNext % examples.length];
+  attractNext += 1;
+  load({ strokes: example.strokes }, { animate: true, onDone: () => (attractTimer = setTimeout(drawNextExample, 2500)) });
+}
+
+function endAttract() {
+  clearTimeout(attractTimer);
+  attractTimer = null;
+  $("cta").hidden = true;
+  load({ strokes: [] });
+}
+
+if (kiosk) {
+  document.body.classList.add("kiosk");
+  document.addEventListener("contextmenu", (event) => event.preventDefault()); // a long press is not a menu
+  watchVisitors(kiosk, { onIdle: attract, onVisitor: endAttract });
+  // Unattended: a connection the server refused or closed for idleness is opened again without a touch.
+  setInterval(() => {
+    if (["closed", "idle"].includes(store.get().connection.status)) socket.wake();
+  }, 5000);
+}
+
+// ---------- keep and share: link, picture, data ----------
+const keep = addPanel({ id: "keep", title: "Keep and share", order: 6 });
+keep.body.innerHTML = `
+  <p class="hint">A link holds the drawing and what is selected; opening it on another device shows the same reading.</p>
+  <div class="keep-row"><button id="share" type="button">Make a share link</button>
+    <button id="export-png" type="button">Download picture (PNG)</button>
+    <button id="export-json" type="button">Download data (JSON)</button></div>
+  <label class="share-field">Share link <input id="share-link" type="text" readonly></label>
+  <p id="share-note" class="hint"></p>
+  <label class="file-field">Open a saved data file <input id="import-json" type="file" accept="application/json,.json"></label>`;
+
+function settings() {
+  const { config, selection } = store.get();
+  return { config, selection };
+}
+
+$("share").addEventListener("click", async () => {
+  const state = store.get();
+  if (!state.config) return;
+  const strokes = state.drawing.strokes.map((stroke) => stroke.points).filter((points) => points.length);
+  const link = shareLink(location.origin + location.pathname, strokes, settings());
+  if (!link) {
+    $("share-note").textContent = "This drawing is too large for a link even simplified: download the data file instead.";
+    return;
+  }
+  $("share-link").value = link.url;
+  $("share-link").select();
+  const simplified = link.kept < link.points
+    ? `Simplified to fit a link: ${link.kept} of ${link.points} points kept; the reading may differ slightly. `
+    : "";
+  try {
+    await navigator.clipboard.writeText(link.url);
+    $("share-note").textContent = `${simplified}Copied.`;
+  } catch (error) {
+    $("share-note").textContent = `${simplified}Select the link and copy it.`;
+  }
+});
+
+function exportName(extension) {
+  const frame = store.get().frame;
+  return `digit-${frame && !isEmpty(store.get().drawing) ? frame.prediction : "blank"}.${extension}`;
+}
+
+$("export-png").addEventListener("click", async () => {
+  const state = store.get();
+  const shown = state.frame?.heatmap ? state.frame : state.heatmapFrame;
+  const text = {
+    title: $("heatmap-title").textContent,
+    verdict: `It reads ${$("predicted").textContent} · ${$("confidence").textContent}`,
+    summary: $("summary").textContent,
+    scale: shown?.heatmap && !isEmpty(state.drawing) ? maxAbs(shown.heatmap.values) : null,
+    words: shown && !isEmpty(state.drawing) ? legendWords(shown, state.welcome) : ["", ""],
+  };
+  download(await panelPng({ pad: $("pad"), input: $("input"), heatmap: $("heatmap") }, text), exportName("png"));
+});
+
+let modelList = null; // GET /api/models, for the weights' version (sha256) in the JSON export
+$("export-json").addEventListener("click", async () => {
+  try {
+    const response = await fetch("/api/models");
+    if (response.ok) modelList = await response.json();
+  } catch (error) {
+    console.warn("xai: model list unavailable for the export", error.message);
+  }
+  const body = JSON.stringify(exportDocument(store.get(), modelList), null, 1);
+  download(new Blob([body], { type: "application/json" }), exportName("json"));
+});
+
+$("import-json").addEventListener("change", async (event) => {
+  const [file] = event.target.files;
+  if (!file) return;
+  try {
+    load(readExport(await file.text()));
+    $("share-note").textContent = `Opened ${file.name}.`;
+  } catch (error) {
+    $("share-note").textContent = `Could not open ${file.name}: ${error.message}`;
+  }
+  event.target.value = "";
+});
+
+// A share link opened: its drawing and settings, sent at the first welcome (state.requested).
+try {
+  const shared = readShareLink(location.hash);
+  if (shared) load(shared);
+} catch (error) {
+  notice(`This share link is damaged: ${error.message}`);
+}
+
+const announcer = createAnnouncer($("announce"));
+
 // ---------- rendering, once per animation frame ----------
 let rendered = null; // the state the views show
 let renderRequest = null;
@@ -312,7 +554,6 @@ function render() {
   else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
 
   const empty = isEmpty(state.drawing);
-  $("pad-hint").hidden = !empty;
   renderOutage(state);
   if (state.welcome) {
     renderNetwork(diagrams.stage, state, before, { fit: true });
@@ -329,10 +570,20 @@ function render() {
   questions.render(state);
   selectionPanel.render(state);
   trust.render(state);
+  if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty);
+  $("pad-hint").hidden = !empty || !$("cta").hidden;
+  announce(state, empty);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);
   if (state.frame && state.frame !== before.frame) socket.painted(state.frame); // flow control: the next frame may come
+}
+
+/** What a screen reader hears once the reading settles (announce.js): the reading, else the connection. */
+function announce(state, empty) {
+  const live = state.connection.status === "open";
+  if (!live && state.welcome) announcer.say(describeStatus(state.connection, state.stats).text.split(" · ")[0]);
+  else if (state.frame) announcer.say(empty ? "Nothing drawn yet." : `${$("predicted").textContent}: ${$("confidence").textContent}. ${$("summary").textContent}`);
 }
 
 function compareNote({ comparing, comparison, drawing }) {

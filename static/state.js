@@ -27,6 +27,8 @@ export function initialState() {
     defaults: null, // {model, method, rule}: the server's start state (first welcome), for a kiosk reset
     // {config, selection}: a shared link's or a loaded file's settings, applied at the first welcome
     requested: null,
+    // {recording: points per stroke, position: points shown}: the timeline scrubber is open
+    timeline: null,
   };
 }
 
@@ -107,16 +109,18 @@ const reducers = {
 
   // A drawing (and maybe settings) from an example, a share link, a file or the timeline: it
   // replaces the drawing; main.js sends it (clear, configure, strokes, select).
-  load(state, { strokes, config = null, selection = null }) {
+  load(state, { strokes, config = null, selection = null, keepTimeline = false }) {
     const { lastId, version } = state.drawing;
     const loaded = strokes.map((points, k) => ({ id: lastId + 1 + k, points }));
     const drawing = { strokes: loaded, lastId: lastId + loaded.length, version: version + 1 };
-    if (state.config === null) return { ...state, drawing, requested: { config, selection } };
+    const timeline = keepTimeline ? state.timeline : null;
+    if (state.config === null) return { ...state, drawing, timeline, requested: { config, selection } };
     const modelChanged = config !== null && config.model !== state.config.model;
     return {
       ...state,
       notice: null,
       drawing,
+      timeline,
       config: config ? { ...state.config, ...config } : state.config,
       selection: selection ?? (modelChanged ? { output: null, hidden: null, alone: false, implicit: false, versus: null } : state.selection),
       card: modelChanged ? null : state.card,
@@ -152,11 +156,25 @@ const reducers = {
 
   stats: (state, { stats }) => ({ ...state, stats: { ...state.stats, ...stats } }),
 
-  strokeStart(state) {
+  // keepTimeline: a stroke the timeline replays; a visitor's own stroke closes the timeline
+  strokeStart(state, { keepTimeline = false }) {
     const { strokes, lastId, version } = state.drawing;
     const stroke = { id: lastId + 1, points: [] };
-    return { ...state, notice: null, drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 } };
+    return {
+      ...state, notice: null, timeline: keepTimeline ? state.timeline : null,
+      drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 },
+    };
   },
+
+  timelineOpen(state) {
+    const recording = state.drawing.strokes.map((stroke) => stroke.points).filter((points) => points.length);
+    const position = recording.reduce((sum, points) => sum + points.length, 0);
+    return { ...state, timeline: { recording, position } };
+  },
+
+  timelineAt: (state, { position }) => ({ ...state, timeline: { ...state.timeline, position } }),
+
+  timelineClose: (state) => ({ ...state, timeline: null }),
 
   points(state, { points }) {
     const { strokes, lastId, version } = state.drawing;
@@ -168,12 +186,12 @@ const reducers = {
 
   undo(state) {
     const { strokes, lastId, version } = state.drawing;
-    return { ...state, notice: null, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
+    return { ...state, notice: null, timeline: null, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
   },
 
   clear(state) {
     // Stroke ids keep increasing after a clear (docs/protocol.md, "clear, undo").
-    return { ...state, notice: null, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
+    return { ...state, notice: null, timeline: null, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
   },
 
   select: (state, { selection }) => ({ ...state, selection }),

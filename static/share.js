@@ -1,0 +1,135 @@
+// Share links: the drawing, model, method, rule and selection in the URL
+// fragment (never sent to the server), compact enough for any browser; a
+// drawing too long for that is simplified (Douglas–Peucker) until it fits.
+//
+// Fragment: `#v=1&m=<model>&x=<method>&r=<rule>&o=<output>&h=<hidden>&a=<0|1>&i=<0|1>&s=<strokes>`;
+// `s` is base64url of, per stroke, its point count (2 bytes, big-endian) and each point as 12-bit
+// x and y (3 bytes): 1/4096 of the pad, far below a screen pixel.
+
+/** Longest link produced, in characters: the classic safe limit for a URL anywhere (browsers,
+ *  e-mail, chat clients); Chromium itself accepts 2 MB, older browsers and servers ~2,000. */
+export const MAX_LINK_CHARS = 2000;
+const FORMAT = "1";
+const STEPS = 4095;
+/** Douglas–Peucker tolerances tried in turn, in pad fractions (the pen is ~0.055 wide). */
+const TOLERANCES = [0.0015, 0.003, 0.006, 0.012, 0.024];
+
+function toBase64Url(bytes) {
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+function fromBase64Url(text) {
+  const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
+  return Uint8Array.from(binary, (char) => char.charCodeAt(0));
+}
+
+const quantise = (value) => Math.round(Math.min(1, Math.max(0, value)) * STEPS);
+
+/** Strokes → bytes (see the header). */
+export function packStrokes(strokes) {
+  const bytes = [];
+  for (const points of strokes) {
+    bytes.push(points.length >> 8, points.length & 255);
+    for (const [x, y] of points) {
+      const [qx, qy] = [quantise(x), quantise(y)];
+      bytes.push(qx >> 4, ((qx & 15) << 4) | (qy >> 8), qy & 255);
+    }
+  }
+  return Uint8Array.from(bytes);
+}
+
+/** Bytes → strokes; throws on a truncated or malformed buffer. */
+export function unpackStrokes(bytes) {
+  const strokes = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (at + 2 > bytes.length) throw new Error("Expected a stroke's point count, got the end of the link");
+    const count = (bytes[at] << 8) | bytes[at + 1];
+    at += 2;
+    if (count === 0 || at + 3 * count > bytes.length) throw new Error(`Expected ${count} points, got ${Math.floor((bytes.length - at) / 3)}`);
+    const points = [];
+    for (let k = 0; k < count; k += 1, at += 3) {
+      const qx = (bytes[at] << 4) | (bytes[at + 1] >> 4);
+      const qy = ((bytes[at + 1] & 15) << 8) | bytes[at + 2];
+      points.push([qx / STEPS, qy / STEPS]);
+    }
+    strokes.push(points);
+  }
+  return strokes;
+}
+
+function distanceToSegment([px, py], [ax, ay], [bx, by]) {
+  const [dx, dy] = [bx - ax, by - ay];
+  const length = dx * dx + dy * dy;
+  const t = length ? Math.min(1, Math.max(0, ((px - ax) * dx + (py - ay) * dy) / length)) : 0;
+  return Math.hypot(px - (ax + t * dx), py - (ay + t * dy));
+}
+
+/** Douglas–Peucker (1973): the fewest points within `tolerance` of the stroke, ends kept. */
+export function simplifyStroke(points, tolerance) {
+  if (points.length <= 2) return points;
+  let [farthest, index] = [0, 0];
+  for (let k = 1; k < points.length - 1; k += 1) {
+    const distance = distanceToSegment(points[k], points[0], points[points.length - 1]);
+    if (distance > farthest) [farthest, index] = [distance, k];
+  }
+  if (farthest <= tolerance) return [points[0], points[points.length - 1]];
+  const left = simplifyStroke(points.slice(0, index + 1), tolerance);
+  return [...left.slice(0, -1), ...simplifyStroke(points.slice(index), tolerance)];
+}
+
+function fragment(strokes, { config, selection }) {
+  const params = new URLSearchParams({ v: FORMAT, m: config.model, x: config.method, r: config.rule });
+  if (selection.output !== null) params.set("o", String(selection.output));
+  if (selection.hidden !== null) params.set("h", String(selection.hidden));
+  if (selection.alone) params.set("a", "1");
+  if (selection.implicit) params.set("i", "1");
+  params.set("s", toBase64Url(packStrokes(strokes)));
+  return `#${params}`;
+}
+
+const countPoints = (strokes) => strokes.reduce((sum, points) => sum + points.length, 0);
+
+/**
+ * The share link of a drawing with its settings.
+ * @param {string} base  the page's address without fragment (location.origin + pathname + search)
+ * @param {number[][][]} strokes  points per stroke
+ * @param {{config: object, selection: object}} settings
+ * @returns {{url: string, points: number, kept: number}|null}  kept < points: simplified; null: no
+ *   link fits MAX_LINK_CHARS even simplified
+ */
+export function shareLink(base, strokes, settings) {
+  const points = countPoints(strokes);
+  for (const tolerance of [0, ...TOLERANCES]) {
+    const shown = tolerance ? strokes.map((stroke) => simplifyStroke(stroke, tolerance)) : strokes;
+    const url = base + fragment(shown, settings);
+    if (url.length <= MAX_LINK_CHARS) return { url, points, kept: countPoints(shown) };
+  }
+  return null;
+}
+
+function index(params, key, below) {
+  if (!params.has(key)) return null;
+  const value = Number(params.get(key));
+  if (!Number.isInteger(value) || value < 0 || value >= below) throw new Error(`Expected ${key} in 0..${below - 1}, got ${params.get(key)}`);
+  return value;
+}
+
+/**
+ * A share fragment read back: {strokes, config, selection}; null when the fragment is not a share
+ * link; throws (naming the problem) when it is one but malformed.
+ * @param {string} hash  location.hash
+ */
+export function readShareLink(hash) {
+  const params = new URLSearchParams(hash.replace(/^#/, ""));
+  if (params.get("v") !== FORMAT || !params.has("s")) return null;
+  const config = Object.fromEntries(
+    [["model", "m"], ["method", "x"], ["rule", "r"]].filter(([, key]) => params.get(key)).map(([name, key]) => [name, params.get(key)]));
+  const selection = {
+    output: index(params, "o", 10), hidden: index(params, "h", 4096),
+    alone: params.get("a") === "1", implicit: params.get("i") === "1",
+  };
+  return { strokes: unpackStrokes(fromBase64Url(params.get("s"))), config, selection };
+}
