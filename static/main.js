@@ -583,7 +583,10 @@ function render() {
 function announce(state, empty) {
   const live = state.connection.status === "open";
   if (!live && state.welcome) announcer.say(describeStatus(state.connection, state.stats).text.split(" · ")[0]);
-  else if (state.frame) announcer.say(empty ? "Nothing drawn yet." : `${$("predicted").textContent}: ${$("confidence").textContent}. ${$("summary").textContent}`);
+  else if (state.frame) {
+    const percent = Math.round(state.frame.probabilities[state.frame.prediction] * 100);
+    announcer.say(empty ? "Nothing drawn yet." : `It reads ${state.frame.prediction}, ${percent} percent sure. ${$("summary").textContent}`);
+  }
 }
 
 function compareNote({ comparing, comparison, drawing }) {

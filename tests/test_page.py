@@ -12,6 +12,7 @@ The median pointer event → heatmap painted time (User Timing measures named
 """
 
 import os
+import re
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, WebSocketRoute, sync_playwright
 
+from model_store import model_record
+from model_store.examples import load_examples
 from model_store.strokes import load_golden_digits
 from support import decode_array, server_process
 
@@ -1042,3 +1045,220 @@ def test_an_outage_greys_the_reading_and_the_ink_drawn_meanwhile_reaches_the_ser
     assert frame["prediction"] == 7, "the server did not get the ink drawn during the outage"
     assert page.locator("[data-part=prediction] #predicted").inner_text() == "7"
     assert not greyed() and page.locator("#outage").is_hidden()
+
+
+# ---------- exhibition and sharing (issue 17) ----------
+
+def stroke_points_sent(wire: Wire, after: int = 0) -> int:
+    return sum(len(m["points"]) for m in wire.sent[after:] if m["type"] == "stroke")
+
+
+def test_an_example_loads_by_keyboard_and_is_drawn_live(visit: Visit) -> None:
+    page, wire = visit.page, visit.wire
+    examples = load_examples()
+    wrong = next(example for example in examples if example["kind"] == "wrong")
+    page.wait_for_selector(".example", timeout=WAIT_MS)
+    page.focus("#clear")
+    for _ in range(200):  # Tab through the page to the example, as a keyboard user would
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.dataset.index") == str(wrong["index"]):
+            break
+    else:
+        pytest.fail("the example is not reachable with Tab")
+    sent_before, received_before = len(wire.sent), len(wire.received)
+    page.keyboard.press("Enter")
+    first = wire.wait_sent(lambda m: m["type"] == "stroke", after=sent_before)
+    # Drawn point by point: frames answer while the example is still being drawn.
+    wire.frame_for(first["seq"], after=received_before)
+    total = sum(len(stroke) for stroke in wrong["strokes"])
+    deadline = 40
+    while stroke_points_sent(wire, sent_before) < total and deadline:
+        page.wait_for_timeout(250)
+        deadline -= 1
+    strokes = [m for m in wire.sent[sent_before:] if m["type"] == "stroke"]
+    assert stroke_points_sent(wire, sent_before) == total and len(strokes) > len(wrong["strokes"]), "not drawn live"
+    frame = settle(visit)
+    assert frame["prediction"] != wrong["label"], "the example the model misreads"
+    assert page.locator("#predicted").inner_text() == str(frame["prediction"])
+
+
+def scrub(visit: Visit, position: int) -> dict[str, Any]:
+    """Move the timeline to ``position``; the frame answering it, once the page shows it."""
+    sent_before = len(visit.wire.sent)
+    visit.page.evaluate("""(position) => { const range = document.getElementById('timeline-range');
+        range.value = String(position); range.dispatchEvent(new Event('input', { bubbles: true })); }""", position)
+    last = visit.wire.wait_sent(lambda m: True, after=sent_before)
+    for message in visit.wire.sent[sent_before:]:
+        last = message
+    visit.page.wait_for_function(f"() => Number(document.getElementById('status').dataset.sentSeq) >= {last['seq']}",
+                                 timeout=WAIT_MS)
+    return settle(visit)
+
+
+def test_scrubbing_the_timeline_changes_the_reading(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, golden[4])
+    final = settle(visit)
+    assert final["prediction"] == 4
+    page.click("#replay")
+    page.wait_for_selector("#timeline:not([hidden])", timeout=WAIT_MS)
+    total = int(page.locator("#timeline-range").get_attribute("max") or 0)
+    assert total == stroke_points_sent(wire)
+    readings = []
+    for position in (max(1, total // 4), total // 2, total):
+        frame = scrub(visit, position)
+        assert page.locator("#predicted").inner_text() == str(frame["prediction"])
+        assert f"point {position} of {total}" in page.locator("#timeline-label").inner_text()
+        readings.append(frame["prediction"])
+        inked = int((decode_array(frame["input"]) > 0).sum())
+        assert inked > 0
+    assert readings[-1] == 4 and set(readings[:-1]) != {4}, f"the reading never changed along the drawing: {readings}"
+    # backwards: the server drops the later points
+    assert scrub(visit, max(1, total // 4))["prediction"] == readings[0]
+    assert not [m for m in wire.received if m["type"] == "error"]
+
+
+def test_a_share_link_reproduces_the_reading_and_map_elsewhere(
+        browser: Browser, server: str, visit: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, golden[3])
+    j = strongest_hidden(settle(visit))
+    click_neuron(page, "hidden", j)
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+    original = settle(visit)
+    page.click("#share")
+    page.wait_for_function("() => document.getElementById('share-link').value.includes('#v=1')", timeout=WAIT_MS)
+    link = page.locator("#share-link").input_value()
+    assert len(link) <= 2000 and link.startswith(server)
+    elsewhere = open_page(browser, link, 390, 844, touch=True)
+    try:
+        frame = settle(elsewhere)
+        assert frame["prediction"] == 3 and frame["hidden"] == j and frame["mode"] == "crp"
+        assert heatmap_title(elsewhere.page) == f"CRP: what hidden neuron {j} contributes to '3'"
+        assert elsewhere.page.locator("#predicted").inner_text() == "3"
+        ours, theirs = decode_array(original["heatmap"]), decode_array(frame["heatmap"])
+        assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99, "the shared map differs"
+        assert ink_pixels(elsewhere.page) > 0
+        assert not [m for m in elsewhere.wire.sent if m["type"] == "stroke" and not m["points"]]
+    finally:
+        elsewhere.context.close()
+
+
+def test_a_long_drawing_makes_a_simplified_link_and_says_so(visit: Visit) -> None:
+    result = visit.page.evaluate("""async () => {
+        const { shareLink, readShareLink, MAX_LINK_CHARS } = await import('/static/share.js');
+        const spiral = [Array.from({ length: 1500 }, (_, k) => [0.5 + 0.4 * (k / 1500) * Math.cos(k / 15),
+                                                                 0.5 + 0.4 * (k / 1500) * Math.sin(k / 15)])];
+        const config = { model: 'default', method: 'lrp', rule: 'epsilon' };
+        const link = shareLink('http://127.0.0.1:1/', spiral, { config, selection: { output: 4, hidden: null, alone: false, implicit: false } });
+        const back = readShareLink(new URL(link.url).hash);
+        return { length: link.url.length, max: MAX_LINK_CHARS, points: link.points, kept: link.kept,
+                 strokes: back.strokes.length, readPoints: back.strokes[0].length, output: back.selection.output };
+    }""")
+    assert result["length"] <= result["max"] and result["points"] == 1500
+    assert 2 < result["kept"] < 1500 and result["readPoints"] == result["kept"] and result["output"] == 4
+
+
+def test_both_exports_download_and_the_json_loads_again(
+        browser: Browser, server: str, visit: Visit, golden: dict[int, Strokes], tmp_path: Path) -> None:
+    page = visit.page
+    draw_with_mouse(visit, golden[5])
+    frame = settle(visit)
+    with page.expect_download() as png:
+        page.click("#export-png")
+    png_path = tmp_path / "panel.png"
+    png.value.save_as(png_path)
+    assert png.value.suggested_filename == "digit-5.png"
+    header = png_path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(header[16:20], "big") == 1200
+    with page.expect_download() as data:
+        page.click("#export-json")
+    json_path = tmp_path / "digit.json"
+    data.value.save_as(json_path)
+    document = orjson.loads(json_path.read_bytes())
+    assert document["format"] == "xai-digit-export" and document["frame"]["prediction"] == 5
+    assert document["frame"]["seq"] == frame["seq"]
+    assert sum(len(stroke) for stroke in document["strokes"]) == stroke_points_sent(visit.wire)
+    assert document["versions"]["model"]["sha256"] == model_record(document["config"]["model"])["sha256"]
+    assert document["versions"]["rule"]["name"] == frame["rule"] and "description" in document["versions"]["rule"]
+    np.testing.assert_allclose(np.asarray(document["frame"]["heatmap"]["values"]).reshape(28, 28),
+                               decode_array(frame["heatmap"]), atol=1e-5)
+    reloaded = open_page(browser, server)
+    try:
+        reloaded.page.set_input_files("#import-json", str(json_path))
+        loaded = reloaded.wire.wait_received(lambda m: m["type"] == "frame" and m["prediction"] == 5)
+        settle(reloaded)
+        assert reloaded.page.locator("#predicted").inner_text() == "5"
+        assert np.corrcoef(decode_array(loaded["input"]).ravel(), decode_array(frame["input"]).ravel())[0, 1] > 0.999
+    finally:
+        reloaded.context.close()
+
+
+def test_kiosk_resets_when_idle_plays_the_attract_loop_and_a_touch_ends_it(
+        browser: Browser, server: str, golden: dict[int, Strokes]) -> None:
+    visit = open_page(browser, server + "/?kiosk&idle=2", 1920, 1080, touch=True)
+    try:
+        page, wire = visit.page, visit.wire
+        defaults = wire.received[0]["state"]
+        draw_with_touch(visit, golden[1])
+        page.select_option("#method", "saliency")
+        click_neuron(page, "output", 7)
+        wire.wait_received(lambda m: m["type"] == "frame" and m["method"] == "saliency" and m["output"] == 7)
+        sent_before = len(wire.sent)
+        page.wait_for_selector("#cta:not([hidden])", timeout=WAIT_MS)  # nobody touched it for 2 s
+        reset = wire.wait_sent(lambda m: m["type"] == "configure", after=sent_before)
+        assert reset["method"] == defaults["method"]
+        wire.wait_sent(lambda m: m["type"] == "select" and m["output"] is None and m["hidden"] is None, after=sent_before)
+        first = load_examples()[0]
+        # The attract loop draws the first example stroke by stroke; the network answers live.
+        frame = wire.wait_received(lambda m: m["type"] == "frame" and m["method"] == defaults["method"]
+                                   and m["prediction"] == first["label"] and m["output"] is None)
+        assert frame["hidden"] is None
+        assert page.locator("#predicted").inner_text() in {"–", *map(str, range(10))}
+        assert page.evaluate("() => getComputedStyle(document.body).userSelect") == "none"
+        assert page.evaluate("() => !document.body.dispatchEvent(new MouseEvent('contextmenu', {bubbles: true, cancelable: true}))")
+        page.touchscreen.tap(960, 20)  # a touch anywhere, here on the title
+        page.wait_for_selector("#cta", state="hidden", timeout=WAIT_MS)
+        after = len(wire.sent)
+        page.wait_for_timeout(600)
+        assert not [m for m in wire.sent[after:] if m["type"] == "stroke"], "the attract loop went on after a touch"
+        final = settle(visit)
+        assert decode_array(final["input"]).max() == 0, "the pad was not cleared for the visitor"
+    finally:
+        visit.context.close()
+
+
+def test_a_kiosk_reconnects_by_itself_after_a_refused_connection(context: BrowserContext, server: str) -> None:
+    outage = Outage()
+    page = open_routed(context, server + "/?kiosk&idle=60", outage.route)
+    outage.routes[-1].close(code=1008, reason="policy")  # a page would wait for a touch; a kiosk may not
+    page.wait_for_selector("#status[data-status=closed]", timeout=WAIT_MS)
+    page.wait_for_selector("#status[data-status=open]", timeout=3 * WAIT_MS)
+
+
+LIVE_REGION_CHANGES = """() => {
+    window.__announced = [];
+    const regions = document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]');
+    const observer = new MutationObserver((records) => records.forEach((record) => {
+        const region = record.target.nodeType === 1 ? record.target.closest('[aria-live], [role]') : record.target.parentElement;
+        window.__announced.push(region ? region.textContent : '');
+    }));
+    regions.forEach((region) => observer.observe(region, { childList: true, characterData: true, subtree: true }));
+    return regions.length;
+}"""
+
+
+def test_live_regions_stay_quiet_while_drawing_and_announce_the_settled_reading(
+        visit: Visit, golden: dict[int, Strokes]) -> None:
+    page = visit.page
+    page.wait_for_timeout(1200)  # the first frame's announcement is made
+    assert page.evaluate(LIVE_REGION_CHANGES) >= 1
+    draw_with_mouse(visit, golden[3])
+    assert page.evaluate("() => window.__announced") == [], "a live region changed while the pen moved"
+    settle(visit)
+    page.wait_for_function("() => window.__announced.length > 0", timeout=WAIT_MS)
+    announced = page.evaluate("() => window.__announced")
+    assert len(announced) == 1 and announced[0].startswith("It reads 3, ")
+    labels = page.locator("#bars li").evaluate_all("(items) => items.map((item) => item.getAttribute('aria-label'))")
+    assert labels[3] == f"3: {round(settle(visit)['probabilities'][3] * 100)} percent"
+    assert all(re.fullmatch(r"\d: \d+ percent", label) for label in labels)
