@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-fast image bench bench-engine screenshots clean
+.PHONY: axe install run test test-slow test-fast image bench bench-engine screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ run: $(INSTALLED)
 # then the whole suite, the Docker tests included when an engine can run here.
 test: $(INSTALLED)
 	deploy/test-packages.sh
+	$(MAKE) --no-print-directory axe
 	$(BIN)/python -m pytest -ra
 
 # The checks over the whole official test set (MNIST_DIR), minutes each.
@@ -47,6 +48,13 @@ bench-engine: $(INSTALLED)
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: $(INSTALLED)
 	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py tests/test_page_questions.py -k "screenshots or comparison or counterfactual"
+
+# axe-core for the accessibility tests (package.json; injected by tests/test_page.py, never served).
+# Without npm those tests are skipped, each with the reason.
+AXE := node_modules/axe-core/axe.min.js
+axe:
+	@if [ -f $(AXE) ]; then :; elif command -v npm >/dev/null; then npm install --no-audit --no-fund; \
+	else echo "make: npm missing: the axe-core accessibility tests are skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -9,8 +9,9 @@
 #   docker-compose  compose v1, where the docker CLI has no compose plugin
 #   debootstrap     the local Debian base image, where no image registry is reachable
 #   kubernetes-client  `kubectl kustomize`, unless a kubectl is already installed
+#   npm             installs axe-core (package.json) for the page's accessibility tests
 set -uo pipefail
-packages=(chromium nginx docker.io docker-compose debootstrap)
+packages=(chromium nginx docker.io docker-compose debootstrap npm)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 missing=()

@@ -184,8 +184,11 @@ export function buildNetwork(container, layout) {
   const lineLayer = element("g", { class: "edges" }, svg);
   const lines = layout.hiddenPositions.map(({ x, y }) => element("line", { x1: x, y1: y, x2: x, y2: y, visibility: "hidden" }, lineLayer));
 
+  // Frames lie under the neurons, so a neuron's keyboard focus ring (its hit square) is drawn over them.
   const markers = element("g", { class: "markers" }, svg);
   const predictedFrame = frameRect(markers, "predicted-frame", outCell - 6);
+  const selectedHidden = frameRect(markers, "selected-frame", cell - 2);
+  const selectedOutput = frameRect(markers, "selected-frame", outCell - 1);
 
   const hiddenLayer = element("g", { class: "hidden-layer" }, svg);
   const radius = cell * 0.4;
@@ -197,8 +200,6 @@ export function buildNetwork(container, layout) {
     text.textContent = "";
     return text;
   });
-  const selectedHidden = frameRect(svg, "selected-frame", cell - 2);
-  const selectedOutput = frameRect(svg, "selected-frame", outCell - 1);
 
   if (input) caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
   caption(svg, 4, gridTop - (layout.strip ? 16 : 8), layout.strip
@@ -268,7 +269,7 @@ export function updateNetwork(view, frame, selection, empty) {
     const fill = sequential(frame.activations[j] / maxActivation);
     circle.setAttribute("fill", css(fill));
     circle.setAttribute("stroke", css(diverging(relevance[j] / maxRelevance)));
-    text.setAttribute("fill", prefersDarkText(fill) ? "#0f172a" : "#ffffff");
+    text.setAttribute("fill", prefersDarkText(fill) ? "#000000" : "#ffffff");
   });
 
   const strongest = new Set([...relevance.keys()].sort((a, b) => Math.abs(relevance[b]) - Math.abs(relevance[a])).slice(0, MAX_LINES));
@@ -291,7 +292,7 @@ export function updateNetwork(view, frame, selection, empty) {
   view.outputs.forEach(({ circle, text }, c) => {
     const fill = sequential(empty ? 0 : frame.probabilities[c]);
     circle.setAttribute("fill", css(fill));
-    text.setAttribute("fill", prefersDarkText(fill) ? "#0f172a" : "#ffffff");
+    text.setAttribute("fill", prefersDarkText(fill) ? "#000000" : "#ffffff");
     view.probabilities[c].textContent = empty ? "" : `${Math.round(frame.probabilities[c] * 100)}%`;
     view.probabilities[c].classList.toggle("predicted", !empty && c === frame.prediction);
   });
