@@ -141,6 +141,6 @@ export function readExport(text) {
   if (!Array.isArray(document.strokes) || !document.strokes.every((stroke) => Array.isArray(stroke) && stroke.every(point))) {
     throw new Error("Expected strokes as lists of [x, y] in [0, 1]");
   }
-  const { output = null, hidden = null, alone = false, implicit = false } = document.selection ?? {};
-  return { strokes: document.strokes, config: document.config ?? null, selection: { output, hidden, alone, implicit } };
+  const { output = null, hidden = null, alone = false, implicit = false, versus = null } = document.selection ?? {};
+  return { strokes: document.strokes, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus } };
 }

@@ -163,6 +163,8 @@ function sendLoaded(before) {
   const state = store.get();
   if (!state.welcome || !before) return; // not connected yet: the first welcome's replay sends it
   socket.send({ type: "clear" });
+  // Knock-outs the loaded settings drop (replayMessages sends only those it keeps).
+  if (before.knockout?.length && !state.config.knockout?.length) socket.send({ type: "configure", knockout: [] });
   for (const message of replayMessages(state, { state: before, limits: limitsOf(state) })) socket.send(message);
   if (state.selection.output === null && state.selection.hidden === null) socket.send(selectMessage(state.selection));
 }
@@ -392,7 +394,7 @@ function showTimeline(position) {
 }
 
 // ---------- examples and the kiosk's attract loop ----------
-const NO_SELECTION = { output: null, hidden: null, alone: false, implicit: false };
+const NO_SELECTION = { output: null, hidden: null, alone: false, implicit: false, versus: null };
 const examplesPanel = addPanel({ id: "examples", title: "Examples", order: 5 });
 const examplesIntro = document.createElement("p");
 examplesIntro.className = "hint";

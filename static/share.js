@@ -2,7 +2,8 @@
 // fragment (never sent to the server), compact enough for any browser; a
 // drawing too long for that is simplified (Douglas–Peucker) until it fits.
 //
-// Fragment: `#v=1&m=<model>&x=<method>&r=<rule>&o=<output>&h=<hidden>&a=<0|1>&i=<0|1>&s=<strokes>`;
+// Fragment: `#v=1&m=<model>&x=<method>&r=<rule>&k=<knocked-out neurons, comma-separated>&o=<output>&h=<hidden>
+// &c=<versus class>&a=<0|1>&i=<0|1>&s=<strokes>`;
 // `s` is base64url of, per stroke, its point count (2 bytes, big-endian) and each point as 12-bit
 // x and y (3 bytes): 1/4096 of the pad, far below a screen pixel.
 
@@ -82,7 +83,9 @@ export function simplifyStroke(points, tolerance) {
 
 function fragment(strokes, { config, selection }) {
   const params = new URLSearchParams({ v: FORMAT, m: config.model, x: config.method, r: config.rule });
+  if (config.knockout?.length) params.set("k", config.knockout.join(","));
   if (selection.output !== null) params.set("o", String(selection.output));
+  if (selection.versus !== null && selection.versus !== undefined) params.set("c", String(selection.versus));
   if (selection.hidden !== null) params.set("h", String(selection.hidden));
   if (selection.alone) params.set("a", "1");
   if (selection.implicit) params.set("i", "1");
@@ -127,8 +130,10 @@ export function readShareLink(hash) {
   if (params.get("v") !== FORMAT || !params.has("s")) return null;
   const config = Object.fromEntries(
     [["model", "m"], ["method", "x"], ["rule", "r"]].filter(([, key]) => params.get(key)).map(([name, key]) => [name, params.get(key)]));
+  const knockout = params.get("k") ? params.get("k").split(",").map((j) => index(new URLSearchParams({ k: j }), "k", 4096)) : [];
+  if (knockout.length) config.knockout = knockout;
   const selection = {
-    output: index(params, "o", 10), hidden: index(params, "h", 4096),
+    output: index(params, "o", 10), hidden: index(params, "h", 4096), versus: index(params, "c", 10),
     alone: params.get("a") === "1", implicit: params.get("i") === "1",
   };
   return { strokes: unpackStrokes(fromBase64Url(params.get("s"))), config, selection };

@@ -39,9 +39,12 @@ export function initialState() {
 function servedRequest(requested, welcome) {
   if (!requested) return null;
   const serves = (list, name) => list.some((item) => item.name === name);
+  const lists = { model: welcome.models, method: welcome.methods, rule: welcome.rules };
   const config = Object.fromEntries(Object.entries(requested.config ?? {})
-    .filter(([key, name]) => serves({ model: welcome.models, method: welcome.methods, rule: welcome.rules }[key] ?? [], name)));
+    .filter(([key, name]) => key in lists && serves(lists[key], name)));
   const model = welcome.models.find((item) => item.name === (config.model ?? welcome.state.model));
+  const knockout = requested.config?.knockout ?? [];
+  if (knockout.length && knockout.every((j) => Number.isInteger(j) && j >= 0 && j < (model?.hidden ?? 0))) config.knockout = knockout;
   const selection = requested.selection;
   const fits = selection && (selection.hidden === null || selection.hidden < (model?.hidden ?? 0))
     && (selection.output === null || (selection.output >= 0 && selection.output < 10));
@@ -91,7 +94,7 @@ const reducers = {
     const serves = (list, name) => list.some((item) => item.name === name);
     const ours = first || message.model.name === state.config.model || !serves(message.models, state.config.model)
       || !serves(message.methods, state.config.method) || !serves(message.rules, state.config.rule);
-    const defaults = { model: message.state.model, method: message.state.method, rule: message.state.rule };
+    const defaults = { model: message.state.model, method: message.state.method, rule: message.state.rule, knockout: [] };
     const requested = first ? servedRequest(state.requested, message) : null;
     return {
       ...state,
