@@ -1,7 +1,7 @@
 // Wiring only: input → actions and messages; state → views, once per
 // animation frame. The logic lives in the modules imported here.
 
-import { decodeComparison, decodeFrame, maxAbs } from "./arrays.js";
+import { decode, decodeComparison, decodeFrame, maxAbs } from "./arrays.js";
 import { createPad } from "./canvas.js";
 import { buildCard, updateCard } from "./card.js";
 import { buildBars, updateBars } from "./chart.js";
@@ -10,7 +10,7 @@ import { fillControls, listenControls, showConfig } from "./controls.js";
 import { paintInk, paintRelevance } from "./heatmap.js";
 import { createScaleLegend, mapScale } from "./legend.js";
 import { replayMessages, selectMessage, strokeMessages } from "./messages.js";
-import { buildNetwork, layoutNetwork, listenNetwork, markSelection, updateNetwork } from "./network.js";
+import { buildNetwork, layoutNetwork, listenNetwork, markSelection, showTemplates, updateNetwork } from "./network.js";
 import { createAnnouncer } from "./announce.js";
 import { buildExamples, loadExamples } from "./examples.js";
 import { download, exportDocument, panelPng, readExport } from "./exporter.js";
@@ -286,6 +286,39 @@ $("network-sheet-close").addEventListener("click", () => sheet.close());
 $("alone").addEventListener("change", (event) => alone(store.get().selection.hidden, event.target.checked));
 $("reset").addEventListener("click", reset);
 $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overlay", on: event.target.checked }));
+$("templates").addEventListener("change", (event) => store.dispatch({ type: "templates", on: event.target.checked }));
+
+// ---------- weight templates W1[j] in the diagram ----------
+const templates = new Map(); // model → image URL per hidden neuron, or "loading" / "failed"
+
+/** One image URL per hidden neuron: W1[j] on the diagram's RdBu map, each at its own max|w|. */
+async function loadTemplates(model) {
+  templates.set(model, "loading");
+  try {
+    const response = await fetch(`/api/models/${encodeURIComponent(model)}/weights`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const weights = decode((await response.json()).weights);
+    const [count, rows, cols] = weights.shape;
+    const canvas = document.createElement("canvas");
+    templates.set(model, Array.from({ length: count }, (_, j) => {
+      paintRelevance(canvas, { values: weights.values.subarray(j * rows * cols, (j + 1) * rows * cols), shape: [rows, cols] });
+      return canvas.toDataURL("image/png");
+    }));
+  } catch (error) {
+    console.warn("xai: weight templates unavailable", model, error.message);
+    templates.set(model, "failed");
+  }
+  renderRequest ??= requestAnimationFrame(render);
+}
+
+/** The template URLs the diagrams show now: null while off, loading or failed. */
+function shownTemplates(state) {
+  const model = state.welcome?.model.name;
+  if (!state.view.templates || !model) return null;
+  if (!templates.has(model)) loadTemplates(model);
+  const urls = templates.get(model);
+  return Array.isArray(urls) ? urls : null;
+}
 
 // ---------- settings and comparison ----------
 function configure(change) {
@@ -644,6 +677,7 @@ function renderNetwork(diagram, state, before, { fit }) {
   // A strip chooses its neurons per frame and selection: restyle it whenever either changes.
   const changed = frame !== before.frame || state.selection !== before.selection
     || empty !== isEmpty(before.drawing ?? state.drawing);
+  showTemplates(diagram.view, shownTemplates(state));
   if (fresh && changed) updateNetwork(diagram.view, frame, shown, empty);
   else if (!layout.strip && state.selection !== before.selection) markSelection(diagram.view, shown);
 }

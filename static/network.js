@@ -140,9 +140,14 @@ function neuron(parent, { x, y }, cell, radius, kind, index, label) {
   }, parent);
   element("rect", { class: "hit", x: x - cell / 2, y: y - cell / 2, width: cell, height: cell, rx: 6 }, group);
   const circle = element("circle", { class: "body", cx: x, cy: y, r: radius, fill: "#ffffff", stroke: "#cbd5e1" }, group);
+  // A hidden neuron's weight template W1[j] inside its circle, when the diagram shows them (showTemplates).
+  const template = kind === "hidden"
+    ? element("image", { class: "template", x: x - radius, y: y - radius, width: 2 * radius, height: 2 * radius,
+                         "clip-path": `circle(${radius}px)`, preserveAspectRatio: "none", visibility: "hidden" }, group)
+    : null;
   const text = element("text", { class: "label", x, y, dy: "0.35em" }, group);
   text.textContent = label;
-  return { group, circle, text };
+  return { group, circle, template, text };
 }
 
 function frameRect(parent, className, size) {
@@ -213,7 +218,7 @@ export function buildNetwork(container, layout) {
   hidden[0].group.setAttribute("tabindex", 0);
   // slots[k]: the hidden neuron shown in slot k (all of them, in order, in a grid; chosen per frame in a strip)
   const slots = hidden.map((_, k) => k);
-  return { layout, svg, inputCanvas, lines, hidden, slots, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
+  return { layout, svg, inputCanvas, lines, hidden, slots, templates: null, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
 }
 
 const EMPTY_CAPTION = "Output layer: digits 0–9 · tap one";
@@ -232,7 +237,7 @@ export function stripSlots(count, relevance, activations, selected) {
   return ranked;
 }
 
-/** Point slot k's group at hidden neuron j (its data-index and name), in a strip. */
+/** Point slot k's group at hidden neuron j (its data-index, name and template), in a strip. */
 function assignSlot(view, k, j) {
   if (view.slots[k] === j) return;
   view.slots[k] = j;
@@ -240,6 +245,27 @@ function assignSlot(view, k, j) {
   group.dataset.index = String(j);
   group.setAttribute("aria-label", `Hidden neuron ${j}`);
   text.textContent = String(j);
+  paintTemplate(view, k);
+}
+
+function paintTemplate(view, k) {
+  const { template } = view.hidden[k];
+  const href = view.templates?.[view.slots[k]];
+  if (href) template.setAttribute("href", href);
+  template.setAttribute("visibility", href ? "visible" : "hidden");
+}
+
+/**
+ * Show each hidden neuron's weight template W1[j] in its circle (TensorFlow Playground shows each
+ * unit's map in place), or hide them.
+ * @param {ReturnType<typeof buildNetwork>} view
+ * @param {string[]|null} templates  an image URL per hidden neuron; null: circles filled by activation
+ */
+export function showTemplates(view, templates) {
+  if (view.templates === templates) return;
+  view.templates = templates;
+  view.svg.classList.toggle("templates", Boolean(templates));
+  view.hidden.forEach((_, k) => paintTemplate(view, k));
 }
 
 /**

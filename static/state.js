@@ -21,7 +21,8 @@ export function initialState() {
     comparison: null, // last `comparison`, maps decoded, with the drawing version it answered
     comparing: null, // the seq of the compare request in flight, if any
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
-    view: { overlay: false, ownScale: false }, // ownScale: a CRP map on its own scale, not its class's (legend.js)
+    // ownScale: a CRP map on its own scale, not its class's (legend.js); templates: the diagram shows each W1[j]
+    view: { overlay: false, ownScale: false, templates: false },
     stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
     defaults: null, // {model, method, rule}: the server's start state (first welcome), for a kiosk reset
@@ -217,7 +218,12 @@ const reducers = {
   card: (state, { card }) => ({ ...state, card }),
 
   overlay: (state, { on }) => ({ ...state, view: { ...state.view, overlay: on } }),
+<<<<<<< HEAD
   ownScale: (state, { on }) => ({ ...state, view: { ...state.view, ownScale: on } }),
+=======
+
+  templates: (state, { on }) => ({ ...state, view: { ...state.view, templates: on } }),
+>>>>>>> b5c2da4 (Diagram: 'Show what each hidden neuron looks for' draws W1[j] (GET /api/models/{name}/weights, RdBu at each neuron's own max|w|) inside every hidden neuron's circle, strips included; labels keep a white halo. Browser test compares the shown templates with the weights)
 };
 
 /**

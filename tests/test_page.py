@@ -16,6 +16,7 @@ import os
 import re
 import statistics
 import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1345,3 +1346,29 @@ def test_keyboard_focus_shows_on_a_selected_neuron(visit: Visit, golden: dict[in
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.int16).reshape(-1, 3)
     violet = np.abs(pixels - np.array([124, 58, 237])).max(axis=1) < 40
     assert violet.sum() > 4 * box["width"], "the focus ring is hidden under the selection frame"
+
+
+def test_the_diagram_shows_each_hidden_neurons_weight_template(visit: Visit, golden: dict[int, Strokes]) -> None:
+    page = visit.page
+    draw_with_mouse(visit, golden[6])
+    settle(visit)
+    hidden = page.locator("[data-part=network] .neuron.hidden").count()
+    page.check("#templates")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('[data-part=network] .template[visibility=visible]').length === n",
+        arg=hidden, timeout=WAIT_MS)
+    model = visit.wire.received[0]["model"]["name"]
+    weights = decode_array(orjson.loads(urllib.request.urlopen(f"{page.url.rstrip('/')}/api/models/{model}/weights",
+                                                               timeout=10).read())["weights"])
+    for j in (0, hidden // 2, hidden - 1):
+        shown = page.evaluate("""async (j) => {
+            const href = document.querySelector(`[data-part=network] .neuron.hidden[data-index='${j}'] .template`).getAttribute('href');
+            const image = new Image(); image.src = href; await image.decode();
+            const canvas = document.createElement('canvas'); canvas.width = canvas.height = 28;
+            const context = canvas.getContext('2d'); context.drawImage(image, 0, 0);
+            return Array.from(context.getImageData(0, 0, 28, 28).data); }""", j)
+        pixels = np.asarray(shown, dtype=np.int16).reshape(-1, 4)[:, :3]
+        assert np.abs(pixels - expected_colours(page, weights[j])).max() <= 2, f"neuron {j}'s template is not W1[{j}]"
+    page.uncheck("#templates")
+    page.wait_for_function("() => !document.querySelector('[data-part=network] .template[visibility=visible]')",
+                           timeout=WAIT_MS)
