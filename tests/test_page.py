@@ -907,7 +907,9 @@ def test_pad_prediction_heatmap_and_network_share_one_screen(
         frame = settle(visit)
         assert outside_viewport(page) == [] and scroll_y(page) == 0
         j = strongest_hidden(frame)
-        page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").tap()
+        # A click, not a CDP tap: on a loaded machine a tap's touchstart and touchend can lie far enough
+        # apart to read as a long press (which asks a different question).
+        page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").click()
         wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
         settle(visit)
         assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '4'"
@@ -929,12 +931,12 @@ def test_on_a_phone_every_hidden_neuron_is_one_tap_away(browser: Browser, server
         assert 0 < len(shown) < hidden, "a phone shows a strip of the hidden layer, not the whole grid"
         edges = decode_array(frame["edges"])  # R(j → target)
         assert shown == set(np.argsort(-np.abs(edges), kind="stable")[:len(shown)].tolist()), "the strip is the most relevant"
-        page.locator("#network-all").tap()
+        page.locator("#network-all").click()
         sheet = page.locator("#network-sheet")
         page.wait_for_function(f"() => document.querySelectorAll('#network-sheet .neuron.hidden').length === {hidden}",
                                timeout=WAIT_MS)
         k = next(index for index in range(hidden) if index not in shown)
-        sheet.locator(f".neuron.hidden[data-index='{k}']").tap()
+        sheet.locator(f".neuron.hidden[data-index='{k}']").click()
         page.wait_for_function("() => !document.getElementById('network-sheet').open", timeout=WAIT_MS)
         wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == k)
         settle(visit)
