@@ -38,7 +38,8 @@ TRICKY_PER_KIND = 3
 CANDIDATES_PER_CLASS = 120
 
 
-def read(model: nn.Module, strokes: Sequence[Stroke], rasterize: Callable[[Sequence[Stroke]], np.ndarray]) -> np.ndarray:
+def read(model: nn.Module, strokes: Sequence[Stroke],
+         rasterize: Callable[[Sequence[Stroke]], np.ndarray]) -> np.ndarray:
     """Softmax probabilities ``(10,)`` the model gives the rasterised strokes."""
     image = torch.from_numpy(rasterize(strokes)).reshape(1, 784)
     with torch.no_grad():
@@ -121,7 +122,8 @@ def main() -> None:
     examples = make_examples(images, labels, load_model(MODEL), rasterize)
     write_examples(examples, arguments.output)
     kinds = [example["kind"] for example in examples]
-    print(f"wrote {arguments.output}: {len(examples)} examples ({', '.join(f'{kinds.count(k)} {k}' for k in ('clear', 'ambiguous', 'wrong'))})")
+    counts = ", ".join(f"{kinds.count(kind)} {kind}" for kind in ("clear", "ambiguous", "wrong"))
+    print(f"wrote {arguments.output}: {len(examples)} examples ({counts})")
 
 
 if __name__ == "__main__":
