@@ -7,14 +7,15 @@
 /**
  * @param {HTMLElement} region  an element with aria-live="polite"
  * @param {number} settleMs     quiet time before announcing
- * @returns {{say: (text: string) => void}}  say: the words now on screen (announced if they settle)
+ * @returns {{say: (text: string) => void}}  say: the words now on screen, at every render (announced
+ *   once nothing has rendered for settleMs)
  */
 export function createAnnouncer(region, settleMs = 900) {
   let timer = null;
   let pending = "";
   return {
     say(text) {
-      if (text === pending && timer !== null) return;
+      // Every call (a frame, the pen moving) restarts the wait: the reading settles only when both rest.
       pending = text;
       clearTimeout(timer);
       timer = setTimeout(() => {

@@ -317,7 +317,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
       sentence.textContent = "";
       note.textContent = "The model changed: ask again.";
     }
-    if (answer && answer.version !== state.drawing.version) note.textContent = "The drawing has changed since: ask again.";
+    if (answer && answer.version !== state.drawing.version) quietly(note, "The drawing has changed since: ask again.");
 
     const knockout = state.config?.knockout ?? [];
     const hidden = state.selection.hidden;
@@ -336,19 +336,24 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     renderKnockout(frame, knockout);
   }
 
+  /** Write a live region only when its words change: a rewrite with the same words is announced again. */
+  function quietly(region, text) {
+    if (region.textContent !== text) region.textContent = text;
+  }
+
   let listed = ""; // what the list shows, so that it is rebuilt (and focus lost) only when that changes
 
   function renderKnockout(frame, knockout) {
     const effect = frame?.knockout_effect ?? null;
     if (!knockout.length || !effect || frame.knockout.join() !== knockout.join()) {
-      knockSentence.textContent = knockout.length ? "" : "Every neuron is on.";
+      quietly(knockSentence, knockout.length ? "" : "Every neuron is on.");
       if (!knockout.length) {
         knockList.replaceChildren();
         listed = "";
       }
       return;
     }
-    knockSentence.textContent = knockoutSentence(frame);
+    quietly(knockSentence, knockoutSentence(frame));
     const key = JSON.stringify(effect.units.map(({ unit, share, delta_probability: d }) => [unit, Math.round(share * 100), Math.round(d * 100)]))
       + effect.prediction;
     if (key === listed) return;
