@@ -218,12 +218,9 @@ const reducers = {
   card: (state, { card }) => ({ ...state, card }),
 
   overlay: (state, { on }) => ({ ...state, view: { ...state.view, overlay: on } }),
-<<<<<<< HEAD
   ownScale: (state, { on }) => ({ ...state, view: { ...state.view, ownScale: on } }),
-=======
 
   templates: (state, { on }) => ({ ...state, view: { ...state.view, templates: on } }),
->>>>>>> b5c2da4 (Diagram: 'Show what each hidden neuron looks for' draws W1[j] (GET /api/models/{name}/weights, RdBu at each neuron's own max|w|) inside every hidden neuron's circle, strips included; labels keep a white halo. Browser test compares the shown templates with the weights)
 };
 
 /**
