@@ -607,7 +607,7 @@ function render() {
   trust.render(state);
   if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty);
   $("pad-hint").hidden = !empty || !$("cta").hidden;
-  announce(state, empty);
+  if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);

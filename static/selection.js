@@ -44,7 +44,7 @@ export function createSelectionPanel(container, { clearHidden, clearOutput }) {
     const item = make("div", { class: "selection-item", "data-part": part });
     const label = make("span", { class: "selection-title" }, title);
     const value = make("span", { class: "selection-value" });
-    const clear = make("button", { type: "button", class: "selection-clear", "aria-label": `Clear: ${title}` }, "✕");
+    const clear = make("button", { type: "button", class: "selection-clear", "aria-label": `Clear: ${title}` });
     clear.addEventListener("click", onClear);
     item.append(label, value, clear);
     box.append(item);
