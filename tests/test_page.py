@@ -1220,6 +1220,8 @@ def test_kiosk_resets_when_idle_plays_the_attract_loop_and_a_touch_ends_it(
                                    and m["prediction"] == first["label"] and m["output"] is None)
         assert frame["hidden"] is None
         assert page.locator("#predicted").inner_text() in {"–", *map(str, range(10))}
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "kiosk-attract-1920x1080.png"))
         assert page.evaluate("() => getComputedStyle(document.body).userSelect") == "none"
         assert page.evaluate("() => !document.body.dispatchEvent(new MouseEvent('contextmenu', {bubbles: true, cancelable: true}))")
         page.touchscreen.tap(960, 20)  # a touch anywhere, here on the title
