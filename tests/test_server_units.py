@@ -141,9 +141,13 @@ async def test_an_abandoned_thread_that_returns_ends_and_frees_its_place() -> No
 
 def test_usage_holds_a_steady_rate_and_forgets() -> None:
     usage = Usage(fair_share=0.1)
+    usage.ordinary_s = 0.001  # an ordinary frame: 1 ms
     for tick in range(600):  # 60 frames/s costing 1 ms each for 10 s: 0.06 s/s, within the share
         usage.charge(1, 0.001, tick / 60)
         usage.charge(2, 0.004, tick / 60)  # 0.24 s/s: over it
     assert usage.rate(1, 10.0) == pytest.approx(0.06, rel=0.05)
+    assert usage.heavy(2) and not usage.heavy(1)  # 4 ms frames against an ordinary 1 ms
     assert not usage.over_share(1, 10.0) and usage.over_share(2, 10.0)
     assert not usage.over_share(2, 10.0 + 3 * TAU_S)  # after a quiet while, back within the share
+    usage.ordinary_s = 0.002  # a slower backend: 4 ms frames are ordinary there
+    assert not usage.heavy(2) and not usage.over_share(2, 10.0)

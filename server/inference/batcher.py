@@ -96,6 +96,7 @@ class Batcher:
             raise InferenceError("Overloaded", f"{self.max_jobs} jobs already queued")
         # Fair share: a visitor over budget waits until its usage has decayed to the share; a costly
         # frame is computed alone, so that it holds up no other visitor's batch.
+        self.usage.ordinary_s = self.threads.frame_cost_s
         over = not slow and self.usage.over_share(job.owner, time.monotonic())
         if over:
             await asyncio.sleep(self.usage.wait_s(job.owner, time.monotonic()))

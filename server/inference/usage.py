@@ -11,10 +11,13 @@ second) the sum tends to ``r · TAU_S``.  A visitor whose rate exceeds
 import math
 
 TAU_S = 1.0
-# A frame whose engine time exceeds this is computed alone (the slow lane), never in a batch with other
-# visitors' frames, which would all wait for it: ~3× a normal frame (0.3–0.8 ms), e.g. a drawing that must
-# be redrawn whole after a change of its bounding box (4,000 points: ~10 ms).
-HEAVY_FRAME_S = 0.0025
+# A visitor whose frames typically cost more than this many times an ordinary frame (the engine
+# threads' warm-up frame, :attr:`Usage.ordinary_s`) is heavy: its frames are computed alone (the slow
+# lane), and it is held to the fair share.  Relative, so that with the reference backend (~40 ms a
+# frame for everyone) nobody is; a drawing redrawn whole after each change of its bounding box (4,000
+# points: ~10 ms against ~0.5 ms) is.  Not relative to the other visitors: abusers may be the majority.
+HEAVY_FACTOR = 3.0
+HEAVY_FLOOR_S = 0.001  # below this no frame is heavy (timer noise)
 # Visitors who left are forgotten once their usage has decayed below this, seconds.
 FORGET_BELOW_S = 1e-6
 PRUNE_EVERY = 1024  # charges between two sweeps for visitors who left
@@ -28,6 +31,7 @@ class Usage:
         self.fair_share = fair_share
         self.used: dict[int, tuple[float, float]] = {}  # owner → (decayed seconds, as of this monotonic time)
         self.typical: dict[int, float] = {}  # owner → moving average of its frames' engine time, s
+        self.ordinary_s = 0.0  # an ordinary frame's engine time, s (set by the batcher)
         self.charges = 0
 
     def _decayed(self, owner: int, now: float) -> float:
@@ -50,11 +54,14 @@ class Usage:
         return self._decayed(owner, now) / TAU_S
 
     def over_share(self, owner: int, now: float) -> bool:
-        return self.rate(owner, now) > self.fair_share
+        """Whether ``owner`` is heavy and uses more than its share (see :meth:`heavy`)."""
+        return self.heavy(owner) and self.rate(owner, now) > self.fair_share
 
     def heavy(self, owner: int) -> bool:
-        """Whether ``owner``'s frames typically take more than ``HEAVY_FRAME_S``: its next one likely will."""
-        return self.typical.get(owner, 0.0) > HEAVY_FRAME_S
+        """Whether ``owner``'s frames typically cost ``HEAVY_FACTOR`` times an ordinary frame (and more
+        than ``HEAVY_FLOOR_S``): its next one likely will."""
+        typical = self.typical.get(owner, 0.0)
+        return typical > HEAVY_FLOOR_S and typical > HEAVY_FACTOR * self.ordinary_s
 
     def wait_s(self, owner: int, now: float) -> float:
         """How long until ``owner``'s rate has decayed to its share (0: within it now)."""
