@@ -654,9 +654,14 @@ def test_frame_rate_falls_to_zero_when_the_pen_rests(visit: Visit, golden: dict[
 
 
 @dataclass
-class HeldComparisons:
-    """A WebSocket route that holds every ``comparison`` back until the test releases it."""
+class HeldMessages:
+    """A WebSocket route that holds the server's messages of type ``kind`` back while ``holding``.
 
+    Everything else passes at once; :meth:`release` sends what was held, in order.
+    """
+
+    kind: str
+    holding: bool = True
     held: list[str | bytes] = field(default_factory=list)
     routes: list[WebSocketRoute] = field(default_factory=list)
 
@@ -664,15 +669,26 @@ class HeldComparisons:
         server_side = page_side.connect_to_server()
         self.routes.append(page_side)
         page_side.on_message(server_side.send)
-        server_side.on_message(lambda message: self.held.append(message) if '"type":"comparison"' in str(message)
-                               else page_side.send(message))
+        server_side.on_message(lambda message: self.forward(page_side, message))
+
+    def forward(self, page_side: WebSocketRoute, message: str | bytes) -> None:
+        if self.holding and f'"type":"{self.kind}"' in str(message):
+            self.held.append(message)
+        else:
+            page_side.send(message)
+
+    def release(self) -> None:
+        self.holding = False
+        for message in self.held:
+            self.routes[-1].send(message)
+        self.held.clear()
 
     def wait_held(self, page: Page) -> None:
         deadline_ms = WAIT_MS
         while not self.held and deadline_ms > 0:
             page.wait_for_timeout(20)  # Playwright delivers the route's messages inside its calls
             deadline_ms -= 20
-        assert self.held, "no comparison came from the server"
+        assert self.held, f"no {self.kind} came from the server"
 
 
 CAUGHT_UP = ("() => { const d = document.getElementById('status').dataset;"
@@ -697,9 +713,9 @@ def open_routed(context: BrowserContext, url: str, route: Callable[[WebSocketRou
 
 
 @pytest.fixture
-def holding(context: BrowserContext, server: str, golden: dict[int, Strokes]) -> tuple[Page, HeldComparisons]:
-    """A page through :class:`HeldComparisons`, with a 6 drawn and answered."""
-    holding = HeldComparisons()
+def holding(context: BrowserContext, server: str, golden: dict[int, Strokes]) -> tuple[Page, HeldMessages]:
+    """A page through :class:`HeldMessages` holding comparisons, with a 6 drawn and answered."""
+    holding = HeldMessages("comparison")
     page = open_routed(context, server, holding.route)
     box = pad_box(page)
     for stroke in golden[6]:
@@ -712,7 +728,7 @@ def holding(context: BrowserContext, server: str, golden: dict[int, Strokes]) ->
     return page, holding
 
 
-def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(holding: tuple[Page, HeldComparisons]) -> None:
+def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(holding: tuple[Page, HeldMessages]) -> None:
     page, held = holding
     box = pad_box(page)
     page.click("#compare")
@@ -725,7 +741,7 @@ def test_a_comparison_that_arrives_after_the_pen_moved_on_is_marked_stale(holdin
     assert "The drawing has changed since" in page.locator("#compare-note").inner_text()
 
 
-def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(holding: tuple[Page, HeldComparisons]) -> None:
+def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(holding: tuple[Page, HeldMessages]) -> None:
     page, held = holding
     page.click("#compare")
     held.wait_held(page)

@@ -4,12 +4,12 @@ status when the display falls behind, and ink drawn during an outage reaching th
 Fixtures and helpers are test_page.py's (one server and one browser per module).
 """
 
-from dataclasses import dataclass, field
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute
+from playwright.sync_api import Browser, BrowserContext, Page
 from test_page import (  # noqa: F401
     WAIT_MS,
+    HeldMessages,
     Strokes,
     Visit,
     browser,
@@ -55,33 +55,6 @@ def test_frames_the_page_never_shows_are_acknowledged_at_once(visit: Visit) -> N
     assert acks == [1, 2]
 
 
-@dataclass
-class HeldFrames:
-    """A WebSocket route that holds frames back while ``holding``, and passes everything else."""
-
-    holding: bool = False
-    held: list[str | bytes] = field(default_factory=list)
-    routes: list[WebSocketRoute] = field(default_factory=list)
-
-    def route(self, page_side: WebSocketRoute) -> None:
-        server_side = page_side.connect_to_server()
-        self.routes.append(page_side)
-        page_side.on_message(server_side.send)
-        server_side.on_message(self.forward)
-
-    def forward(self, message: str | bytes) -> None:
-        if self.holding and '"type":"frame"' in str(message):
-            self.held.append(message)
-        else:
-            self.routes[-1].send(message)
-
-    def release(self) -> None:
-        self.holding = False
-        for message in self.held:
-            self.routes[-1].send(message)
-        self.held.clear()
-
-
 def status(page: Page) -> tuple[str, str]:
     line = page.locator("#status")
     return line.get_attribute("data-tone") or "", line.inner_text()
@@ -94,7 +67,7 @@ def wait_for_tone(page: Page, tone: str) -> None:
 
 def test_the_status_says_slow_connection_while_the_display_lags_the_pen(context: BrowserContext,
                                                                         server: str) -> None:
-    held = HeldFrames()
+    held = HeldMessages("frame", holding=False)
     page = open_routed(context, server, held.route)
     box = pad_box(page)
     assert status(page)[0] == "ok"
