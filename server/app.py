@@ -144,7 +144,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     event("server_ready" if runtime.ready else "server_not_ready",
           logging.INFO if runtime.ready else logging.ERROR,
           models=list(catalog.models), backend=settings.backend, workers=settings.workers,
-          coalesce=settings.coalesce, readiness=runtime.readiness)
+          coalesce=settings.coalesce, readiness=runtime.readiness,
+          ordinary_frame_ms=round(runtime.threads.frame_cost_s * 1000, 3))
     try:
         yield
     finally:

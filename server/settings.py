@@ -83,11 +83,12 @@ class Settings:
             slowest legitimate call measured here, on a loaded 2-core machine,
             was ~0.6 s (the reference backend: a batch of 16 frames, or LIME):
             the default is 5× that, and well below the page's patience.
-        fair_share: engine-thread time one visitor's live frames may use,
-            seconds per second (1 = a whole thread); a visitor above it has
-            its frames computed on the slow lane (server.inference.usage).
-            A visitor drawing a digit at 60 frames/s uses 0.02–0.05 (0.3–0.8 ms
-            of CPU a frame, on this machine idle to loaded).
+        fair_share: engine-thread time a heavy visitor's live frames may
+            use, seconds per second (1 = a whole thread); above it, its next
+            frame waits (server.inference.usage: heavy is a visitor whose
+            rasters keep costing several ordinary frames).  A visitor drawing
+            a digit at 60 frames/s uses 0.06–0.18 (1–3 ms of CPU a frame on
+            this machine, most of it the engine call) and is never heavy.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).

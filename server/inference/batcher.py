@@ -97,14 +97,15 @@ class Batcher:
         # Fair share: a visitor over budget waits until its usage has decayed to the share; a costly
         # frame is computed alone, so that it holds up no other visitor's batch.
         self.usage.ordinary_s = self.threads.frame_cost_s
-        over = not slow and self.usage.over_share(job.owner, time.monotonic())
+        now = time.monotonic()
+        over = not slow and self.usage.over_share(job.owner, now)
         if over:
-            await asyncio.sleep(self.usage.wait_s(job.owner, time.monotonic()))
-        alone = slow or over or self.usage.heavy(job.owner)
+            await asyncio.sleep(self.usage.wait_s(job.owner, now))
+        alone = slow or over or self.usage.heavy(job.owner, now)
         (self.slow if alone else self.fast).put((job, future))
         result = await future
         if not slow:  # a live frame: what the fair share is about (slow jobs have their own lane anyway)
-            self.usage.charge(job.owner, result.cost_s, time.monotonic())
+            self.usage.charge(job.owner, result.cost_s, result.raster_s, time.monotonic())
         return result
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
