@@ -20,7 +20,10 @@ the same run: ``reference`` (a) the zennit / zennit-crp backend,
 ``floor`` (c) the same Starlette + uvicorn stack replying with a frame-sized
 message and no work (``benchmarks/floor_server.py``).
 
-Server CPU and RSS come from ``/proc/<pid>`` of the server process; client
+Server CPU and memory (``server_rss_mb``: despite its name, the PSS summed
+over the server process and its descendants, supervisor included, at the end
+of the step's window; with ``--url``, the RSS that ``/metrics`` reports for a
+one-process server, none for a replica) come from ``/proc``; client
 CPU is the load generator's processes, reported apart so that a reader can
 tell which side saturated (they share the machine's cores).
 """
@@ -94,7 +97,7 @@ def summarise(observation: Observation, visitors: int) -> dict:
         "unanswered": merged["unanswered"],
         "errors": dict(sorted(errors.items())),
         "server_cpu_cores": server_cpu,
-        "server_rss_mb": None if after is None else round(after.rss_bytes / 2**20, 1),
+        "server_rss_mb": None if after is None else round(after.memory_bytes / 2**20, 1),
         "client_cpu_cores": round(sum(tally["cpu_s"] for tally in tallies) / wall_s, 3),
         "client_processes": len(tallies),
         "client_tick_lag_ms_p99": percentiles(tick_lag, 0)["p99"],
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
 def format_table(report: dict) -> str:
     """A plain-text table of the main figures, one row per variant and N."""
     header = (f"{'server':<14}{'N':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'fps':>8}{'fps/v':>7}"
-              f"{'in/v':>6}{'coal':>6}{'srvCPU':>7}{'cliCPU':>7}{'RSS MB':>8}  errors")
+              f"{'in/v':>6}{'coal':>6}{'srvCPU':>7}{'cliCPU':>7}{'PSS MB':>8}  errors")
     lines = ["latency per input message, ms; fps = frames/s; in/v = input messages/s per visitor; "
              "CPU in cores", header]
 
@@ -259,7 +262,7 @@ def format_markdown(report: dict) -> str:
 
     columns = ["server", "N", "p50 ms", "p95 ms", "p99 ms", "max ms", "frames/s", "frames/s per visitor",
                "inputs/s per visitor", "coalesced", "server CPU (cores)", "client CPU (cores)",
-               "server RSS MB", "errors"]
+               "server PSS MB", "errors"]
     lines = ["| " + " | ".join(columns) + " |", "|---|" + "--:|" * (len(columns) - 2) + "---|"]
     for name, steps in report["results"].items():
         for step in steps:

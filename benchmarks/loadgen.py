@@ -277,7 +277,7 @@ class Observation:
 def run_load(spec: LoadSpec, probe: Probe) -> Observation:
     """Run one step: spawn the client processes, measure for ``spec.duration_s``, collect.
 
-    ``probe`` samples the server (CPU, RSS) at the window's start and end.
+    ``probe`` samples the server (CPU, memory) at the window's start and end.
     Every wait is bounded; client processes still alive at the end are killed.
     """
     context = multiprocessing.get_context("spawn")

@@ -33,11 +33,16 @@ CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class ProcessSample:
-    """A server process at one instant: monotonic time, CPU seconds used so far, resident bytes."""
+    """A server at one instant: monotonic time, CPU seconds used so far, memory in bytes.
+
+    ``memory_bytes``: a local server's PSS summed over its process tree
+    (:func:`sample_process`); a remote one's ``process_resident_memory_bytes``
+    (:func:`sample_metrics`: the RSS of a one-process server).
+    """
 
     at_s: float
     cpu_s: float
-    rss_bytes: int
+    memory_bytes: int
 
 
 Probe = Callable[[], ProcessSample | None]
@@ -108,14 +113,14 @@ def sample_process(pid: int) -> ProcessSample:
     into the parent's until the parent waits for it): a replica's server
     processes live as long as the replica.
     """
-    cpu_s, rss_bytes = 0.0, 0
+    cpu_s, pss_bytes = 0.0, 0
     for process in descendants(pid):
         try:
-            cpu, rss = _sample_one(process)
+            cpu, pss = _sample_one(process)
         except (OSError, StopIteration):
             continue
-        cpu_s, rss_bytes = cpu_s + cpu, rss_bytes + rss
-    return ProcessSample(time.monotonic(), cpu_s, rss_bytes)
+        cpu_s, pss_bytes = cpu_s + cpu, pss_bytes + pss
+    return ProcessSample(time.monotonic(), cpu_s, pss_bytes)
 
 
 def metrics_url(ws_url: str) -> str:

@@ -78,3 +78,9 @@ def test_no_training_digit_read_as_the_target_means_no_counterfactual(training, 
     """With every hidden unit knocked out the model reads nothing with p ≥ 0.9: no prototype, no answer."""
     search = CounterfactualSearch(load_model("h16"), *training)
     assert search.find(golden[1], 0, tuple(range(16))) is None
+
+
+def test_a_search_keeps_the_digits_it_was_given_without_copying_them(training):
+    images, labels = training
+    searches = [CounterfactualSearch(load_model(name), images, labels) for name in ("default", "h16")]
+    assert all(np.shares_memory(search.images, images) for search in searches)

@@ -1,5 +1,6 @@
 """server.explain.engine: batch API, modes, validation, CRP's dependence on the input."""
 
+import threading
 from unittest import mock
 
 import numpy as np
@@ -101,6 +102,45 @@ def test_engine_keeps_a_private_model(golden):
         assert np.array_equal(old.logits, new.logits)
     # CondAttribution switches requires_grad off on the model it gets: only on the engine's copy.
     assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+def test_an_engine_for_another_thread_shares_only_read_only_tensors(golden, backend):
+    engine = Engine(load_model("h16"), backend=backend)
+    twin = engine.for_thread()
+    assert not any(mine.data_ptr() == theirs.data_ptr()
+                   for mine, theirs in zip(twin.model.parameters(), engine.model.parameters()))
+    # The fast backend's closed forms are shared; a reference backend hooks its own model copy.
+    assert (twin._relevance is engine._relevance) == (backend == "fast")
+    requests = [Request(golden[4], Selection()), Request(golden[4], Selection(output=7, hidden=3)),
+                Request(golden[4], Selection(output=7), method="saliency")]
+    for mine, theirs in zip(twin.explain(requests), engine.explain(requests)):
+        assert np.array_equal(mine.heatmap, theirs.heatmap) and np.array_equal(mine.edges, theirs.edges)
+    (_, mine), (_, theirs) = twin.sanity(requests[0]), engine.sanity(requests[0])
+    assert np.array_equal(mine.deletion, theirs.deletion) and mine.verdict == theirs.verdict
+    assert all(np.array_equal(one.heatmap, other.heatmap) for one, other in zip(mine.randomized, theirs.randomized))
+
+
+def test_twin_engines_compute_side_by_side_in_threads(golden):
+    """A captum method with knock-outs hooks the engine's model: each twin must have its own."""
+    engine = Engine(load_model("h16"))
+    requests = [Request(golden[label], Selection(), method=method, knockout=knockout)
+                for label in (1, 4, 7) for method in ("lrp", "saliency") for knockout in ((), (0, 2, 5))]
+    expected = [frame.heatmap for frame in engine.explain(requests)]
+    mismatches = []
+
+    def compute(twin: Engine) -> None:
+        for _ in range(20):
+            frames = twin.explain(requests)
+            mismatches.extend(index for index, frame in enumerate(frames)
+                              if not np.array_equal(frame.heatmap, expected[index]))
+
+    threads = [threading.Thread(target=compute, args=(engine.for_thread(),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mismatches == []
 
 
 def test_all_maps_shapes_and_consistency(engine, golden):

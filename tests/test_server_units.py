@@ -1,5 +1,5 @@
 """Small pure parts of the server: settings from the environment, the Origin allowlist, array encoding, rate limits,
-the engine threads' deadline, the fair-share usage."""
+the engine threads' deadline and shared engines, the fair-share usage."""
 
 import asyncio
 import math
@@ -8,8 +8,9 @@ import threading
 import numpy as np
 import pytest
 
+from model_store import load_model
 from server.frames import encode_f32, encode_i8, encode_u8, encode_u8_scaled
-from server.inference.jobs import InferenceError
+from server.inference.jobs import InferenceError, default_engine_factory
 from server.inference.usage import TAU_S, Usage
 from server.inference.workers import Workers
 from server.origins import origin_allowed
@@ -169,3 +170,11 @@ def test_one_costly_raster_in_five_makes_a_visitor_heavy_one_now_and_then_does_n
         usage.charge(2, *((0.006, 0.006) if tick % 30 == 0 else (0.001, 0.0002)), tick / 60)
     assert usage.heavy(1, 5.0) and usage.over_share(1, 5.0)
     assert not usage.heavy(2, 5.0) and not usage.over_share(2, 5.0)
+
+
+def test_engines_of_one_model_share_their_closed_forms_and_no_model() -> None:
+    first, other_model = load_model("h16"), load_model("h16")
+    engines = [default_engine_factory(first, "fast") for _ in range(3)] + [default_engine_factory(other_model, "fast")]
+    assert engines[0]._relevance is engines[1]._relevance is engines[2]._relevance
+    assert engines[3]._relevance is not engines[0]._relevance
+    assert len({id(engine.model) for engine in engines} | {id(first), id(other_model)}) == 6

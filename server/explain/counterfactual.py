@@ -158,7 +158,8 @@ class CounterfactualSearch:
     model:
         ``Sequential(flatten, fc1, relu, fc2)``; its weights are copied, the model is not kept.
     images, labels:
-        Training digits ``(N, 28, 28)`` in [0, 1] and their classes (the embedded 5,000).
+        Training digits ``(N, 28, 28)`` in [0, 1] and their classes (the embedded 5,000).  Float32
+        ``images`` are kept as they are, not copied: they must not change afterwards.
     objective:
         Weights and budget; see :class:`Objective`.
 
@@ -173,9 +174,10 @@ class CounterfactualSearch:
                             model.fc2.bias.detach().float().numpy().copy())
         self.hidden = len(self.b1)
         self.objective = objective
-        flat = images.reshape(len(images), N_PIXELS).astype(np.float32)
-        activations = np.maximum(flat @ self.w1.T + self.b1, 0.0)
-        self.by_class = [(flat[labels == c], activations[labels == c]) for c in range(N_CLASSES)]
+        # A view of ``images`` when they are float32 (the shared embedded digits), not a copy per model.
+        self.images = np.asarray(images, dtype=np.float32).reshape(len(images), N_PIXELS)
+        activations = np.maximum(self.images @ self.w1.T + self.b1, 0.0)
+        self.by_class = [(np.flatnonzero(labels == c), activations[labels == c]) for c in range(N_CLASSES)]
 
     def network(self, knockout: tuple[int, ...] = ()) -> Network:
         """The network with the hidden units ``knockout`` forced to zero."""
@@ -230,14 +232,14 @@ class CounterfactualSearch:
     def prototypes(self, network: Network, x0: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``K`` training digits ``(K', 784)`` of ``target`` nearest to ``x0`` in hidden space that the
         model reads as ``target`` with ``p ≥ threshold`` (``K' ≤ K``), and their mean activation ``(1, H)``."""
-        images, activations = self.by_class[target]
+        indices, activations = self.by_class[target]
         masked = activations * network.keep
         _, encoded = network.hidden(x0)
         read = network.probabilities(masked)[:, target] >= self.objective.threshold
         distances = np.where(read, ((masked - encoded) ** 2).sum(axis=1), np.inf)
         order = np.argsort(distances, kind="stable")[:self.objective.prototypes]
         order = order[np.isfinite(distances[order])]
-        return images[order], masked[order].mean(axis=0, keepdims=True) if len(order) else masked[:0]
+        return self.images[indices[order]], masked[order].mean(axis=0, keepdims=True) if len(order) else masked[:0]
 
     def _step(self, mask: np.ndarray, x0: np.ndarray, direction: np.ndarray, network: Network, target: int,
               prototype: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -4,13 +4,15 @@ A :class:`Job` is one visitor's drawing and the maps wanted for it;
 :meth:`EngineThreads.run` computes a list of jobs with one engine call per
 model, on the calling (worker) thread, and encodes each job's message there
 too (its ``render``).  Each worker thread owns one engine per model, built on
-first use: the reference backend attaches hooks to its model, which must
-never be shared between threads.
+first use: captum and the reference backend attach hooks to its model, which
+must never be shared between threads.  The engines of one model share their
+read-only tensors (:func:`default_engine_factory`).
 """
 
 import dataclasses
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,8 +227,20 @@ class EngineThreads:
         return result if job.render is None else dataclasses.replace(result, text=job.render(result))
 
 
+# Per model object (weakly: an app's models die with it), per backend: the engine no thread calls.
+_prototypes: "weakref.WeakKeyDictionary[nn.Module, dict[str, Engine]]" = weakref.WeakKeyDictionary()
+_prototypes_lock = threading.Lock()
+
+
 def default_engine_factory(model: nn.Module, backend: str) -> Engine:
-    return Engine(model, backend=backend)
+    """A new engine of ``model`` for one thread, sharing its read-only tensors with the other threads'
+    (:meth:`Engine.for_thread`): each of the five engine threads of a server process held its own ~30 MB."""
+    with _prototypes_lock:
+        prototypes = _prototypes.setdefault(model, {})
+        if backend not in prototypes:
+            prototypes[backend] = Engine(model, backend=backend)
+        prototype = prototypes[backend]
+    return prototype.for_thread()
 
 
 def one_torch_thread() -> None:
