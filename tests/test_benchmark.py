@@ -110,3 +110,18 @@ def test_tiny_run_reports_every_figure(tiny_run: tuple[dict, Path]) -> None:
 def test_tiny_run_writes_a_png_plot(tiny_run: tuple[dict, Path]) -> None:
     _, plot = tiny_run
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_frame_cost_replays_every_message_as_a_frame_and_splits_the_profile() -> None:
+    """``benchmarks.framecost`` on 3 visitors × 20 messages: one frame per message, positive costs, and a
+    profile breakdown whose parts add up to 100 %."""
+    run = subprocess.run([sys.executable, "-m", "benchmarks.framecost", "--visitors", "3", "--frames", "20",
+                          "--repeats", "1", "--batch", "2", "--profile", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(run.stdout)
+    cost = report["median"]
+    assert cost["frames"] == 60
+    assert 0 < cost["protocol_us"] < cost["total_us"] and 0 < cost["engine_thread_us"] < cost["total_us"]
+    assert set(report["profile_percent"]) == {"raster", "encoding", "protocol", "engine", "rest"}
+    assert sum(report["profile_percent"].values()) == pytest.approx(100, abs=0.5)
+    assert report["profile_percent"]["raster"] > 0 and report["profile_percent"]["encoding"] > 0

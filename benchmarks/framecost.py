@@ -1,0 +1,145 @@
+"""Per-frame CPU cost: what one live frame costs the server, part by part, without I/O.
+
+``python -m benchmarks.framecost [--json] [--visitors N] [--batch B] [--profile]``
+replays ``--visitors`` visitors drawing continuously (the latency benchmark's
+``--pace continuous``: a ``stroke`` message of 4 points every 1/60 s), every
+message answered by a frame, through the server's own code in one thread:
+
+* **protocol**: ``decode_message`` + ``VisitorState.apply`` + ``view`` of each
+  message (what the event loop does with it, minus the WebSocket);
+* **engine thread**: ``EngineThreads.run`` on batches of ``--batch`` frames
+  of different visitors (each with its own raster cache), each frame's
+  message encoded (``FrameRenderer``): raster, engine call, encoding.
+
+It reports CPU time (``time.thread_time``) per frame, the median of
+``--repeats`` replays, and with ``--profile`` a cProfile breakdown by part
+(raster, engine, encoding, protocol, the rest), so that a change to the frame
+path can be measured at two commits side by side without a loaded machine's
+noise.  Event-loop scheduling, the WebSocket and the hand-off between loop and
+threads are not in it: :mod:`benchmarks.latency` measures the whole.
+"""
+
+import argparse
+import cProfile
+import json
+import pstats
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import orjson
+import torch
+
+from model_store import load_model
+from server.catalog import Catalog
+from server.inference.jobs import EngineThreads, Job, default_engine_factory
+from server.protocol import Limits, View, VisitorState, decode_message
+from server.raster import RasterCache
+from server.scheduling import FrameTicket
+from server.session import FrameRenderer, Session
+from server.settings import Settings
+
+from .workload import Pace, load_drawings, visitor_schedule
+
+# cProfile's functions grouped by the file they are in (first match wins).
+PARTS = {"raster": ("server/raster.py", "cv2"), "encoding": ("server/frames.py", "orjson", "base64"),
+         "protocol": ("server/protocol.py",), "engine": ("server/explain/", "torch", "numpy")}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """CPU time per frame, µs."""
+
+    protocol_us: float
+    engine_thread_us: float
+    total_us: float
+    frames: int
+
+
+def messages(visitors: int, frames_each: int) -> list[list[bytes]]:
+    """Each visitor's first ``frames_each`` messages of the continuous pace, as the page sends them."""
+    drawings, _ = load_drawings(20)
+    streams = []
+    for visitor in range(visitors):
+        schedule = visitor_schedule(drawings, Pace.continuous(), seed=visitor)
+        stroke_id, texts = 0, []
+        for seq, event in enumerate(schedule.events[:frames_each], start=1):
+            message = dict(event.message, seq=seq)
+            if message["type"] == "stroke":
+                stroke_id += event.new_stroke
+                message["id"] = stroke_id
+            texts.append(orjson.dumps(message))
+        streams.append(texts)
+    return streams
+
+
+def replay(catalog: Catalog, threads: EngineThreads, streams: Sequence[Sequence[bytes]], batch: int) -> Cost:
+    """Every message of ``streams`` applied and answered by a frame; CPU time per frame."""
+    limits = Limits(Settings().max_points_per_message, Settings().max_points, Settings().max_strokes)
+    states = [VisitorState(catalog.options(), limits) for _ in streams]
+    caches = [RasterCache() for _ in streams]
+    protocol_s = engine_s = 0.0
+    frames = 0
+    for step in range(max(map(len, streams))):
+        started = time.thread_time()
+        views: list[tuple[int, View]] = []
+        for visitor, stream in enumerate(streams):
+            if step < len(stream):
+                states[visitor].apply(decode_message(stream[step].decode()))
+                views.append((visitor, states[visitor].view()))
+        protocol_s += time.thread_time() - started
+        started = time.thread_time()
+        for start in range(0, len(views), batch):
+            jobs = [Job(view.model, view.strokes, (Session._spec(view, pending=False),),
+                        render=FrameRenderer(view, FrameTicket(frames + index, False, 1, None)),
+                        owner=visitor, raster=caches[visitor])
+                    for index, (visitor, view) in enumerate(views[start:start + batch])]
+            threads.run(jobs)
+            frames += len(jobs)
+        engine_s += time.thread_time() - started
+    return Cost(round(protocol_s / frames * 1e6, 1), round(engine_s / frames * 1e6, 1),
+                round((protocol_s + engine_s) / frames * 1e6, 1), frames)
+
+
+def breakdown(profile: cProfile.Profile) -> dict[str, float]:
+    """Share of the profiled time (own time of each function) per part of :data:`PARTS`."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    shares = dict.fromkeys([*PARTS, "rest"], 0.0)
+    for (filename, _, name), (_, _, own_s, _, _) in stats.items():
+        where = f"{filename} {name}"
+        part = next((part for part, needles in PARTS.items() if any(needle in where for needle in needles)),
+                    "rest")
+        shares[part] += own_s
+    total = sum(shares.values()) or 1.0
+    return {part: round(100 * seconds / total, 1) for part, seconds in shares.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.framecost", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--visitors", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=120, help="frames per visitor (2 s of drawing)")
+    parser.add_argument("--batch", type=int, default=16, help="frames per engine call (the server's BATCH_MAX)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="also a cProfile breakdown by part (slower)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    from server.app import build_catalog  # the app module pulls in Starlette: only when run
+
+    catalog = build_catalog(Settings())
+    threads = EngineThreads({name: load_model(name) for name in catalog.models}, "fast", default_engine_factory)
+    threads.warm()
+    streams = messages(args.visitors, args.frames)
+    costs = sorted((replay(catalog, threads, streams, args.batch) for _ in range(args.repeats)),
+                   key=lambda cost: cost.total_us)
+    report: dict = {"visitors": args.visitors, "batch": args.batch, "median": asdict(costs[len(costs) // 2]),
+                    "best": asdict(costs[0])}
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(replay, catalog, threads, streams, args.batch)
+        report["profile_percent"] = breakdown(profile)
+    print(json.dumps(report, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
