@@ -177,7 +177,8 @@ class RasterCache:
     def __init__(self) -> None:
         self.strokes: tuple[tuple[Sequence[float], ...], ...] = ()
         self.points: list[np.ndarray] = []  # per stroke, (n, 2) float64 canvas fractions
-        self._clear_canvas(np.full(2, np.inf), np.full(2, -np.inf))
+        self.span = (np.full(2, np.inf), np.full(2, -np.inf))  # bounding box of every point read
+        self._clear_canvas(*self.span)
 
     def _clear_canvas(self, low: np.ndarray, high: np.ndarray) -> None:
         """A blank canvas for a drawing whose points span ``low``..``high`` (canvas fractions)."""
@@ -197,12 +198,10 @@ class RasterCache:
         """The canvas of ``strokes`` (``None``: no points), drawing what the cache lacks."""
         drawing = tuple(tuple(stroke) for stroke in strokes)
         extends = self._read(drawing)
-        inked = [points for points in self.points if len(points)]
-        if not inked:
-            self._clear_canvas(np.full(2, np.inf), np.full(2, -np.inf))
+        low, high = self.span
+        if not np.isfinite(low).all():  # no points
+            self._clear_canvas(low, high)
             return None
-        low = np.min([points.min(axis=0) for points in inked], axis=0)
-        high = np.max([points.max(axis=0) for points in inked], axis=0)
         if not (extends and np.array_equal(low, self.low) and np.array_equal(high, self.high)):
             self._clear_canvas(low, high)
         self._extend()
@@ -215,26 +214,32 @@ class RasterCache:
         while same < min(len(old), len(drawing)) and drawing[same] == old[same]:
             same += 1
         grown = same < min(len(old), len(drawing)) and drawing[same][:len(old[same])] == old[same]
+        extends = same == len(old) or (grown and same == len(old) - 1)
         points = self.points[:same]
+        added: list[np.ndarray] = []
         for index in range(same, len(drawing)):
             start = len(old[index]) if grown and index == same else 0
-            added = _stroke_points(drawing[index][start:], index)
-            _check_range(added, index)
-            points.append(np.concatenate([self.points[index], added]) if start else added)
+            added.append(_stroke_points(drawing[index][start:], index))
+            _check_range(added[-1], index)
+            points.append(np.concatenate([self.points[index], added[-1]]) if start else added[-1])
         self.points, self.strokes = points, drawing
-        return same == len(old) or (grown and same == len(old) - 1)
+        # The span grows with the new points only, unless points were taken away.
+        self.span = _span(added, *self.span) if extends else _span(points, np.full(2, np.inf), np.full(2, -np.inf))
+        return extends
 
     def _extend(self) -> None:
         """Fix the points not yet on the canvas, and draw the chunks they complete."""
         for index in range(len(self.points)):
             known = len(self.fixed[index]) if index < len(self.fixed) else 0
+            if index < len(self.fixed) and known == len(self.points[index]):
+                continue  # nothing new in this stroke (all but the last, while drawing)
             new = self.points[index][known:]
             fixed = np.rint((new * self.scale + self.offset) * (1 << _SHIFT_BITS)).astype(np.int32)
             if len(fixed):
                 self.ink_low = np.minimum(self.ink_low, fixed.min(axis=0))
                 self.ink_high = np.maximum(self.ink_high, fixed.max(axis=0))
             if index < len(self.fixed):
-                self.fixed[index] = np.concatenate([self.fixed[index], fixed]) if len(fixed) else self.fixed[index]
+                self.fixed[index] = np.concatenate([self.fixed[index], fixed])
             else:
                 self.fixed.append(fixed)
         stroke, start = self.drawn
@@ -255,6 +260,15 @@ class RasterCache:
         stroke, start = self.drawn
         _polylines(canvas, _chunks_from(self.fixed[stroke], start))
         return canvas
+
+
+def _span(strokes: Sequence[np.ndarray], low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounding box ``low``..``high`` grown to hold every point of ``strokes``."""
+    inked = [points for points in strokes if len(points)]
+    if not inked:
+        return low, high
+    return (np.minimum(low, np.min([points.min(axis=0) for points in inked], axis=0)),
+            np.maximum(high, np.max([points.max(axis=0) for points in inked], axis=0)))
 
 
 def _inked_span(low: int, high: int) -> slice:
