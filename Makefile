@@ -39,8 +39,12 @@ test-fast: $(INSTALLED)
 image:
 	$(PYTHON) -m deploy.images
 
+# The digits workload over N = 1…200 (every variant, with the plot), then 50 visitors drawing without
+# pause at 60 Hz (ours in PROCESSES = cores processes against one process), then the per-frame CPU cost.
 bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks.latency --plot docs/latency.png
+	$(BIN)/python -m benchmarks.latency --plot docs/latency.png --markdown
+	$(BIN)/python -m benchmarks.latency --servers server,single --pace continuous --visitors 50 --markdown
+	$(BIN)/python -m benchmarks.framecost
 
 bench-engine: $(INSTALLED)
 	$(BIN)/python -m benchmarks.engine
