@@ -144,8 +144,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     event("server_ready" if runtime.ready else "server_not_ready",
           logging.INFO if runtime.ready else logging.ERROR,
           models=list(catalog.models), backend=settings.backend, workers=settings.workers,
-          coalesce=settings.coalesce, readiness=runtime.readiness,
-          ordinary_frame_ms=round(runtime.threads.frame_cost_s * 1000, 3))
+          coalesce=settings.coalesce, readiness=runtime.readiness)
     try:
         yield
     finally:

@@ -150,10 +150,15 @@ def _chunks_from(fixed: np.ndarray, start: int) -> list[np.ndarray]:
     return _chunks(fixed[start:]) if len(fixed) > start else []
 
 
-def _polylines(canvas: np.ndarray, polylines: list[np.ndarray]) -> None:
-    if polylines:
-        cv2.polylines(canvas, polylines, isClosed=False, color=255, thickness=_THICKNESS,
-                      lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
+def _polylines(canvas: np.ndarray, polylines: list[np.ndarray]) -> float:
+    """Draw ``polylines``; return the pen's work in canvas pixels (see :attr:`RasterCache.work_px`)."""
+    if not polylines:
+        return 0.0
+    cv2.polylines(canvas, polylines, isClosed=False, color=255, thickness=_THICKNESS,
+                  lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
+    points = polylines[0] if len(polylines) == 1 else np.concatenate(polylines)
+    steps = np.diff(points, axis=0)
+    return float(np.hypot(steps[:, 0], steps[:, 1]).sum()) / (1 << _SHIFT_BITS) + len(points) * _THICKNESS
 
 
 class RasterCache:
@@ -171,6 +176,11 @@ class RasterCache:
     ever read from Python objects.  Either way the pixels are exactly those
     of a drawing from scratch: the same polylines, drawn in the same order.
 
+    :attr:`work_px` says how much the last :meth:`draw` drew: the length of
+    the pen's path in canvas pixels (the jumps between polylines included)
+    plus one pen width per point.  Unlike its time, it does not depend on how
+    busy the machine is: the fair share tells a costly drawing by it.
+
     Not thread-safe: one visitor's frames are computed one at a time.
     """
 
@@ -178,6 +188,7 @@ class RasterCache:
         self.strokes: tuple[tuple[Sequence[float], ...], ...] = ()
         self.points: list[np.ndarray] = []  # per stroke, (n, 2) float64 canvas fractions
         self.span = (np.full(2, np.inf), np.full(2, -np.inf))  # bounding box of every point read
+        self.work_px = 0.0
         self._clear_canvas(*self.span)
 
     def _clear_canvas(self, low: np.ndarray, high: np.ndarray) -> None:
@@ -198,6 +209,7 @@ class RasterCache:
         """The canvas of ``strokes`` (``None``: no points), drawing what the cache lacks."""
         drawing = tuple(tuple(stroke) for stroke in strokes)
         extends = self._read(drawing)
+        self.work_px = 0.0
         low, high = self.span
         if not np.isfinite(low).all():  # no points
             self._clear_canvas(low, high)
@@ -251,14 +263,14 @@ class RasterCache:
         # The last stroke's chunks that have all their points; the open chunk is drawn by _render.
         full = max(0, len(self.fixed[last]) - start - 1) // CHUNK_SEGMENTS
         finished += _chunks_from(self.fixed[last][:start + full * CHUNK_SEGMENTS + 1], start) if full else []
-        _polylines(self.complete, finished)
+        self.work_px += _polylines(self.complete, finished)
         self.drawn = (last, start + full * CHUNK_SEGMENTS)
 
     def _render(self) -> np.ndarray:
         """The complete chunks' canvas plus the last stroke's open chunk, on a copy."""
         canvas = self.complete.copy()
         stroke, start = self.drawn
-        _polylines(canvas, _chunks_from(self.fixed[stroke], start))
+        self.work_px += _polylines(canvas, _chunks_from(self.fixed[stroke], start))
         return canvas
 
 

@@ -199,3 +199,19 @@ def test_default_model_reads_redrawn_official_test_digits():
     print(f"\nre-rastered official test digits (n={REDRAWN}): "
           + ", ".join(f"{name} {accuracy:.1%}" for name, accuracy in accuracies.items()))
     assert accuracies["default"] >= 0.94
+
+
+def test_the_cache_reports_the_pens_work_of_each_draw() -> None:
+    """``work_px``: a digit's frame draws a few hundred canvas pixels, a whole redraw of a 4,032-point
+    zig-zag hundreds of thousands, the same zig-zag from its cached canvas only its open chunk."""
+    zigzag = tuple((0.1, 0.1) if index % 2 == 0 else (0.9, 0.9) for index in range(4032))
+    cache = RasterCache()
+    rasterize((((0.3, 0.3), (0.5, 0.6), (0.6, 0.8)),), cache)
+    assert 0 < cache.work_px < 1_000
+    rasterize((zigzag,), cache)
+    whole = cache.work_px
+    assert whole > 300_000
+    rasterize((zigzag,), cache)  # unchanged: only the open chunk is drawn again
+    assert 0 < cache.work_px < whole / 50
+    rasterize((zigzag, ((0.0, 0.0),)), cache)  # a dot outside the box: everything again
+    assert cache.work_px > 300_000

@@ -143,31 +143,25 @@ async def test_an_abandoned_thread_that_returns_ends_and_frees_its_place() -> No
 
 def test_usage_holds_a_steady_rate_and_forgets() -> None:
     usage = Usage(fair_share=0.1)
-    usage.ordinary_s = 0.001  # an ordinary frame: 1 ms
     for tick in range(600):  # 60 frames/s for 10 s
-        usage.charge(1, 0.003, 0.001, tick / 60)  # 3 ms frames (cold caches), 1 ms rasters: 0.18 s/s
-        usage.charge(2, 0.005, 0.004, tick / 60)  # 4 ms rasters: heavy, 0.3 s/s: over the share
+        usage.charge(1, 0.003, 600.0, tick / 60)  # a digit: 3 ms frames, ~600 px of raster work: 0.18 s/s
+        usage.charge(2, 0.005, 40_000.0, tick / 60)  # a costly drawing redrawn whole every frame: 0.3 s/s
     assert usage.rate(1, 10.0) == pytest.approx(0.18, rel=0.05)
     assert usage.heavy(2, 10.0) and not usage.heavy(1, 10.0)
     assert not usage.over_share(1, 10.0) and usage.over_share(2, 10.0)  # only the heavy are held back
     assert usage.wait_s(2, 10.0) == pytest.approx(TAU_S * math.log(0.3 / 0.1), rel=0.05)
     assert not usage.over_share(2, 10.0 + 3 * TAU_S)  # after a quiet while, back within the share
-    slower = Usage(fair_share=0.1)
-    slower.ordinary_s = 0.002  # a slower backend: 4 ms rasters are ordinary there
-    for tick in range(600):
-        slower.charge(2, 0.005, 0.004, tick / 60)
-    assert not slower.heavy(2, 10.0) and not slower.over_share(2, 10.0)
+    usage.charge(3, 0.050, 600.0, 0.0)  # a digit's frame that took 50 ms of CPU (a busy host): not heavy
+    assert not usage.heavy(3, 0.0)
 
 
-def test_one_costly_raster_in_five_makes_a_visitor_heavy_one_now_and_then_does_not() -> None:
-    """The rescale abuse: a whole-drawing redraw (8 ms) every fifth frame and cheap frames between
-    average 2.4 ms a frame (under 3× an ordinary 1 ms), yet that visitor is heavy and over its share; a
-    visitor whose raster takes 6 ms twice a second (a first frame, a busy core) is not."""
+def test_one_costly_raster_in_five_makes_a_visitor_heavy_a_big_scribble_now_and_then_does_not() -> None:
+    """The rescale abuse: a whole redraw of 4,000 points (~400,000 px) every fifth frame and cheap frames
+    between is heavy and over its share; a scribble redrawn whole (~38,000 px) twice a second is not."""
     usage = Usage(fair_share=0.1)
-    usage.ordinary_s = 0.001
     for tick in range(300):
-        usage.charge(1, *((0.008, 0.008) if tick % 5 == 0 else (0.001, 0.0002)), tick / 60)
-        usage.charge(2, *((0.006, 0.006) if tick % 30 == 0 else (0.001, 0.0002)), tick / 60)
+        usage.charge(1, *((0.008, 400_000.0) if tick % 5 == 0 else (0.001, 3_000.0)), tick / 60)
+        usage.charge(2, *((0.004, 38_000.0) if tick % 30 == 0 else (0.001, 500.0)), tick / 60)
     assert usage.heavy(1, 5.0) and usage.over_share(1, 5.0)
     assert not usage.heavy(2, 5.0) and not usage.over_share(2, 5.0)
 

@@ -96,7 +96,6 @@ class Batcher:
             raise InferenceError("Overloaded", f"{self.max_jobs} jobs already queued")
         # Fair share: a visitor over budget waits until its usage has decayed to the share; a costly
         # frame is computed alone, so that it holds up no other visitor's batch.
-        self.usage.ordinary_s = self.threads.frame_cost_s
         now = time.monotonic()
         over = not slow and self.usage.over_share(job.owner, now)
         if over:
@@ -105,7 +104,7 @@ class Batcher:
         (self.slow if alone else self.fast).put((job, future))
         result = await future
         if not slow:  # a live frame: what the fair share is about (slow jobs have their own lane anyway)
-            self.usage.charge(job.owner, result.cost_s, result.raster_s, time.monotonic())
+            self.usage.charge(job.owner, result.cost_s, result.raster_work_px, time.monotonic())
         return result
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:

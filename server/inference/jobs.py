@@ -27,7 +27,6 @@ from server.protocol import DEFAULT_METHOD, DEFAULT_RULE
 from server.raster import RasterCache, rasterize
 
 EngineFactory = Callable[[nn.Module, str], Any]
-WARM_TIMINGS = 3  # warm-up frames timed per thread, after the untimed first
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,8 @@ class JobResult:
     """``image``: the ``(28, 28)`` float32 model input; ``frames``: one per spec; ``compute_ms``: the batch's time.
 
     ``cost_s``: the engine-thread CPU time this job took: its rasterising and encoding, and its share of
-    the batch's engine call (what the fair share counts, :mod:`server.inference.usage`); ``raster_s``:
-    the rasterising part of it (what a visitor's drawing makes costly).
+    the batch's engine call (what the fair share counts, :mod:`server.inference.usage`);
+    ``raster_work_px``: how much its raster drew (``RasterCache.work_px``; 0 without a raster cache).
 
     ``text``: what the job's ``render`` made of this result, if it has one.
     ``sanity``: one report per spec of a sanity job.
@@ -83,7 +82,7 @@ class JobResult:
     text: str | None = None
     sanity: list[Sanity] = dataclasses.field(default_factory=list)
     cost_s: float = 0.0
-    raster_s: float = 0.0
+    raster_work_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +133,6 @@ class EngineThreads:
         self.backend = backend
         self.factory = factory
         self.local = threading.local()
-        self.frame_cost_s = 0.0  # set by warm()
-        self.warmed = threading.Lock()  # threads warm side by side: one updates frame_cost_s at a time
 
     def engine(self, model: str) -> Any:
         """This thread's engine for ``model``."""
@@ -149,16 +146,7 @@ class EngineThreads:
         the first call of a reference engine took seconds (hooks, CRP set-up), a fast one ~0.2 s."""
         stroke = (((0.3, 0.3), (0.7, 0.7)),)
         jobs = [Job(model, stroke, (Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE),)) for model in self.models]
-        self.run(jobs)  # the first call pays one-off costs: time the next ones
-        timed = [[result.cost_s for result in self.run(jobs) if isinstance(result, JobResult)]
-                 for _ in range(WARM_TIMINGS)]
-        # What an ordinary frame costs here (the fair share's yardstick): the dearest model's warm-up frame,
-        # its cheapest timing on the thread that measured least.  Threads warm side by side (and spares
-        # beside visitors' frames): contention only ever adds CPU time, and a yardstick too high would let
-        # a costly visitor pass for an ordinary one.
-        cost = max(map(min, zip(*timed)), default=0.0)
-        with self.warmed:
-            self.frame_cost_s = cost if self.frame_cost_s == 0.0 else min(self.frame_cost_s, cost)
+        self.run(jobs)
 
     def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
         """Compute ``jobs`` (one engine call per model); a failing call is retried job by job.
@@ -205,7 +193,8 @@ class EngineThreads:
         share_s = (time.thread_time() - engine_started) / len(jobs)
         compute_ms = (time.perf_counter() - started) * 1000.0
         return [self._finish(job, JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms,
-                                            cost_s=raster + share_s, raster_s=raster))
+                                            cost_s=raster + share_s,
+                                            raster_work_px=job.raster.work_px if job.raster else 0.0))
                 for job, image, raster in zip(jobs, images, raster_s)]
 
     @staticmethod

@@ -8,33 +8,32 @@ second) the sum tends to ``r · TAU_S``.  A visitor whose rate exceeds
 :meth:`Usage.wait_s` says how long, which is how long its next frame waits.
 
 Only *heavy* visitors are held to the share.  What a visitor controls is
-its drawing, so heaviness is about rasterising: a frame's *excess* is the
-time its raster took beyond ``HEAVY_FACTOR`` ordinary frames (whole frames:
-an ordinary digit's raster takes a fraction of one, even redrawn whole);
-a visitor is heavy while its excess, summed with the same decay, is above
-``HEAVY_EXCESS`` ordinary frames.  Summed, not averaged: a visitor who
-makes one frame in five costly (moving its drawing's bounding box back and
-forth, so that 4,000 points are redrawn) is heavy, though its frames cost
-little on average.  Not the whole frame's time: a lone visitor's frames
-take 2–3 times the CPU time of the warm-up's (caches gone cold between
-frames), the same for everyone, and no reason to hold anyone back.
+its drawing, so heaviness is about rasterising, measured as work, not time:
+a frame's raster work is the pen's path drawn, in canvas pixels
+(:attr:`server.raster.RasterCache.work_px`; a digit's frame draws at most
+~600, redrawn whole), and its *excess* is the work beyond
+``HEAVY_WORK_PX``.  A visitor is heavy while its excess, summed with the
+same decay, is above ``HEAVY_EXCESS_PX``.  Summed, not averaged: a visitor
+who makes one frame in five costly (moving its drawing's bounding box back
+and forth, so that 4,000 points are redrawn: ~400,000 pixels) is heavy,
+though its frames are cheap on average.  Work, not time: on a virtual
+machine whose host is busy, the same frame took 1 ms or 30 ms of the
+thread's CPU time, and a lone visitor drawing a digit must never pass for
+an abuser.
 """
 
 import math
 
 TAU_S = 1.0
-# A raster taking longer than this many ordinary frames (the engine threads' warm-up frame,
-# :attr:`Usage.ordinary_s`) counts towards heaviness.  Relative, so that it holds on a slower machine, and
-# a drawing redrawn whole after each change of its bounding box (4,000 points: ~8 ms against ~1 ms) is
-# heavy.  Not relative to the other visitors: abusers may
-# be the majority.
-HEAVY_FACTOR = 3.0
-# Heavy: excess above this many ordinary frames (decayed over TAU_S).  The redrawing abuser piles up
-# ~50 ordinary frames of excess per second; one 6 ms raster against an ordinary 1 ms frame adds 3.
-HEAVY_EXCESS = 8.0
-HEAVY_FLOOR_S = 0.001  # no visitor is heavy on less excess than this (timer noise)
-# Visitors who left are forgotten once their usage has decayed below this, seconds.
-FORGET_BELOW_S = 1e-6
+# A frame whose raster draws more than this, canvas pixels, counts the rest towards heaviness: 25× the
+# most a digit's frame draws; a 4,096-point zig-zag's frames draw ~3,400 once its canvas is cached.
+HEAVY_WORK_PX = 16_384.0
+# Heavy: excess above this, canvas pixels, decayed over TAU_S.  One whole redraw of a 4,000-point
+# drawing (~400,000) is; a scribble of 4,096 short strokes redrawn whole (~38,000) is once it does so
+# three times within a second or so.
+HEAVY_EXCESS_PX = 65_536.0
+# Visitors who left are forgotten once their sums (seconds, pixels) have decayed below this.
+FORGET_BELOW = 1e-6
 PRUNE_EVERY = 1024  # charges between two sweeps for visitors who left
 
 
@@ -52,9 +51,9 @@ class Decayed:
         self.sums[owner] = (self.get(owner, now) + value, now)
 
     def prune(self, now: float) -> None:
-        """Forget visitors whose sum has decayed below ``FORGET_BELOW_S``."""
+        """Forget visitors whose sum has decayed below ``FORGET_BELOW``."""
         self.sums = {owner: (self.get(owner, now), now) for owner in self.sums
-                     if self.get(owner, now) >= FORGET_BELOW_S}
+                     if self.get(owner, now) >= FORGET_BELOW}
 
 
 class Usage:
@@ -63,17 +62,16 @@ class Usage:
     def __init__(self, fair_share: float) -> None:
         self.fair_share = fair_share
         self.used = Decayed()  # every frame's engine time, s
-        self.excess = Decayed()  # the part of costly rasters above HEAVY_FACTOR ordinary frames, s
-        self.ordinary_s = 0.0  # an ordinary frame's engine time, s (set by the batcher)
+        self.excess = Decayed()  # raster work beyond HEAVY_WORK_PX a frame, canvas pixels
         self.charges = 0
 
-    def charge(self, owner: int, seconds: float, raster_s: float, now: float) -> None:
-        """Add ``seconds`` of engine time used by ``owner``'s frame at ``now``, ``raster_s`` of them its raster.
+    def charge(self, owner: int, seconds: float, work_px: float, now: float) -> None:
+        """Add ``owner``'s frame at ``now``: ``seconds`` of engine time, ``work_px`` of raster work.
 
         CPU time of the engine thread, not wall time: a frame that waited for a core costs no more.
         """
         self.used.add(owner, seconds, now)
-        self.excess.add(owner, max(0.0, raster_s - HEAVY_FACTOR * self.ordinary_s), now)
+        self.excess.add(owner, max(0.0, work_px - HEAVY_WORK_PX), now)
         self.charges += 1
         if self.charges % PRUNE_EVERY == 0:
             self.used.prune(now)
@@ -84,10 +82,9 @@ class Usage:
         return self.used.get(owner, now) / TAU_S
 
     def heavy(self, owner: int, now: float) -> bool:
-        """Whether ``owner``'s recent costly rasters add up to ``HEAVY_EXCESS`` ordinary frames beyond
-        ``HEAVY_FACTOR`` each (and to more than ``HEAVY_FLOOR_S``): its next frames may be costly too."""
-        excess = self.excess.get(owner, now)
-        return excess > HEAVY_FLOOR_S and excess > HEAVY_EXCESS * self.ordinary_s
+        """Whether ``owner``'s recent rasters drew ``HEAVY_EXCESS_PX`` beyond ``HEAVY_WORK_PX`` each: its
+        next frames may be costly too."""
+        return self.excess.get(owner, now) > HEAVY_EXCESS_PX
 
     def over_share(self, owner: int, now: float) -> bool:
         """Whether ``owner`` is heavy and uses more than its share."""
