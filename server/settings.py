@@ -86,7 +86,7 @@ class Settings:
         fair_share: engine-thread time a heavy visitor's live frames may
             use, seconds per second (1 = a whole thread); above it, its next
             frame waits (server.inference.usage: heavy is a visitor whose
-            rasters keep costing several ordinary frames).  A visitor drawing
+            rasters keep drawing far more than a digit's).  A visitor drawing
             a digit at 60 frames/s uses 0.06–0.18 (1–3 ms of CPU a frame on
             this machine, most of it the engine call) and is never heavy.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
