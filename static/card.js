@@ -14,9 +14,7 @@ function make(tag, className, text) {
 
 function figure(caption) {
   const box = make("figure", "card-figure");
-  const canvas = make("canvas", "pixelated");
-  canvas.width = 28;
-  canvas.height = 28;
+  const canvas = make("canvas", "pixelated"); // sized by the map painted into it (heatmap.js)
   box.append(canvas, make("figcaption", "", caption));
   return { box, canvas };
 }

@@ -1,14 +1,15 @@
-// The prediction bar chart: ten columns (percent · bar · digit), built once
-// and restyled per frame.
+// The prediction bar chart: a column per class (percent · bar · digit), built
+// once per class count and restyled per frame.
 
 /**
- * Fill `list` (an <ol>) with ten columns.
+ * Fill `list` (an <ol>) with a column per class.
  * @param {HTMLOListElement} list
+ * @param {number} classes  the model's output classes (state.js modelSizes)
  * @returns {{item: HTMLElement, bar: HTMLElement, value: HTMLElement}[]}
  */
-export function buildBars(list) {
+export function buildBars(list, classes) {
   list.replaceChildren();
-  return Array.from({ length: 10 }, (_, digit) => {
+  return Array.from({ length: classes }, (_, digit) => {
     const item = document.createElement("li");
     const label = document.createElement("span");
     label.className = "bar-digit";
@@ -32,7 +33,7 @@ export function buildBars(list) {
 /**
  * Show the probabilities of a frame; the predicted column is highlighted.
  * @param {ReturnType<typeof buildBars>} rows
- * @param {number[]} probabilities  10 values in [0, 1]
+ * @param {number[]} probabilities  one value per class, in [0, 1]
  * @param {number|null} prediction  null: nothing drawn, no column highlighted
  */
 export function updateBars(rows, probabilities, prediction) {

@@ -45,10 +45,11 @@ function pixelated(context, source, x, y, size) {
 /**
  * The panel as a PNG blob, 1200 × 640 px.
  * @param {{pad: HTMLCanvasElement, input: HTMLCanvasElement, heatmap: HTMLCanvasElement}} canvases
- * @param {{title: string, verdict: string, summary: string, scale: number|null, words: string[]}} text
+ * @param {{title: string, verdict: string, summary: string, scale: number|null, words: string[], side: number|null}} text
+ *   side: of the model's square input image (state.js modelSizes), null before the first welcome
  * @returns {Promise<Blob>}
  */
-export function panelPng(canvases, { title, verdict, summary, scale, words }) {
+export function panelPng(canvases, { title, verdict, summary, scale, words, side }) {
   const canvas = document.createElement("canvas");
   [canvas.width, canvas.height] = [1200, 640];
   const context = canvas.getContext("2d");
@@ -63,7 +64,7 @@ export function panelPng(canvases, { title, verdict, summary, scale, words }) {
   context.font = "16px system-ui, sans-serif";
   context.fillStyle = "#475569";
   context.fillText("Your drawing", 32, 124);
-  context.fillText("What the model sees (28 × 28)", 472, 124);
+  context.fillText(side ? `What the model sees (${side} × ${side})` : "What the model sees", 472, 124);
   context.fillText("Explanation", 752, 124);
   context.imageSmoothingEnabled = true;
   context.drawImage(canvases.pad, 32, 136, 400, 400);

@@ -1,5 +1,6 @@
-// Paint 28×28 maps into canvases: relevance on the diverging map, images in
-// ink. Pure apart from writing the pixels of the canvas it is given.
+// Paint maps into canvases, one canvas pixel per map pixel (the canvas takes
+// the map's shape): relevance on the diverging map, images in ink. Pure apart
+// from writing the pixels of the canvas it is given.
 
 import { diverging, divergingGradient, sequential } from "./colormap.js";
 import { maxAbs } from "./arrays.js";
@@ -7,7 +8,13 @@ import { maxAbs } from "./arrays.js";
 /** Grey level of the input under an overlaid heatmap: ink shows, the colours stay readable. */
 const OVERLAY_INK = 0.55;
 
-function writePixels(canvas, [rows, cols], colourAt) {
+/**
+ * Size `canvas` to `[rows, cols]` and paint pixel i (row-major) the colour `colourAt(i)`.
+ * @param {HTMLCanvasElement} canvas
+ * @param {number[]} shape
+ * @param {(i: number) => number[]} colourAt  [r, g, b] in 0–255
+ */
+export function writePixels(canvas, [rows, cols], colourAt) {
   if (canvas.width !== cols || canvas.height !== rows) {
     canvas.width = cols;
     canvas.height = rows;

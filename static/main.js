@@ -20,7 +20,7 @@ import { play, prefix } from "./playback.js";
 import { readShareLink, shareLink } from "./share.js";
 import { createTimeline } from "./timeline.js";
 import { createSocket } from "./socket.js";
-import { createStore, hiddenSelection, isEmpty, limitsOf, pointCount } from "./state.js";
+import { createStore, hiddenSelection, isEmpty, modelSizes, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
@@ -34,7 +34,7 @@ const timer = createPaintTimer();
 
 // ---------- views built once ----------
 const selects = { model: $("model"), method: $("method"), rule: $("rule") };
-const bars = buildBars($("bars"));
+let bars = []; // one column per class, built from the welcome (renderSizes)
 const legend = createScaleLegend($("legend"), $("scale-slot"), (on) => store.dispatch({ type: "ownScale", on }));
 const card = buildCard($("card"));
 const networkBox = $("network");
@@ -117,8 +117,9 @@ function notice(text) {
 function startStroke(keepTimeline = false) {
   socket.wake(); // an idle or refused connection reconnects on the next touch
   const state = store.get();
-  const limits = limitsOf(state);
-  if (state.drawing.strokes.length >= limits.max_strokes || pointCount(state.drawing) >= limits.max_points) {
+  // No limits before the first welcome: the ink is kept, and that welcome's replay sends it.
+  const limits = state.welcome?.limits;
+  if (limits && (state.drawing.strokes.length >= limits.max_strokes || pointCount(state.drawing) >= limits.max_points)) {
     notice("The drawing is full: Undo or Clear to draw more.");
     return false;
   }
@@ -129,11 +130,12 @@ function startStroke(keepTimeline = false) {
 /** Points appended to the current stroke, sent at once; eventTimeMs: the earliest input event's. */
 function addPoints(points, eventTimeMs) {
   const state = store.get();
-  const limits = limitsOf(state);
-  const accepted = points.slice(0, Math.max(0, limits.max_points - pointCount(state.drawing)));
+  const limits = state.welcome?.limits; // none before the first welcome: its replay sends these points
+  const accepted = limits ? points.slice(0, Math.max(0, limits.max_points - pointCount(state.drawing))) : points;
   if (accepted.length < points.length) notice("The drawing is full: Undo or Clear to draw more.");
   if (!accepted.length) return;
   store.dispatch({ type: "points", points: accepted });
+  if (!limits) return;
   const id = store.get().drawing.lastId;
   for (const message of strokeMessages(id, accepted, limits.max_points_per_message)) {
     const seq = socket.send(message);
@@ -165,7 +167,7 @@ function sendLoaded(before) {
   socket.send({ type: "clear" });
   // Knock-outs the loaded settings drop (replayMessages sends only those it keeps).
   if (before.knockout?.length && !state.config.knockout?.length) socket.send({ type: "configure", knockout: [] });
-  for (const message of replayMessages(state, { state: before, limits: limitsOf(state) })) socket.send(message);
+  for (const message of replayMessages(state, { state: before, limits: state.welcome.limits })) socket.send(message);
   if (state.selection.output === null && state.selection.hidden === null) socket.send(selectMessage(state.selection));
 }
 
@@ -531,6 +533,7 @@ $("export-png").addEventListener("click", async () => {
     summary: $("summary").textContent,
     scale: shown?.heatmap && !isEmpty(state.drawing) ? maxAbs(shown.heatmap.values) : null,
     words: shown && !isEmpty(state.drawing) ? legendWords(shown, state.welcome) : ["", ""],
+    side: state.welcome ? modelSizes(state.welcome).side : null,
   };
   download(await panelPng({ pad: $("pad"), input: $("input"), heatmap: $("heatmap") }, text), exportName("png"));
 });
@@ -585,8 +588,10 @@ function render() {
   rendered = state;
 
   renderStatus({ line: $("status"), notice: $("notice") }, state.connection, state.stats, state.notice, state.frame);
-  if (state.welcome && state.welcome !== before.welcome) fillControls(selects, state.welcome, state.config);
-  else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
+  if (state.welcome && state.welcome !== before.welcome) {
+    fillControls(selects, state.welcome, state.config);
+    renderSizes(modelSizes(state.welcome));
+  } else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
 
   const empty = isEmpty(state.drawing);
   renderOutage(state);
@@ -653,7 +658,7 @@ function renderNetwork(diagram, state, before, { fit }) {
   // The window's height below the box's top, minus what the box's panel keeps below it (--fit-reserve).
   const reserve = Number.parseFloat(getComputedStyle(diagram.box).getPropertyValue("--fit-reserve")) || 0;
   const budget = window.innerHeight - diagram.box.getBoundingClientRect().top - window.scrollY - reserve;
-  const layout = layoutNetwork(model.hidden, width, budget, { full: !fit });
+  const layout = layoutNetwork(modelSizes(state.welcome), width, budget, { full: !fit });
   const key = `${model.name}/${model.hidden}/${layout.width}/${layout.strip}/${layout.cols}/${layout.cell}/${layout.height}`;
   if (key !== diagram.key) {
     diagram.view = buildNetwork(diagram.box, layout);
@@ -680,6 +685,13 @@ function renderNetwork(diagram, state, before, { fit }) {
   showTemplates(diagram.view, shownTemplates(state));
   if (fresh && changed) updateNetwork(diagram.view, frame, shown, empty);
   else if (!layout.strip && state.selection !== before.selection) markSelection(diagram.view, shown);
+}
+
+/** What is sized by the model (docs/protocol.md, "welcome"): the input's caption, a bar per class. */
+function renderSizes({ side, classes }) {
+  $("input").setAttribute("aria-label", `The ${side} by ${side} pixel image the model sees`);
+  $("input-caption").textContent = `What the model sees: ${side} × ${side} pixels`;
+  if (bars.length !== classes) bars = buildBars($("bars"), classes);
 }
 
 function renderReading(frame, empty) {

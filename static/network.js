@@ -1,6 +1,6 @@
 // The network diagram: an SVG built once per model and width, restyled per
-// frame. Input (summarised as the 28×28 image the model sees) → every hidden
-// neuron in a grid → the 10 outputs; lines from the hidden neurons to the
+// frame. Input (summarised as the image the model sees) → every hidden neuron
+// in a grid → an output per class; lines from the hidden neurons to the
 // explained class carry the relevance flowing along them.
 
 import { css, diverging, prefersDarkText, sequential } from "./colormap.js";
@@ -39,36 +39,39 @@ const STRIP_OUTPUT_CELL_PX = 46;
  * a portrait tablet), the layout is a *strip*: the few most relevant hidden
  * neurons in one row above the outputs (which neurons fill its slots is
  * decided per frame by `updateNetwork`), the full grid being one tap away.
- * @param {number} hidden  hidden neurons of the model
+ * @param {{inputs: number, hidden: number, classes: number}} sizes  the model's (state.js modelSizes)
  * @param {number} widthPx
  * @param {number} heightBudgetPx
  * @param {{full?: boolean}} options  full: the whole grid whatever the budget (it grows taller)
  * @returns {object} layout in CSS px: width, height, strip, slots, cell, cols, rows, hiddenPositions[{x,y}]
  *   (one per slot), outputs[{x,y}], ...
  */
-export function layoutNetwork(hidden, widthPx, heightBudgetPx, { full = false } = {}) {
-  const width = Math.max(MIN_CELL_PX * 5, widthPx);
-  const grid = gridLayout(hidden, width, heightBudgetPx);
-  return full || grid.height <= heightBudgetPx + 0.5 ? grid : stripLayout(hidden, width);
+export function layoutNetwork({ inputs, hidden, classes }, widthPx, heightBudgetPx, { full = false } = {}) {
+  const width = Math.max(MIN_CELL_PX * Math.ceil(classes / 2), widthPx); // the outputs fit in two rows
+  const outputs = outputRows(width, classes);
+  const grid = gridLayout(hidden, width, heightBudgetPx, outputs);
+  const layout = full || grid.height <= heightBudgetPx + 0.5 ? grid : stripLayout(hidden, width, outputs);
+  return { ...layout, inputs, classes };
 }
 
-function outputRow(width) {
-  const outCols = width / 10 >= MIN_CELL_PX ? 10 : 5;
-  return { outCols, outCellBase: Math.min(MAX_OUTPUT_CELL_PX, width / outCols) };
+/** The outputs in one row, or in two when a row of tap targets does not fit the width. */
+function outputRows(width, classes) {
+  const outCols = width / classes >= MIN_CELL_PX ? classes : Math.ceil(classes / 2);
+  return { classes, outCols, outRows: Math.ceil(classes / outCols), outCellBase: Math.min(MAX_OUTPUT_CELL_PX, width / outCols) };
 }
 
-function outputPositions(width, outTop, outCols, outCell) {
+function outputPositions(width, outTop, { classes, outCols }, outCell) {
   const outLeft = (width - outCols * outCell) / 2;
-  return Array.from({ length: 10 }, (_, c) => ({
+  return Array.from({ length: classes }, (_, c) => ({
     x: outLeft + ((c % outCols) + 0.5) * outCell,
     y: outTop + Math.floor(c / outCols) * (outCell + PROBABILITY_TEXT_PX) + outCell / 2,
   }));
 }
 
-function gridLayout(hidden, width, heightBudgetPx) {
-  const { outCols, outCellBase } = outputRow(width);
+function gridLayout(hidden, width, heightBudgetPx, outputs) {
+  const { outCols, outRows, outCellBase } = outputs;
   const gridTop = 4 + INPUT_PX + FAN_PX;
-  const outputsBudget = (10 / outCols) * (outCellBase + PROBABILITY_TEXT_PX);
+  const outputsBudget = outRows * (outCellBase + PROBABILITY_TEXT_PX);
   const gridBudget = heightBudgetPx - gridTop - EDGE_BAND_PX - outputsBudget - BOTTOM_PX;
 
   let best = null;
@@ -85,9 +88,9 @@ function gridLayout(hidden, width, heightBudgetPx) {
   const { cols, rows, cell } = best;
   // Outputs as large as the hidden cells when the width and the budget allow (a kiosk), never
   // smaller than planned above.
-  const slack = (gridBudget - rows * cell) / (10 / outCols);
+  const slack = (gridBudget - rows * cell) / outRows;
   const outCell = Math.max(outCellBase, Math.min(cell, width / outCols, outCellBase + slack));
-  const outputsHeight = (10 / outCols) * (outCell + PROBABILITY_TEXT_PX);
+  const outputsHeight = outRows * (outCell + PROBABILITY_TEXT_PX);
   const gridLeft = (width - cols * cell) / 2;
   const hiddenPositions = Array.from({ length: hidden }, (_, j) => ({
     x: gridLeft + ((j % cols) + 0.5) * cell,
@@ -98,12 +101,12 @@ function gridLayout(hidden, width, heightBudgetPx) {
     width, height: outTop + outputsHeight + BOTTOM_PX, hidden, strip: false, slots: hidden, cols, rows, cell, outCell,
     gridTop, gridLeft, outTop,
     input: { x: Math.max((width - INPUT_PX) / 2, INPUT_CAPTION_PX), y: 4, size: INPUT_PX },
-    hiddenPositions, outputPositions: outputPositions(width, outTop, outCols, outCell),
+    hiddenPositions, outputPositions: outputPositions(width, outTop, outputs, outCell),
   };
 }
 
-function stripLayout(hidden, width) {
-  const { outCols, outCellBase } = outputRow(width);
+function stripLayout(hidden, width, outputs) {
+  const { outRows, outCellBase } = outputs;
   const slots = Math.min(hidden, STRIP_MAX_SLOTS, Math.max(1, Math.floor(width / STRIP_CELL_PX)));
   const cell = Math.min(MAX_CELL_PX, width / slots);
   const gridTop = STRIP_HEAD_PX;
@@ -112,9 +115,9 @@ function stripLayout(hidden, width) {
   const outCell = Math.min(outCellBase, STRIP_OUTPUT_CELL_PX);
   const outTop = gridTop + cell + EDGE_BAND_PX;
   return {
-    width, height: outTop + (10 / outCols) * (outCell + PROBABILITY_TEXT_PX) + BOTTOM_PX, hidden, strip: true, slots,
+    width, height: outTop + outRows * (outCell + PROBABILITY_TEXT_PX) + BOTTOM_PX, hidden, strip: true, slots,
     cols: slots, rows: 1, cell, outCell, gridTop, gridLeft, outTop, input: null,
-    hiddenPositions, outputPositions: outputPositions(width, outTop, outCols, outCell),
+    hiddenPositions, outputPositions: outputPositions(width, outTop, outputs, outCell),
   };
 }
 
@@ -168,13 +171,13 @@ function place(rect, { x, y }, size) {
 export function buildNetwork(container, layout) {
   const svg = element("svg", {
     width: layout.width, height: layout.height, viewBox: `0 0 ${layout.width} ${layout.height}`,
-    class: "network-svg", role: "group", "aria-label": `Network: 784 inputs, ${layout.hidden} hidden neurons, 10 outputs`,
+    class: "network-svg", role: "group", "aria-label": `Network: ${layout.inputs} inputs, ${layout.hidden} hidden neurons, ${layout.classes} outputs`,
   });
   const { cell, outCell, input, gridTop, gridLeft, cols, outTop } = layout;
 
   let inputCanvas = null;
   if (input) {
-    // Every pixel feeds every hidden neuron: one shaded fan stands for 784 × H weights.
+    // Every pixel feeds every hidden neuron: one shaded fan stands for inputs × H weights.
     const gridRight = gridLeft + cols * cell;
     element("polygon", {
       class: "fan",
@@ -206,11 +209,11 @@ export function buildNetwork(container, layout) {
     return text;
   });
 
-  if (input) caption(svg, 4, input.y + input.size / 2 + 5, "Input layer: 784 pixels");
+  if (input) caption(svg, 4, input.y + input.size / 2 + 5, `Input layer: ${layout.inputs} pixels`);
   caption(svg, 4, gridTop - (layout.strip ? 16 : 8), layout.strip
     ? `Top ${layout.slots} hidden · tap one`
     : `Hidden layer: ${layout.hidden} neurons · tap one`);
-  const outputCaption = caption(svg, 4, outTop - 10, EMPTY_CAPTION);
+  const outputCaption = caption(svg, 4, outTop - 10, emptyCaption(layout));
 
   container.replaceChildren(svg);
   // Roving tabindex (WAI-ARIA APG, "Keyboard Navigation Inside Components"):
@@ -221,7 +224,10 @@ export function buildNetwork(container, layout) {
   return { layout, svg, inputCanvas, lines, hidden, slots, templates: null, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
 }
 
-const EMPTY_CAPTION = "Output layer: digits 0–9 · tap one";
+/** The output layer's caption while it explains no class. */
+function emptyCaption({ classes }) {
+  return `Output layer: digits 0–${classes - 1} · tap one`;
+}
 
 /**
  * The hidden neurons a strip of `count` slots shows: the most relevant for the explained class by
@@ -326,7 +332,7 @@ export function updateNetwork(view, frame, selection, empty) {
   else place(view.predictedFrame, view.layout.outputPositions[frame.prediction], view.layout.outCell - 6);
   const shownTarget = empty ? null : target;
   if (shownTarget !== view.lastTarget) {
-    view.outputCaption.textContent = empty ? EMPTY_CAPTION : `Output layer · lines: relevance for '${target}'`;
+    view.outputCaption.textContent = empty ? emptyCaption(view.layout) : `Output layer · lines: relevance for '${target}'`;
     view.lastTarget = shownTarget;
   }
   markSelection(view, selection);

@@ -7,14 +7,14 @@
 // back in the state (selection.versus, config.knockout) and in the frames.
 
 import { decode } from "./arrays.js";
-import { paintInk } from "./heatmap.js";
+import { paintInk, writePixels } from "./heatmap.js";
 import { addPanel, slot } from "./panels.js";
+import { modelSizes } from "./state.js";
 
 /** How long a press on a neuron must last to count as a long press (ms): the diagram's question gesture. */
 export const LONG_PRESS_MS = 550;
 /** How long the morph from the drawing to the counterfactual takes (ms). */
 const MORPH_MS = 1600;
-const DIGITS = [...Array(10).keys()];
 
 function make(tag, attributes = {}, text) {
   const node = document.createElement(tag);
@@ -61,33 +61,31 @@ export function counterfactualSentence(answer) {
 
 /** Paint the change from `before` to `after` (images in [0, 1]): added ink red, removed ink blue, kept ink grey. */
 function paintChange(canvas, before, after) {
-  const context = canvas.getContext("2d");
-  const image = context.createImageData(28, 28);
-  for (let i = 0; i < 784; i += 1) {
+  writePixels(canvas, after.shape, (i) => {
     const delta = after.values[i] - before.values[i];
     const kept = Math.min(before.values[i], after.values[i]);
     const paper = 255 - Math.round(kept * 150);
     const strength = Math.min(1, Math.abs(delta) * 1.5);
     const colour = delta > 0 ? [178, 24, 43] : [33, 102, 172]; // ColorBrewer RdBu ends
-    image.data.set([...colour.map((c) => Math.round(c * strength + paper * (1 - strength))), 255], i * 4);
-  }
-  context.putImageData(image, 0, 0);
+    return colour.map((c) => Math.round(c * strength + paper * (1 - strength)));
+  });
 }
 
 /** Paint the blend `(1 − f)·before + f·after` as ink. */
 function paintBlend(canvas, before, after, fraction) {
   const values = Float32Array.from(before.values, (v, i) => v + fraction * (after.values[i] - v));
-  paintInk(canvas, { values, shape: [28, 28] });
+  paintInk(canvas, { values, shape: after.shape });
 }
 
-function digitButtons(container, label, onPress) {
-  const buttons = DIGITS.map((digit) => {
+/** A button per class in `container` (its former buttons replaced). */
+function digitButtons(container, classes, label, onPress) {
+  const buttons = [...Array(classes).keys()].map((digit) => {
     const button = make("button", { type: "button", class: "digit-button", "aria-pressed": "false",
                                      "aria-label": `${label} ${digit}` }, String(digit));
     button.addEventListener("click", () => onPress(digit));
-    container.append(button);
     return button;
   });
+  container.replaceChildren(...buttons);
   return buttons;
 }
 
@@ -108,7 +106,6 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
   const versusBox = make("div", { class: "versus", role: "group", "aria-labelledby": "versus-label" });
   const versusLabel = make("label", { id: "versus-label", for: "versus" }, "Why not");
   const versusPicker = make("select", { id: "versus", "aria-describedby": "versus-hint" });
-  versusPicker.append(make("option", { value: "" }, "—"), ...DIGITS.map((d) => make("option", { value: String(d) }, String(d))));
   const versusHint = make("span", { id: "versus-hint", class: "hint" }, "or long-press a digit in the network");
   versusBox.append(versusLabel, versusPicker, versusHint);
   slot("explain").append(versusBox);
@@ -129,10 +126,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
   what.append(make("h3", { id: "counterfactual-title" }, "What would make it a …?"));
   const targets = make("div", { class: "digit-row", role: "group", "aria-label": "Target digit" });
   let chosenTarget = null; // null: the runner-up
-  const targetButtons = digitButtons(targets, "Make it a", (digit) => {
-    chosenTarget = digit;
-    ask();
-  });
+  let targetButtons = []; // a button per class of the model, and the versus picker's options (fillClasses)
   const askButton = make("button", { type: "button", id: "counterfactual-ask" }, "Show me");
   askButton.addEventListener("click", ask);
   const note = make("p", { class: "hint", id: "counterfactual-note", "aria-live": "polite" },
@@ -141,8 +135,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
   const canvases = {};
   for (const [key, caption] of [["morph", "From your drawing to it"], ["change", "Ink to add (red) and remove (blue)"]]) {
     const figure = make("figure", { class: "card-figure" });
-    canvases[key] = make("canvas", { class: "pixelated", width: "28", height: "28", "data-question": key, role: "img",
-                                     "aria-label": caption });
+    canvases[key] = make("canvas", { class: "pixelated", "data-question": key, role: "img", "aria-label": caption });
     figure.append(canvases[key], make("figcaption", {}, caption));
     figures.append(figure);
   }
@@ -299,8 +292,20 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     askButton.textContent = current === null ? "Show me" : `Show me what would make it a ${current}`;
   }
 
+  /** The target buttons and the versus picker's options: one per class of the welcome's model. */
+  function fillClasses(classes) {
+    targetButtons = digitButtons(targets, classes, "Make it a", (digit) => {
+      chosenTarget = digit;
+      ask();
+    });
+    versusPicker.replaceChildren(make("option", { value: "" }, "—"),
+      ...targetButtons.map((_, d) => make("option", { value: String(d) }, String(d))));
+  }
+
   // ---- rendering: called by main.js with every new state ----
   function render(state) {
+    const classes = state.welcome ? modelSizes(state.welcome).classes : 0;
+    if (classes !== targetButtons.length) fillClasses(classes);
     const frame = state.frame;
     const versus = state.selection.versus ?? null;
     versusPicker.value = versus === null ? "" : String(versus);
@@ -377,7 +382,7 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     pause = setTimeout(() => {
       const state = getState();
       if (answer?.version !== state.drawing.version && asked === null) ask();
-    }, getState().welcome?.limits.pause_ms ?? 150);
+    }, getState().welcome.limits.pause_ms); // answered or asked: a welcome came
   }
 
   return { receive, refused, render, refresh };

@@ -14,6 +14,8 @@ const FORMAT = "1";
 const STEPS = 4095;
 /** Douglas–Peucker tolerances tried in turn, in pad fractions (the pen is ~0.055 wide). */
 const TOLERANCES = [0.0015, 0.003, 0.006, 0.012, 0.024];
+/** Neuron and class indices a link may carry; those the served model lacks are dropped (state.js). */
+const MAX_INDEX = 4096;
 
 function toBase64Url(bytes) {
   let text = "";
@@ -113,10 +115,10 @@ export function shareLink(base, strokes, settings) {
   return null;
 }
 
-function index(params, key, below) {
+function index(params, key) {
   if (!params.has(key)) return null;
   const value = Number(params.get(key));
-  if (!Number.isInteger(value) || value < 0 || value >= below) throw new Error(`Expected ${key} in 0..${below - 1}, got ${params.get(key)}`);
+  if (!Number.isInteger(value) || value < 0 || value >= MAX_INDEX) throw new Error(`Expected ${key} in 0..${MAX_INDEX - 1}, got ${params.get(key)}`);
   return value;
 }
 
@@ -130,10 +132,10 @@ export function readShareLink(hash) {
   if (params.get("v") !== FORMAT || !params.has("s")) return null;
   const config = Object.fromEntries(
     [["model", "m"], ["method", "x"], ["rule", "r"]].filter(([, key]) => params.get(key)).map(([name, key]) => [name, params.get(key)]));
-  const knockout = params.get("k") ? params.get("k").split(",").map((j) => index(new URLSearchParams({ k: j }), "k", 4096)) : [];
+  const knockout = params.get("k") ? params.get("k").split(",").map((j) => index(new URLSearchParams({ k: j }), "k")) : [];
   if (knockout.length) config.knockout = knockout;
   const selection = {
-    output: index(params, "o", 10), hidden: index(params, "h", 4096), versus: index(params, "c", 10),
+    output: index(params, "o"), hidden: index(params, "h"), versus: index(params, "c"),
     alone: params.get("a") === "1", implicit: params.get("i") === "1",
   };
   return { strokes: unpackStrokes(fromBase64Url(params.get("s"))), config, selection };

@@ -47,17 +47,20 @@ function servedRequest(requested, welcome) {
   const knockout = requested.config?.knockout ?? [];
   if (knockout.length && knockout.every((j) => Number.isInteger(j) && j >= 0 && j < (model?.hidden ?? 0))) config.knockout = knockout;
   const selection = requested.selection;
+  const isClass = (c) => c === null || (c >= 0 && c < modelSizes(welcome).classes);
   const fits = selection && (selection.hidden === null || selection.hidden < (model?.hidden ?? 0))
-    && (selection.output === null || (selection.output >= 0 && selection.output < 10));
+    && isClass(selection.output) && isClass(selection.versus ?? null);
   return { config, selection: fits ? selection : null };
 }
 
-/** Default drawing limits until the welcome brings the server's (docs/protocol.md). */
-const DEFAULT_LIMITS = { max_points_per_message: 512, max_points: 4096, max_strokes: 64 };
-
-/** The server's limits, or the documented defaults before the first welcome. */
-export function limitsOf(state) {
-  return { ...DEFAULT_LIMITS, ...(state.welcome?.limits ?? {}) };
+/**
+ * The sizes of the model a welcome describes, read off `welcome.model.layers` ([inputs, H, classes]):
+ * the server writes them once (docs/protocol.md, "welcome"), so the page never does.
+ * @returns {{inputs: number, side: number, hidden: number, classes: number}}  side: of the square input image
+ */
+export function modelSizes(welcome) {
+  const layers = welcome.model.layers;
+  return { inputs: layers[0], side: Math.sqrt(layers[0]), hidden: welcome.model.hidden, classes: layers[layers.length - 1] };
 }
 
 /** Number of points in the drawing. */

@@ -100,7 +100,7 @@ export function createTrust({ send }) {
   const maps = make("div", { class: "trust-maps" });
   const canvases = ["This model", "Top layer random", "Both layers random"].map((title) => {
     const figure = make("figure", { class: "trust-map" });
-    const canvas = make("canvas", { class: "pixelated", width: "28", height: "28", role: "img", "aria-label": title });
+    const canvas = make("canvas", { class: "pixelated", role: "img", "aria-label": title });
     const caption = make("figcaption", {}, title);
     figure.append(canvas, caption);
     maps.append(figure);
@@ -160,7 +160,7 @@ export function createTrust({ send }) {
     if (drawn && key !== wanted && state.connection.status === "open") {
       clearTimeout(timer);
       wanted = key;
-      timer = setTimeout(() => ask(key), state.welcome?.limits?.pause_ms ?? 150);
+      timer = setTimeout(() => ask(key), state.welcome.limits.pause_ms); // a frame came: so did a welcome
     }
     const stale = report !== null && report.key !== key;
     body.classList.toggle("stale", stale || !drawn);

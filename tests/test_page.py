@@ -12,6 +12,7 @@ The median pointer event → heatmap painted time (User Timing measures named
 """
 
 import io
+import math
 import os
 import re
 import statistics
@@ -750,6 +751,51 @@ def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(holding: tup
     page.wait_for_function("() => document.getElementById('status').dataset.status !== 'open'", timeout=WAIT_MS)
     page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)  # reconnected through the route
     assert "Computing" not in page.locator("#compare-note").inner_text()
+
+
+def test_ink_drawn_before_the_first_welcome_is_sent_with_it_and_the_page_takes_its_sizes_from_it(
+        context: BrowserContext, server: str, golden: dict[int, Strokes]) -> None:
+    # The page writes no drawing limit, image size or class count of its own: until the welcome
+    # brings them it keeps the ink, sends nothing, and sends the ink in the replay after the welcome.
+    held = HeldMessages("welcome")
+    sent: list[dict[str, Any]] = []
+
+    def route(page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+        held.routes.append(page_side)
+
+        def to_server(message: str | bytes) -> None:
+            sent.append(orjson.loads(message))
+            server_side.send(message)
+
+        page_side.on_message(to_server)
+        server_side.on_message(lambda message: held.forward(page_side, message))
+
+    page = context.new_page()
+    page.route_web_socket("**/ws", route)
+    page.goto(server)
+    held.wait_held(page)
+    box = pad_box(page)
+    for stroke in golden[7]:
+        page.mouse.move(*to_screen(box, stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*to_screen(box, point), steps=2)
+        page.mouse.up()
+    assert not [m for m in sent if m["type"] == "stroke"] and page.locator("#status").get_attribute("data-status") != "open"
+    welcome = orjson.loads(held.held[0])
+    held.release()
+    page.wait_for_function(CAUGHT_UP, timeout=WAIT_MS)
+    strokes = [m for m in sent if m["type"] == "stroke"]
+    assert len({m["id"] for m in strokes}) == len(golden[7])
+    assert sum(len(m["points"]) for m in strokes) >= sum(len(stroke) for stroke in golden[7])
+    assert page.locator("#predicted").inner_text() == "7"
+    inputs, classes = welcome["model"]["layers"][0], welcome["model"]["layers"][-1]
+    side = math.isqrt(inputs)
+    assert page.locator("#bars li").count() == classes
+    assert page.locator("#input-caption").inner_text() == f"What the model sees: {side} × {side} pixels"
+    assert page.locator("#network .output-layer .neuron").count() == classes
+    assert f"{inputs} inputs" in (page.locator("#network svg").get_attribute("aria-label") or "")
 
 
 SCRIPTED_SOCKET = """
