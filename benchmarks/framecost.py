@@ -13,7 +13,8 @@ message answered by a frame, through the server's own code in one thread:
 
 It reports CPU time (``time.thread_time``) per frame, the median of
 ``--repeats`` replays, and with ``--profile`` a cProfile breakdown by part
-(raster, engine, encoding, protocol, the rest), so that a change to the frame
+(protocol, raster, engine call, encoding, the rest; cProfile's own overhead
+inflates the many small calls, so read the shares, not absolute times), so that a change to the frame
 path can be measured at two commits side by side without a loaded machine's
 noise.  Event-loop scheduling, the WebSocket and the hand-off between loop and
 threads are not in it: :mod:`benchmarks.latency` measures the whole.
@@ -41,9 +42,11 @@ from server.settings import Settings
 
 from .workload import Pace, load_drawings, visitor_schedule
 
-# cProfile's functions grouped by the file they are in (first match wins).
-PARTS = {"raster": ("server/raster.py", "cv2"), "encoding": ("server/frames.py", "orjson", "base64"),
-         "protocol": ("server/protocol.py",), "engine": ("server/explain/", "torch", "numpy")}
+# The parts of a frame by the functions that enter them: (file, function) → part.  A part's time is the
+# cumulative time of its entry points (nothing of one part calls another's).
+PARTS = {("server/protocol.py", "decode_message"): "protocol", ("server/protocol.py", "apply"): "protocol",
+         ("server/protocol.py", "view"): "protocol", ("server/raster.py", "rasterize"): "raster",
+         ("server/explain/engine.py", "explain"): "engine", ("server/frames.py", "encode_frame"): "encoding"}
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,17 @@ def replay(catalog: Catalog, threads: EngineThreads, streams: Sequence[Sequence[
 
 
 def breakdown(profile: cProfile.Profile) -> dict[str, float]:
-    """Share of the profiled time (own time of each function) per part of :data:`PARTS`."""
-    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
-    shares = dict.fromkeys([*PARTS, "rest"], 0.0)
-    for (filename, _, name), (_, _, own_s, _, _) in stats.items():
-        where = f"{filename} {name}"
-        part = next((part for part, needles in PARTS.items() if any(needle in where for needle in needles)),
-                    "rest")
-        shares[part] += own_s
-    total = sum(shares.values()) or 1.0
+    """Share of the profiled time per part of :data:`PARTS`; ``rest``: everything else (job and batch
+    glue, the replay's own loop)."""
+    stats = pstats.Stats(profile)
+    shares = dict.fromkeys([*dict.fromkeys(PARTS.values()), "rest"], 0.0)
+    for (filename, _, name), (_, _, _, cumulative_s, _) in stats.stats.items():  # type: ignore[attr-defined]
+        part = next((part for (where, function), part in PARTS.items()
+                     if filename.endswith(where) and name == function), None)
+        if part is not None:
+            shares[part] += cumulative_s
+    total = stats.total_tt  # type: ignore[attr-defined]
+    shares["rest"] = max(0.0, total - sum(shares.values()))
     return {part: round(100 * seconds / total, 1) for part, seconds in shares.items()}
 
 
