@@ -5,6 +5,7 @@ the rule presets and the page's diagram all refer to ``fc1`` and ``fc2``.
 """
 
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 from torch import nn
@@ -40,3 +41,14 @@ def build_model(hidden: int) -> nn.Sequential:
 def hidden_width(state: dict[str, torch.Tensor]) -> int:
     """Read H off a state dict of :func:`build_model`'s layout."""
     return int(state["fc1.weight"].shape[0])
+
+
+def linear_layer(model: nn.Module, name: Literal["fc1", "fc2"]) -> nn.Linear:
+    """The Linear layer ``name`` of a :func:`build_model` network.
+
+    Typed for mypy: torch types a submodule read as an attribute (``model.fc1``) ``Tensor | Module``.
+    """
+    layer = model.get_submodule(name)
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"{name} must be an nn.Linear, got {type(layer).__name__}")
+    return layer

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from starlette.websockets import WebSocket
 from torch import nn
 
 from model_store import load_model, model_names, model_record, read_manifest
+from model_store.architecture import linear_layer
 from model_store.manifest import store_dir_from_env
 from model_store.sizes import IMAGE_PX
 from model_store.strokes import load_golden_digits
@@ -324,7 +324,7 @@ async def api_weights(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _services(runtime).catalog.models:
         return JSONResponse({"error": f"no model {name[:40]!r}"}, status_code=status.HTTP_404_NOT_FOUND)
-    first_layer = cast(nn.Linear, _engines(runtime).models[name].fc1)
+    first_layer = linear_layer(_engines(runtime).models[name], "fc1")
     weights = first_layer.weight.detach().numpy()
     return JSONResponse({"model": name, "weights": encode_i8(weights.reshape(-1, IMAGE_PX, IMAGE_PX))})
 
@@ -346,7 +346,7 @@ async def _scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
     batcher = _services(runtime).batcher
     images, _ = await batcher.call(runtime.digits.get)  # the first load reads a file (~0.3 s)
     parts = [await batcher.call(_scan_chunk_on_thread, runtime, model, chunk) for chunk in neurons.scan_chunks(images)]
-    first_layer = cast(nn.Linear, _engines(runtime).models[model].fc1)
+    first_layer = linear_layer(_engines(runtime).models[model], "fc1")
     return neurons.scan(parts, first_layer.weight.detach().numpy())
 
 

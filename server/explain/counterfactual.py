@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from model_store.architecture import linear_layer
 from model_store.sizes import N_CLASSES
 
 IMAGE_SHAPE = (28, 28)
@@ -120,15 +121,17 @@ class Network:
         """Softmax of the logits of hidden activations ``a (R, H)``."""
         logits = a @ self.w2.T + self.b2
         logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        exp: np.ndarray = np.exp(logits)  # numpy types arithmetic on an ndarray of unstated dtype Any
+        exp /= exp.sum(axis=1, keepdims=True)
+        return exp
 
 
 def smoothness(mask: np.ndarray) -> np.ndarray:
     """``Σ_(p~q) (m_p − m_q)²`` per row of ``mask (R, 784)``."""
     grid = mask.reshape(-1, *IMAGE_SHAPE)
-    return (((grid[:, 1:] - grid[:, :-1]) ** 2).sum(axis=(1, 2))
-            + ((grid[:, :, 1:] - grid[:, :, :-1]) ** 2).sum(axis=(1, 2)))
+    total: np.ndarray = (((grid[:, 1:] - grid[:, :-1]) ** 2).sum(axis=(1, 2))
+                         + ((grid[:, :, 1:] - grid[:, :, :-1]) ** 2).sum(axis=(1, 2)))
+    return total
 
 
 def smoothness_gradient(mask: np.ndarray) -> np.ndarray:
@@ -168,10 +171,9 @@ class CounterfactualSearch:
 
     def __init__(self, model: nn.Module, images: np.ndarray, labels: np.ndarray,
                  objective: Objective = Objective()) -> None:
-        self.w1, self.b1 = (model.fc1.weight.detach().float().numpy().copy(),
-                            model.fc1.bias.detach().float().numpy().copy())
-        self.w2, self.b2 = (model.fc2.weight.detach().float().numpy().copy(),
-                            model.fc2.bias.detach().float().numpy().copy())
+        fc1, fc2 = linear_layer(model, "fc1"), linear_layer(model, "fc2")
+        self.w1, self.b1 = fc1.weight.detach().float().numpy().copy(), fc1.bias.detach().float().numpy().copy()
+        self.w2, self.b2 = fc2.weight.detach().float().numpy().copy(), fc2.bias.detach().float().numpy().copy()
         self.hidden = len(self.b1)
         self.objective = objective
         # A view of ``images`` when they are float32 (the shared embedded digits), not a copy per model.
@@ -254,8 +256,9 @@ class CounterfactualSearch:
         d_logits *= weights * active[:, None]
         d_hidden = (d_logits @ network.w2 + 2.0 * objective.theta * (a - prototype)) * (z1 > 0) * network.keep
         gradient = (d_hidden @ network.w1) * direction + objective.gamma * smoothness_gradient(mask)
-        moved = mask - objective.step_size * gradient
-        return np.clip(moved - objective.step_size * objective.beta, 0.0, 1.0)  # prox of β‖m‖₁ on m ≥ 0, box
+        moved: np.ndarray = mask - objective.step_size * gradient
+        moved = np.clip(moved - objective.step_size * objective.beta, 0.0, 1.0)  # prox of β‖m‖₁ on m ≥ 0, box
+        return moved
 
     def _record(self, best: "_Best", x0: np.ndarray, mask: np.ndarray, direction: np.ndarray, network: Network,
                 target: int, prototype: np.ndarray) -> np.ndarray:

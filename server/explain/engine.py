@@ -32,15 +32,18 @@ hooks to the model they are given): create one engine per worker thread.
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from model_store.architecture import linear_layer
 from model_store.sizes import N_CLASSES
 
+from .backend import RelevanceBackend
 from .faithfulness import PIXELS_PER_STEP
 from .fast import DTYPE, FastBackend, Forward, Start
 from .knockout import KnockoutEffect, keep_mask, knocked_out, knockout_effect
@@ -53,7 +56,8 @@ from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
 __all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
 
 IMAGE_SHAPE = (28, 28)
-BACKENDS = {"fast": FastBackend, "reference": ReferenceBackend}
+BACKENDS: dict[str, Callable[[nn.Module], RelevanceBackend]] = {"fast": FastBackend, "reference": ReferenceBackend}
+Mode = Literal["lrp", "crp", "hidden", "contrast", "attribution"]  # what a selection explains: the list above
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class FrameData:
     logits: np.ndarray
     activations: np.ndarray
     target: int
-    mode: str
+    mode: Mode
     hidden_relevance: np.ndarray
     edges: np.ndarray
     heatmap: np.ndarray
@@ -221,7 +225,7 @@ def check_knockout(knockout: object, where: str, hidden: int) -> None:
         raise ValueError(f"{where}: knockout lists a unit twice: {knockout!r}")
 
 
-def mode_of(request: Request) -> str:
+def mode_of(request: Request) -> Mode:
     """The mode of the module docstring's list."""
     if request.method != "lrp":
         return "attribution"
@@ -260,9 +264,10 @@ class Engine:
         # One intra-op thread: with two, batched calls stalled by 50 ms and more here.
         torch.set_num_threads(1)
         self.model = copy.deepcopy(model).float().eval()
-        self.hidden = int(self.model.fc1.out_features)
-        self._w2 = self.model.fc2.weight.detach().double().numpy()
-        self._b2 = self.model.fc2.bias.detach().double().numpy()
+        fc2 = linear_layer(self.model, "fc2")
+        self.hidden = linear_layer(self.model, "fc1").out_features
+        self._w2 = fc2.weight.detach().double().numpy()
+        self._b2 = fc2.bias.detach().double().numpy()
         self.backend = backend
         self._relevance = BACKENDS[backend](self.model)
         self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
@@ -310,8 +315,7 @@ class Engine:
 
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
-            starts = [Start(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus)
-                      if modes[b] != "attribution" else None for b in rows]
+            starts = [start_of(modes[b], targets[b], requests[b].selection) for b in rows]
             edges[rows], heatmaps[rows] = self._relevance.relevance(forward.rows(rows), rule, starts)
             class_max_abs[rows] = heatmaps[rows].abs().amax(dim=1)
             crp_rows = [b for b in rows if modes[b] == "crp"]
@@ -332,7 +336,7 @@ class Engine:
                             class_max_abs.tolist())
 
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
-                modes: list[str], edges: np.ndarray, heatmaps: np.ndarray,
+                modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray,
                 class_max_abs: list[float]) -> list[FrameData]:
         """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
         z1, logits = forward.z1.numpy(), forward.logits.numpy()
@@ -373,7 +377,7 @@ class Engine:
                 conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum, "logit": logit},
                 versus=versus,
                 class_max_abs=class_max_abs[b] if mode in ("lrp", "crp") else None,
-                neuron_share=share(edges[b, :, target], j) if mode == "crp" else None,
+                neuron_share=share(edges[b, :, target], j) if mode == "crp" and j is not None else None,
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
                 knockout=knockout_effect(z1[b], self._w2, self._b2, request.knockout) if request.knockout else None,
             ))
@@ -432,6 +436,13 @@ class Engine:
         batch = len(images)
         return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
                        hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())
+
+
+def start_of(mode: Mode, target: int, selection: Selection) -> Start | None:
+    """Where the relevance backend starts the map of ``mode``; ``None`` for a captum attribution."""
+    if mode == "attribution":
+        return None
+    return Start(mode, target, selection.hidden, selection.versus)
 
 
 def share(relevance: np.ndarray, j: int) -> float:

@@ -43,6 +43,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from model_store.architecture import linear_layer
+
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
 # Both backends compute in float64 (all hidden-neuron maps are only expanded in
@@ -164,7 +166,7 @@ def unit_maps(groups: Sequence[ShareGroup], x: torch.Tensor, start: torch.Tensor
             term += constant[None]
         term *= (start * inverse).to(dtype)[:, :, None]
         maps = term if maps is None else maps.add_(term)
-    return maps
+    return _summed(maps)
 
 
 def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Tensor,
@@ -180,7 +182,19 @@ def propagate(groups: Sequence[ShareGroup], x: torch.Tensor, relevance: torch.Te
         if group.constant is not None:
             term = term + scaled @ group.constant
         lower = term if lower is None else lower + term
-    return lower
+    return _summed(lower)
+
+
+def _summed(terms: torch.Tensor | None) -> torch.Tensor:
+    """The sum over share groups, which :func:`closed_form` never leaves empty."""
+    if terms is None:
+        raise ValueError("a layer rule needs at least one share group")
+    return terms
+
+
+# The samples of one mode: rows, target classes, hidden neurons (None: every neuron), rival classes (None: no
+# contrast).
+_Rows = tuple[list[int], list[int], list[int | None], list[int | None]]
 
 
 class FastBackend:
@@ -194,10 +208,11 @@ class FastBackend:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.w1 = model.fc1.weight.detach().to(DTYPE)
-        self.b1 = model.fc1.bias.detach().to(DTYPE)
-        self.w2 = model.fc2.weight.detach().to(DTYPE)
-        self.b2 = model.fc2.bias.detach().to(DTYPE)
+        fc1, fc2 = linear_layer(model, "fc1"), linear_layer(model, "fc2")
+        self.w1 = fc1.weight.detach().to(DTYPE)
+        self.b1 = fc1.bias.detach().to(DTYPE)
+        self.w2 = fc2.weight.detach().to(DTYPE)
+        self.b2 = fc2.bias.detach().to(DTYPE)
         self._forms = {name: self._closed_forms(info) for name, info in RULES.items()}
         self._silent = closed_form(SILENT_NEURON_RULE, self.w1, self.b1)
 
@@ -230,7 +245,7 @@ class FastBackend:
         """
         edges = self.edges(forward, rule)
         # Index lists per mode, so that a batch costs one indexed copy per mode, not B.
-        by_mode: dict[tuple[str, bool], tuple[list[int], list[int], list[int], list[int]]] = {}
+        by_mode: dict[tuple[str, bool], _Rows] = {}
         for b, selected in enumerate(starts):
             if selected is not None:
                 rows, classes, neurons, rivals = by_mode.setdefault(
@@ -260,8 +275,7 @@ class FastBackend:
         return edges, maps
 
     @staticmethod
-    def _silent_start(start: torch.Tensor, hidden: tuple[list[int], list[int], list[int], list[int]] | None,
-                      forward: Forward) -> torch.Tensor | None:
+    def _silent_start(start: torch.Tensor, hidden: _Rows | None, forward: Forward) -> torch.Tensor | None:
         """The start of the silent neurons alone, moved out of ``start`` (in place); ``None`` if there are none."""
         if hidden is None:
             return None

@@ -39,7 +39,8 @@ def knocked_out(model: nn.Module, keep: torch.Tensor | None) -> Iterator[None]:
     if keep is None:
         yield
         return
-    handle = model.relu.register_forward_hook(lambda module, inputs, output: output * keep)
+    # get_submodule: torch types an attribute read (``model.relu``) ``Tensor | Module``.
+    handle = model.get_submodule("relu").register_forward_hook(lambda module, inputs, output: output * keep)
     try:
         yield
     finally:
@@ -72,8 +73,9 @@ class KnockoutEffect:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
+    exp: np.ndarray = np.exp(logits - logits.max(axis=-1, keepdims=True))  # numpy's stubs: Any
+    exp /= exp.sum(axis=-1, keepdims=True)
+    return exp
 
 
 def knockout_effect(z1: np.ndarray, w2: np.ndarray, b2: np.ndarray, units: tuple[int, ...]) -> KnockoutEffect:

@@ -188,6 +188,7 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
     target = torch.as_tensor(targets)
     # Gradient methods want an input that requires grad; captum would set it (with a warning) itself.
     images = images.detach().requires_grad_(True)
+    maps: torch.Tensor  # captum ships no type information
     if method == "saliency":
         maps = Saliency(model).attribute(images, target=target)
     elif method == "gradient_x_input":
@@ -210,8 +211,9 @@ def _sample(model: nn.Module, method: str, image: torch.Tensor, target: int) -> 
     """A sampling method's map of one image, seeded from the image itself (:func:`drawing_seed`)."""
     with seeded(drawing_seed(image, method, target)):
         if method == "smoothgrad":
-            return NoiseTunnel(Saliency(model)).attribute(image, nt_type="smoothgrad", target=target,
-                                                          nt_samples=SMOOTHGRAD_SAMPLES, stdevs=SMOOTHGRAD_STDEV)
+            smoothed: torch.Tensor = NoiseTunnel(Saliency(model)).attribute(  # captum ships no type information
+                image, nt_type="smoothgrad", target=target, nt_samples=SMOOTHGRAD_SAMPLES, stdevs=SMOOTHGRAD_STDEV)
+            return smoothed
         # One surrogate per image: captum fits them one by one anyway, with a warning for batches.
         if method == "lime":
             return surrogate(Lime(model).attribute, image, target, LIME_SAMPLES)

@@ -40,6 +40,8 @@ from zennit.composites import NameMapComposite
 from zennit.core import Hook
 from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
+from model_store.architecture import LAYER_NAMES
+
 from .fast import DTYPE, Forward, Start
 from .knockout import knocked_out
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
@@ -80,6 +82,8 @@ class ReferenceBackend:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = copy.deepcopy(model).to(DTYPE).eval()
+        # By name, as modules: torch types an attribute read (``model.fc1``) ``Tensor | Module``.
+        self.flatten, self.fc1, self.relu, self.fc2 = (self.model.get_submodule(name) for name in LAYER_NAMES)
         self.attribution = CondAttribution(self.model)
         self.composites = {name: composite(info) for name, info in RULES.items()}
         self.silent = NameMapComposite([(["fc1"], zennit_rule(SILENT_NEURON_RULE))])
@@ -87,9 +91,9 @@ class ReferenceBackend:
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> Forward:
         """The forward pass of ``x (B, 784)`` of ``DTYPE`` through the model's own modules."""
         with torch.no_grad(), knocked_out(self.model, keep):
-            z1 = self.model.fc1(self.model.flatten(x))
-            a = self.model.relu(z1)
-            return Forward(x, z1, a, self.model.fc2(a), keep)
+            z1 = self.fc1(self.flatten(x))
+            a = self.relu(z1)
+            return Forward(x, z1, a, self.fc2(a), keep)
 
     def lrp_maps(self, x: torch.Tensor, targets: Sequence[int], rule: str,
                  versus: Sequence[int] | None = None) -> torch.Tensor:
@@ -101,6 +105,7 @@ class ReferenceBackend:
         if versus is not None:
             start = start - torch.nn.functional.one_hot(torch.as_tensor(list(versus)), 10).to(x)
         attributor = Gradient(model=self.model, composite=self.composites[rule])
+        relevance: torch.Tensor  # zennit ships no type information
         _, relevance = attributor(x, lambda logits: logits * start)
         return relevance
 
@@ -108,7 +113,8 @@ class ReferenceBackend:
         """``(N, 784)`` CRP maps, ``pairs[n] = (j, c)``: ``{'fc1': [j], 'y': [c]}``; one CRP call."""
         conditions = [{"fc1": [j], "y": [c]} for j, c in pairs]
         result = self.attribution(self._image(x), conditions, self.composites[rule])
-        return result.heatmap.reshape(len(pairs), -1)
+        heatmap: torch.Tensor = result.heatmap  # CRP ships no type information
+        return heatmap.reshape(len(pairs), -1)
 
     def hidden_maps(self, x: torch.Tensor, neurons: Sequence[int], rule: str) -> torch.Tensor:
         """``(N, 784)`` maps of neuron ``neurons[n]`` alone (``start_layer='fc1'``).
@@ -129,7 +135,8 @@ class ReferenceBackend:
         """``(N, H)`` relevance ``R_j`` at ``fc1`` for class ``targets[n]``; one CRP call."""
         conditions = [{"y": [c]} for c in targets]
         result = self.attribution(self._image(x), conditions, self.composites[rule], record_layer=["fc1"])
-        return result.relevances["fc1"]
+        relevance: torch.Tensor = result.relevances["fc1"]  # CRP ships no type information
+        return relevance
 
     @staticmethod
     def _image(x: torch.Tensor) -> torch.Tensor:
@@ -160,13 +167,13 @@ class ReferenceBackend:
         match selected:
             case Start(mode="lrp", target=c):
                 return self.lrp_maps(x, [c], rule)
-            case Start(mode="crp", target=c, hidden=j):
+            case Start(mode="crp", target=c, hidden=j) if j is not None:
                 return self.crp_maps(x, [(j, c)], rule)
-            case Start(mode="hidden", hidden=j):
+            case Start(mode="hidden", hidden=j) if j is not None:
                 return self.hidden_maps(x, [j], rule)
-            case Start(mode="contrast", target=c, hidden=None, versus=v):
+            case Start(mode="contrast", target=c, hidden=None, versus=v) if v is not None:
                 return self.lrp_maps(x, [c], rule, versus=[v])
-            case Start(mode="contrast", target=c, hidden=j, versus=v):
+            case Start(mode="contrast", target=c, hidden=j, versus=v) if j is not None and v is not None:
                 return self.crp_maps(x, [(j, c)], rule) - self.crp_maps(x, [(j, v)], rule)
             case None:
                 return torch.zeros_like(x)
