@@ -9,9 +9,10 @@ A refused message changes nothing.
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -177,7 +178,7 @@ def _kind(value: Any) -> str:
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -254,8 +255,8 @@ def _decode_configure(document: dict[str, Any], seq: int) -> Configure:
     if knockout is not None and not (isinstance(knockout, list) and all(_is_int(unit) for unit in knockout)):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"'knockout' must be an array of hidden-unit indices or null, got {_kind(knockout)}", seq)
-    return Configure(seq, *(_optional_str(document, name, seq) for name in ("model", "method", "rule")),
-                     knockout=None if knockout is None else tuple(knockout))
+    model, method, rule = (_optional_str(document, name, seq) for name in ("model", "method", "rule"))
+    return Configure(seq, model, method, rule, knockout=None if knockout is None else tuple(knockout))
 
 
 def _decode_counterfactual(document: dict[str, Any], seq: int) -> CounterfactualRequest:
@@ -283,7 +284,7 @@ def _decode_ack(document: dict[str, Any]) -> Ack:
     return Ack(frame)
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "stroke": _decode_stroke,
     "select": _decode_select,
     "configure": _decode_configure,
@@ -464,18 +465,18 @@ class VisitorState:
                                   ("rule", message.rule, self.options.rules)):
             if name is not None:
                 self._check_names(kind, (name,), known, message.seq)
-        model_changed = message.model is not None and message.model != self.model
-        width = self.options.models[message.model] if model_changed else self.hidden_width
+        new_model = message.model if message.model != self.model else None
+        width = self.hidden_width if new_model is None else self.options.models[new_model]
         if message.knockout is not None:
             self._check_knockout(message.knockout, width, message.seq)
-        if model_changed:
+        if new_model is not None:
             # Neurons and knock-outs are indices of the old model's hidden layer.
-            self.model, self.output, self.hidden, self.versus, self.knockout = message.model, None, None, None, ()
+            self.model, self.output, self.hidden, self.versus, self.knockout = new_model, None, None, None, ()
         self.method = message.method or self.method
         self.rule = message.rule or self.rule
         if message.knockout is not None:
             self.knockout = tuple(sorted(message.knockout))
-        return Effect(welcome=model_changed)
+        return Effect(welcome=new_model is not None)
 
     @staticmethod
     def _check_knockout(units: tuple[int, ...], width: int, seq: int) -> None:
