@@ -11,8 +11,10 @@
 #   kubernetes-client  `kubectl kustomize`, unless a kubectl is already installed
 #   npm             installs axe-core (package.json) for the page's accessibility tests
 set -uo pipefail
-packages=(chromium nginx docker.io docker-compose debootstrap npm)
+packages=(chromium nginx docker.io docker-compose debootstrap)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
+# An npm already on the PATH (e.g. NodeSource's nodejs, which conflicts with Debian's npm) will do.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for package in "${packages[@]}"; do
