@@ -62,40 +62,43 @@ _SHIFT_BITS = 4
 _MARGIN_PX = math.ceil((IMAGE_PX - PEN_PX) / 2)
 _CANVAS = (IMAGE_PX + 2 * _MARGIN_PX) * SUPERSAMPLE
 _CROP = IMAGE_PX * SUPERSAMPLE
-_INDEX = np.arange(_CANVAS, dtype=np.float64)
+
+_NO_POINTS = (np.full(2, np.inf), np.full(2, -np.inf))
 
 
-def _stroke_points(stroke: Sequence[Sequence[float]], index: int) -> np.ndarray:
-    """``(n, 2)`` float64 x, y of one stroke; extra fields per point are dropped."""
+def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> np.ndarray:
+    """``(n, 2)`` float64 x, y of ``points`` (of strokes numbered ``strokes``, one per point, for the
+    errors), checked; extra fields per point are dropped."""
     try:
-        points = np.asarray(stroke, dtype=np.float64)
+        xy = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
         # Ragged points (some carry time or pressure, some not): read x, y one by one.
-        points = np.array([_point_xy(point, index, k) for k, point in enumerate(stroke)],
-                          dtype=np.float64).reshape(-1, 2)
-    if points.size == 0:
-        return points.reshape(0, 2)
-    if points.ndim != 2 or points.shape[1] < 2:
-        raise ValueError(f"stroke {index}: expected a list of [x, y, ...] points, got shape {points.shape}")
-    return points[:, :2]
+        xy = np.array([_point_xy(point, strokes, k) for k, point in enumerate(points)],
+                      dtype=np.float64).reshape(-1, 2)
+    if xy.size == 0:
+        return xy.reshape(0, 2)
+    if xy.ndim != 2 or xy.shape[1] < 2:
+        raise ValueError(f"stroke {strokes[0]}: expected a list of [x, y, ...] points, got shape {xy.shape}")
+    xy = xy[:, :2]
+    bad = ~np.isfinite(xy) | (xy < 0.0) | (xy > 1.0)
+    if bad.any():
+        k = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ValueError(f"{_where(strokes, k)}: coordinates must be finite canvas fractions in [0, 1], "
+                         f"got x={xy[k, 0]}, y={xy[k, 1]}")
+    return xy
 
 
-def _point_xy(point: Sequence[float], index: int, k: int) -> tuple[float, float]:
+def _where(strokes: Sequence[int], k: int) -> str:
+    """``stroke s point p`` of the ``k``-th point read (``strokes``: the stroke of each point read)."""
+    stroke = strokes[k]
+    return f"stroke {stroke} point {k - strokes.index(stroke)}"
+
+
+def _point_xy(point: Sequence[float], strokes: Sequence[int], k: int) -> tuple[float, float]:
     try:
         return float(point[0]), float(point[1])
     except (TypeError, ValueError, IndexError) as error:
-        raise ValueError(f"stroke {index} point {k}: expected [x, y, ...] numbers, got {point!r}") from error
-
-
-def _check_range(points: np.ndarray, index: int) -> None:
-    """Raise ``ValueError`` naming the first non-finite or out-of-[0, 1] point."""
-    bad = ~np.isfinite(points) | (points < 0.0) | (points > 1.0)
-    if bad.any():
-        k = int(np.flatnonzero(bad.any(axis=1))[0])
-        x, y = points[k]
-        raise ValueError(
-            f"stroke {index} point {k}: coordinates must be finite canvas fractions in [0, 1], got x={x}, y={y}"
-        )
+        raise ValueError(f"{_where(strokes, k)}: expected [x, y, ...] numbers, got {point!r}") from error
 
 
 def rasterize(strokes: Sequence[Sequence[Sequence[float]]], cache: "RasterCache | None" = None) -> np.ndarray:
@@ -133,51 +136,28 @@ def rasterize(strokes: Sequence[Sequence[Sequence[float]]], cache: "RasterCache 
                               _inked_span(cache.ink_low[0], cache.ink_high[0]))
 
 
-def _chunks(fixed: np.ndarray) -> list[np.ndarray]:
-    """One stroke's polylines: ``CHUNK_SEGMENTS`` segments each, each from the previous one's last point.
-
-    cv2 draws nothing for a one-point polyline: a dot is its point repeated (a round dot).
-    """
-    if len(fixed) == 1:
-        return [np.repeat(fixed, 2, axis=0)]
-    return [fixed[start:start + CHUNK_SEGMENTS + 1] for start in range(0, len(fixed) - 1, CHUNK_SEGMENTS)]
-
-
-def _chunks_from(fixed: np.ndarray, start: int) -> list[np.ndarray]:
-    """The chunks of a stroke from point ``start`` (0 or a chunk's first point, shared with the chunk before)."""
-    if start > 0 and len(fixed) - start < 2:
-        return []  # only the shared point, drawn with the chunk before
-    return _chunks(fixed[start:]) if len(fixed) > start else []
-
-
-def _polylines(canvas: np.ndarray, polylines: list[np.ndarray]) -> float:
-    """Draw ``polylines``; return the pen's work in canvas pixels (see :attr:`RasterCache.work_px`)."""
-    if not polylines:
-        return 0.0
-    cv2.polylines(canvas, polylines, isClosed=False, color=255, thickness=_THICKNESS,
-                  lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
-    points = polylines[0] if len(polylines) == 1 else np.concatenate(polylines)
-    steps = np.diff(points, axis=0)
-    return float(np.hypot(steps[:, 0], steps[:, 1]).sum()) / (1 << _SHIFT_BITS) + len(points) * _THICKNESS
-
-
 class RasterCache:
     """One drawing's points and supersampled canvas as last drawn, so that a frame costs only what changed.
 
-    Strokes are drawn in chunks of ``CHUNK_SEGMENTS`` segments, in order.  The
-    cache keeps each stroke's points as an array, and the canvas holding
-    every *complete* chunk (all strokes but the last, and the last stroke's
-    full chunks).  A drawing that extends the cached one (points appended to
-    its last stroke, new strokes) under the same bounding box adds its new
-    complete chunks to that canvas and draws the open chunk (at most
-    ``CHUNK_SEGMENTS`` segments) on a copy.  Anything else (undo, a point
-    outside the box, which rescales the drawing) draws every chunk again from
-    the kept arrays, in native code without the GIL; only new points are
-    ever read from Python objects.  Either way the pixels are exactly those
-    of a drawing from scratch: the same polylines, drawn in the same order.
+    Strokes are drawn in chunks of ``CHUNK_SEGMENTS`` segments, in order: a
+    stroke's chunk ``k`` is the polyline of its points ``32k … 32k + 32``
+    (each chunk starts at the last point of the one before; a one-point
+    stroke is a dot).  The cache keeps every point read, in drawing order, as
+    one array (:attr:`xy`, with each stroke's first index in :attr:`starts`),
+    their fixed-point canvas coordinates (:attr:`fixed`), and the canvas
+    holding every *complete* chunk (all strokes but the last, and the last
+    stroke's full chunks).  A drawing that extends the cached one (points
+    appended to its last stroke, new strokes) under the same bounding box
+    adds its new complete chunks to that canvas and draws the open chunk (at
+    most ``CHUNK_SEGMENTS`` segments) on a copy.  Anything else (undo, a
+    point outside the box, which rescales the drawing) draws every chunk
+    again from the kept arrays, in native code; only new points are ever
+    read from Python objects, and each step is one numpy call for all of
+    them, not one per stroke.  Either way the pixels are exactly those of a
+    drawing from scratch: the same polylines, drawn in the same order.
 
     :attr:`work_px` says how much the last :meth:`draw` drew: the length of
-    the pen's path in canvas pixels (the jumps between polylines included)
+    the pen's path in canvas pixels (the jumps between strokes included)
     plus one pen width per point.  Unlike its time, it does not depend on how
     busy the machine is: the fair share tells a costly drawing by it.
 
@@ -186,101 +166,137 @@ class RasterCache:
 
     def __init__(self) -> None:
         self.strokes: tuple[tuple[Sequence[float], ...], ...] = ()
-        self.points: list[np.ndarray] = []  # per stroke, (n, 2) float64 canvas fractions
-        self.span = (np.full(2, np.inf), np.full(2, -np.inf))  # bounding box of every point read
+        self.xy = np.zeros((0, 2))  # every point, in drawing order, canvas fractions
+        self.starts: list[int] = []  # index in xy of each stroke's first point
+        self.span = _NO_POINTS  # bounding box of xy
         self.work_px = 0.0
         self._clear_canvas(*self.span)
 
     def _clear_canvas(self, low: np.ndarray, high: np.ndarray) -> None:
         """A blank canvas for a drawing whose points span ``low``..``high`` (canvas fractions)."""
         self.low, self.high = low, high
-        centre = (low + high) / 2 if np.isfinite(low).all() else np.zeros(2)  # no points yet: any transform
-        extent = max(float((high - low).max()), MIN_EXTENT) if np.isfinite(low).all() else MIN_EXTENT
+        inked = bool(np.isfinite(low).all())
+        centre = (low + high) / 2 if inked else np.zeros(2)  # no points yet: any transform
+        extent = max(float((high - low).max()), MIN_EXTENT) if inked else MIN_EXTENT
         # Canvas pixels per canvas fraction: the centre line spans the box minus one pen width.
         self.scale = (BOX_PX - PEN_PX) * SUPERSAMPLE / extent
         self.offset = (_CANVAS - 1) / 2 - centre * self.scale
-        self.fixed: list[np.ndarray] = []  # per stroke drawn, (n, 2) int32 fixed-point canvas coordinates
+        self.fixed = np.zeros((0, 2), dtype=np.int32)  # xy's first points as fixed-point canvas coordinates
+        self.along = np.zeros(0)  # the pen's path from the first fixed point to each, canvas pixels
         self.ink_low = np.full(2, np.iinfo(np.int64).max, dtype=np.int64)
         self.ink_high = np.full(2, np.iinfo(np.int64).min, dtype=np.int64)
         self.complete = np.zeros((_CANVAS, _CANVAS), dtype=np.uint8)  # every complete chunk drawn
-        self.drawn = (0, 0)  # complete chunks drawn: strokes before [0], and points before [1] of stroke [0]
+        self.drawn = (0, 0)  # complete chunks drawn: strokes before [0], and points of stroke [0] before [1]
 
     def draw(self, strokes: Sequence[Sequence[Sequence[float]]]) -> np.ndarray | None:
         """The canvas of ``strokes`` (``None``: no points), drawing what the cache lacks."""
-        drawing = tuple(tuple(stroke) for stroke in strokes)
-        extends = self._read(drawing)
+        extends = self._read(tuple(tuple(stroke) for stroke in strokes))
         self.work_px = 0.0
         low, high = self.span
-        if not np.isfinite(low).all():  # no points
+        if len(self.xy) == 0:
             self._clear_canvas(low, high)
             return None
         if not (extends and np.array_equal(low, self.low) and np.array_equal(high, self.high)):
             self._clear_canvas(low, high)
-        self._extend()
+        self._fix()
+        self._draw_complete()
         return self._render()
 
     def _read(self, drawing: tuple[tuple[Sequence[float], ...], ...]) -> bool:
-        """Bring :attr:`points` up to ``drawing``, reading only new points; whether it extends the cached one."""
+        """Bring :attr:`xy` up to ``drawing``, reading only new points; whether it extends the cached one."""
         old = self.strokes
         same = 0  # leading strokes unchanged
         while same < min(len(old), len(drawing)) and drawing[same] == old[same]:
             same += 1
         grown = same < min(len(old), len(drawing)) and drawing[same][:len(old[same])] == old[same]
         extends = same == len(old) or (grown and same == len(old) - 1)
-        points = self.points[:same]
-        added: list[np.ndarray] = []
+        kept = len(old[same]) if grown else 0  # points kept of stroke `same`
+        starts = self.starts[:same + grown]
+        keep = (starts[-1] + kept) if grown else (self.starts[same] if same < len(old) else len(self.xy))
+        new: list[Sequence[float]] = []
+        owners: list[int] = []  # the stroke of each new point, for errors
         for index in range(same, len(drawing)):
-            start = len(old[index]) if grown and index == same else 0
-            added.append(_stroke_points(drawing[index][start:], index))
-            _check_range(added[-1], index)
-            points.append(np.concatenate([self.points[index], added[-1]]) if start else added[-1])
-        self.points, self.strokes = points, drawing
+            if not (grown and index == same):
+                starts.append(keep + len(new))
+            points = drawing[index][kept:] if grown and index == same else drawing[index]
+            new.extend(points)
+            owners.extend([index] * len(points))
+        added = _read_points(new, owners)
+        self.xy = np.concatenate([self.xy[:keep], added]) if keep and len(added) else \
+            (self.xy[:keep] if keep else added)
+        self.strokes, self.starts = drawing, starts
         # The span grows with the new points only, unless points were taken away.
-        self.span = _span(added, *self.span) if extends else _span(points, np.full(2, np.inf), np.full(2, -np.inf))
+        self.span = _span(added, *self.span) if extends else _span(self.xy, *_NO_POINTS)
         return extends
 
-    def _extend(self) -> None:
-        """Fix the points not yet on the canvas, and draw the chunks they complete."""
-        for index in range(len(self.points)):
-            known = len(self.fixed[index]) if index < len(self.fixed) else 0
-            if index < len(self.fixed) and known == len(self.points[index]):
-                continue  # nothing new in this stroke (all but the last, while drawing)
-            new = self.points[index][known:]
-            fixed = np.rint((new * self.scale + self.offset) * (1 << _SHIFT_BITS)).astype(np.int32)
-            if len(fixed):
-                self.ink_low = np.minimum(self.ink_low, fixed.min(axis=0))
-                self.ink_high = np.maximum(self.ink_high, fixed.max(axis=0))
-            if index < len(self.fixed):
-                self.fixed[index] = np.concatenate([self.fixed[index], fixed])
-            else:
-                self.fixed.append(fixed)
+    def _fix(self) -> None:
+        """Fixed-point canvas coordinates and the pen's path for the points not yet fixed."""
+        new = self.xy[len(self.fixed):]
+        if not len(new):
+            return
+        fixed = np.rint((new * self.scale + self.offset) * (1 << _SHIFT_BITS)).astype(np.int32)
+        self.ink_low = np.minimum(self.ink_low, fixed.min(axis=0))
+        self.ink_high = np.maximum(self.ink_high, fixed.max(axis=0))
+        # Steps from the last point fixed (or the first new one) through the new points.
+        steps = np.diff(np.concatenate([self.fixed[-1:] if len(self.fixed) else fixed[:1], fixed]), axis=0)
+        path = np.cumsum(np.hypot(steps[:, 0], steps[:, 1]) / (1 << _SHIFT_BITS))
+        self.along = np.concatenate([self.along, path + (self.along[-1] if len(self.along) else 0.0)])
+        self.fixed = np.concatenate([self.fixed, fixed]) if len(self.fixed) else fixed
+
+    def _stroke_end(self, stroke: int) -> int:
+        return self.starts[stroke + 1] if stroke + 1 < len(self.starts) else len(self.fixed)
+
+    def _chunks(self, stroke: int, start: int, end: int) -> list[np.ndarray]:
+        """Stroke ``stroke``'s polylines from its point ``start`` (its first, or a chunk's first, shared with
+        the chunk before) up to point ``end`` (exclusive).
+
+        cv2 draws nothing for a one-point polyline: a dot is its point repeated (a round dot).
+        """
+        first = self.starts[stroke]
+        if end - start < 2:
+            return [np.repeat(self.fixed[first:first + 1], 2, axis=0)] if start == first == end - 1 else []
+        return [self.fixed[at:min(at + CHUNK_SEGMENTS + 1, end)] for at in range(start, end - 1, CHUNK_SEGMENTS)]
+
+    def _draw_complete(self) -> None:
+        """Draw the chunks that the new points complete onto :attr:`complete`."""
         stroke, start = self.drawn
-        last = len(self.fixed) - 1
+        last = len(self.starts) - 1
         finished: list[np.ndarray] = []
+        begin = start
         while stroke < last:  # strokes before the last one are finished: all their chunks
-            finished += _chunks_from(self.fixed[stroke], start)
-            stroke, start = stroke + 1, 0
+            finished += self._chunks(stroke, start, self._stroke_end(stroke))
+            stroke, start = stroke + 1, self.starts[stroke + 1]
         # The last stroke's chunks that have all their points; the open chunk is drawn by _render.
-        full = max(0, len(self.fixed[last]) - start - 1) // CHUNK_SEGMENTS
-        finished += _chunks_from(self.fixed[last][:start + full * CHUNK_SEGMENTS + 1], start) if full else []
-        self.work_px += _polylines(self.complete, finished)
+        full = max(0, len(self.fixed) - start - 1) // CHUNK_SEGMENTS
+        if full:
+            finished += self._chunks(last, start, start + full * CHUNK_SEGMENTS + 1)
+        self.work_px += self._polylines(self.complete, finished, begin)
         self.drawn = (last, start + full * CHUNK_SEGMENTS)
 
     def _render(self) -> np.ndarray:
         """The complete chunks' canvas plus the last stroke's open chunk, on a copy."""
         canvas = self.complete.copy()
         stroke, start = self.drawn
-        self.work_px += _polylines(canvas, _chunks_from(self.fixed[stroke], start))
+        self.work_px += self._polylines(canvas, self._chunks(stroke, start, len(self.fixed)), start)
         return canvas
 
+    def _polylines(self, canvas: np.ndarray, polylines: list[np.ndarray], first: int) -> float:
+        """Draw ``polylines``, which run through the points from index ``first`` on; return the pen's work in
+        canvas pixels (see :attr:`work_px`)."""
+        if not polylines:
+            return 0.0
+        cv2.polylines(canvas, polylines, isClosed=False, color=255, thickness=_THICKNESS,
+                      lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
+        points = sum(len(polyline) for polyline in polylines)
+        last = min(len(self.fixed) - 1, first + points - 1)
+        return float(self.along[last] - self.along[first]) + points * _THICKNESS
 
-def _span(strokes: Sequence[np.ndarray], low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bounding box ``low``..``high`` grown to hold every point of ``strokes``."""
-    inked = [points for points in strokes if len(points)]
-    if not inked:
+
+def _span(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounding box ``low``..``high`` grown to hold every point of ``points``."""
+    if not len(points):
         return low, high
-    return (np.minimum(low, np.min([points.min(axis=0) for points in inked], axis=0)),
-            np.maximum(high, np.max([points.max(axis=0) for points in inked], axis=0)))
+    return np.minimum(low, points.min(axis=0)), np.maximum(high, points.max(axis=0))
 
 
 def _inked_span(low: int, high: int) -> slice:
@@ -297,20 +313,21 @@ def _centre_and_reduce(canvas: np.ndarray, ink_rows: slice, ink_columns: slice) 
     """
     # Projections give the first moments at a quarter of cv2.moments' cost (0.03 vs 0.14 ms).
     inked = canvas[ink_rows, ink_columns]
-    columns = np.zeros(_CANVAS, dtype=np.int64)
-    rows = np.zeros(_CANVAS, dtype=np.int64)
-    columns[ink_columns] = inked.sum(axis=0, dtype=np.int64)
-    rows[ink_rows] = inked.sum(axis=1, dtype=np.int64)
-    left, top = _crop_start(columns), _crop_start(rows)
+    left = _crop_start(inked.sum(axis=0, dtype=np.int64), ink_columns.start)
+    top = _crop_start(inked.sum(axis=1, dtype=np.int64), ink_rows.start)
     crop = canvas[top:top + _CROP, left:left + _CROP]
     small = cv2.resize(crop, (IMAGE_PX, IMAGE_PX), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) / np.float32(255.0)
 
 
-def _crop_start(projection: np.ndarray) -> int:
-    """Where the crop starts along one axis: centre of mass on ``COM_PX``, all ink inside."""
+def _crop_start(projection: np.ndarray, offset: int) -> int:
+    """Where the crop starts along one axis: centre of mass on ``COM_PX``, all ink inside.
+
+    ``projection``: the ink summed across the other axis, over canvas pixels ``offset`` … on.
+    """
     # Output pixel index p covers canvas pixels [p·S, (p+1)·S): its centre is p·S + (S−1)/2.
     target = COM_PX * SUPERSAMPLE + (SUPERSAMPLE - 1) / 2
-    centred = round(float(projection @ _INDEX) / float(projection.sum()) - target)
+    index = np.arange(offset, offset + len(projection), dtype=np.float64)
+    centred = round(float(projection @ index) / float(projection.sum()) - target)
     inked = np.flatnonzero(projection)
-    return min(max(centred, int(inked[-1]) - _CROP + 1), int(inked[0]))
+    return min(max(centred, offset + int(inked[-1]) - _CROP + 1), offset + int(inked[0]))
