@@ -8,9 +8,9 @@ field.  :func:`rasterize` does the same with a drawing:
 
 1. the centre-line bounding box of all points is scaled (aspect kept) so the
    inked box, pen included, is ``BOX_PX`` = 20 pixels on its longer side;
-2. the strokes are drawn with anti-aliased ``cv2.polylines`` (in chunks of
+2. the strokes are drawn with solid ``cv2.polylines`` (in chunks of
    ``CHUNK_SEGMENTS`` segments) on a canvas ``SUPERSAMPLE`` times finer than
-   the output, with a pen of ``PEN_PX`` output pixels whatever the size of
+   the output (the reduction of step 3 anti-aliases), with a pen of ``PEN_PX`` output pixels whatever the size of
    the drawing; a :class:`RasterCache` keeps that canvas between frames;
 3. the canvas is cropped so the ink's centre of mass lands on ``COM_PX``,
    or as near as keeps all ink inside the field, and reduced to 28×28 by
@@ -26,13 +26,16 @@ import numpy as np
 from model_store.sizes import IMAGE_PX
 
 BOX_PX = 20.0
-# Pen width in output pixels as drawn, about a tenth of the 20-px box.  Chosen
+# Pen width in output pixels as drawn, about a seventh of the 20-px box.  Chosen
 # on the 500 held-out embedded training digits, re-rastered from their
-# skeletons (model_store.strokes) at random canvas sizes: pens of 1.85, 2.35
-# and 2.85 px score alike (the first default model 96.0 / 96.2 / 96.8 %, h16
-# 94.8 / 94.8 / 94.6 %), and 2.35 px gives MNIST's ink per digit (97 vs 102 summed pixel
-# values).  The official test set only measures the result (tests/test_raster.py).
-PEN_PX = 2.35
+# skeletons (model_store.strokes) at random canvas sizes: pens of 1.85 to 2.85 px
+# score alike (the first default model 96.0–96.8 %, h16 94.6–94.8 %; the solid pen
+# of 2.25 / 2.75 px: default 96.8 / 97.4 %, h16 95.2 / 94.6 %, vs 97.0 / 94.8 % for
+# the anti-aliased 2.35 px it replaced), and of the two widths a solid pen can have
+# near there (see _THICKNESS) 2.75 px is nearer MNIST's ink per digit (109 vs 102
+# summed pixel values; 2.25 px: 91).  The official test set only measures the
+# result (tests/test_raster.py).
+PEN_PX = 2.75
 SUPERSAMPLE = 4
 # Centre of mass of MNIST digits in pixel-index coordinates (row, column):
 # the mean over the 5,000 embedded digits is (13.99, 14.00), spread 0.29 px.
@@ -40,16 +43,18 @@ COM_PX = 14.0
 # A drawing whose longer side is below this (canvas fractions) is a dot or a
 # dash: it is not blown up to the 20-px box, which would turn it into a blob.
 MIN_EXTENT = 0.02
-# cv2 draws an anti-aliased line of thickness t as 2·floor(t/2) + 1.4 canvas
-# pixels of ink across (measured on long slanted lines, ±0.02 px), so widths
-# come in steps of 2 canvas pixels: take the even thickness nearest the pen
-# (8 → 9.4 canvas pixels = 2.35 output pixels at SUPERSAMPLE = 4).
-_CV2_EXTRA_WIDTH = 1.4
+# cv2 draws a solid (LINE_8) line of thickness t as 2·floor(t/2) + 1 canvas
+# pixels of ink across (measured on long slanted lines: 8.9 for t = 8, 10.9 for
+# t = 10, ±0.2 px with the slope), so widths come in steps of 2 canvas pixels:
+# take the even thickness nearest the pen (10 → 11 canvas pixels = 2.75 output
+# pixels at SUPERSAMPLE = 4).  Solid, not LINE_AA: the anti-aliased pen cost
+# 4–5× as much to draw (74 vs 17 µs a frame of the continuous replay), and at
+# 4× supersampling the area reduction smooths the edges as well.
+_CV2_EXTRA_WIDTH = 1.0
 _THICKNESS = max(2, 2 * round((PEN_PX * SUPERSAMPLE - _CV2_EXTRA_WIDTH) / 2))
 # Strokes are drawn as polylines of this many segments, each starting at the
-# last point of the one before.  cv2 rounds the joint where two polylines
-# meet a second time (a little more anti-aliased fringe there, not visible at
-# 28×28), but a drawing that grows then costs only its open chunk: see
+# last point of the one before (solid ink drawn twice where two chunks meet
+# is the same ink), so a drawing that grows costs only its open chunk: see
 # RasterCache.  A 4,096-point zig-zag redrawn in full took 14–24 ms.
 CHUNK_SEGMENTS = 32
 # Fixed-point fraction bits for cv2 drawing coordinates (1/16 canvas pixel).
@@ -286,7 +291,7 @@ class RasterCache:
         if not polylines:
             return 0.0
         cv2.polylines(canvas, polylines, isClosed=False, color=255, thickness=_THICKNESS,
-                      lineType=cv2.LINE_AA, shift=_SHIFT_BITS)
+                      lineType=cv2.LINE_8, shift=_SHIFT_BITS)
         points = sum(len(polyline) for polyline in polylines)
         last = min(len(self.fixed) - 1, first + points - 1)
         return float(self.along[last] - self.along[first]) + points * _THICKNESS
@@ -301,7 +306,7 @@ def _span(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.nda
 
 def _inked_span(low: int, high: int) -> slice:
     """Canvas pixels along one axis that the pen can have inked between these fixed-point coordinates."""
-    reach = _THICKNESS // 2 + 2  # half the pen, the anti-aliased fringe and rounding
+    reach = _THICKNESS // 2 + 2  # half the pen, its odd centre pixel and rounding
     return slice(max(0, (int(low) >> _SHIFT_BITS) - reach), min(_CANVAS, (int(high) >> _SHIFT_BITS) + reach + 1))
 
 

@@ -123,7 +123,7 @@ def test_any_valid_drawing_gives_a_boxed_centred_image(strokes):
     assert image.sum() > 0
     xy = np.array([point for stroke in strokes for point in stroke])
     if np.ptp(xy, axis=0).max() >= MIN_EXTENT:
-        # level 0.1: where a pen edge falls on a pixel border, cv2's anti-aliased fringe puts ~0.05 of ink
+        # level 0.1: where a pen edge falls just past a pixel border, the area reduction puts a little ink
         # into the next pixel on each side (found by hypothesis: a 20-px box measured 22 at level 0.05)
         assert BOX_PX - 2 <= max(ink_box(image, level=0.1)) <= BOX_PX + 1
     # Centred on a 1/4-pixel grid, unless that would cut ink off: then the box is pushed against the border.
