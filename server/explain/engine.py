@@ -316,8 +316,12 @@ class Engine:
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
             starts = [start_of(modes[b], targets[b], requests[b].selection) for b in rows]
-            edges[rows], heatmaps[rows] = self._relevance.relevance(forward.rows(rows), rule, starts)
-            class_max_abs[rows] = heatmaps[rows].abs().amax(dim=1)
+            rule_edges, rule_maps = self._relevance.relevance(forward.rows(rows), rule, starts)
+            if len(rows) == len(requests):  # one rule for the batch, the usual case: no indexed copies
+                edges, heatmaps = rule_edges, rule_maps
+            else:
+                edges[rows], heatmaps[rows] = rule_edges, rule_maps
+            class_max_abs[rows] = rule_maps.abs().amax(dim=1)
             crp_rows = [b for b in rows if modes[b] == "crp"]
             if crp_rows:
                 _, class_maps = self._relevance.relevance(

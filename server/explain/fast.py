@@ -94,7 +94,9 @@ class Forward:
     keep: torch.Tensor | None = None
 
     def rows(self, rows: list[int]) -> "Forward":
-        """The forward pass of the samples ``rows`` only."""
+        """The forward pass of the samples ``rows`` only (itself if that is every sample: no copies)."""
+        if rows == list(range(len(self.x))):
+            return self
         keep = None if self.keep is None else self.keep[rows]
         return Forward(self.x[rows], self.z1[rows], self.a[rows], self.logits[rows], keep)
 
