@@ -87,8 +87,12 @@ class Settings:
             use, seconds per second (1 = a whole thread); above it, its next
             frame waits (server.inference.usage: heavy is a visitor whose
             rasters keep drawing far more than a digit's).  A visitor drawing
-            a digit at 60 frames/s uses 0.06–0.18 (1–3 ms of CPU a frame on
-            this machine, most of it the engine call) and is never heavy.
+            a digit at 60 frames/s uses 0.02–0.05 (0.3–0.9 ms of CPU a frame
+            on this machine, batched or alone) and is never heavy; the
+            default holds a heavy one (its frames ~3 ms, computed alone) to
+            10–15 frames/s.  0.1, the first default, stopped binding once a
+            redraw got cheap (solid pen, December 2026): three heavy visitors
+            then kept 60 frames/s and raised a bystander's p99 1.6×.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).
@@ -124,7 +128,7 @@ class Settings:
     batch_max: int = 16
     batch_wait_ms: float = 0.0
     compute_deadline_s: float = 3.0
-    fair_share: float = 0.1
+    fair_share: float = 0.03
     coalesce: bool = True
     log_level: str = "info"
 
