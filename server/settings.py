@@ -90,7 +90,7 @@ class Settings:
             a digit at 60 frames/s uses 0.02–0.05 (0.3–0.9 ms of CPU a frame
             on this machine, batched or alone) and is never heavy; the
             default holds a heavy one (its frames ~3 ms, computed alone) to
-            10–15 frames/s.  0.1, the first default, stopped binding once a
+            ~7 frames/s.  0.1, the first default, stopped binding once a
             redraw got cheap (solid pen, December 2026): three heavy visitors
             then kept 60 frames/s and raised a bystander's p99 1.6×.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
@@ -128,7 +128,7 @@ class Settings:
     batch_max: int = 16
     batch_wait_ms: float = 0.0
     compute_deadline_s: float = 3.0
-    fair_share: float = 0.03
+    fair_share: float = 0.02
     coalesce: bool = True
     log_level: str = "info"
 
