@@ -182,6 +182,23 @@ async def test_idle_visitor_is_closed_1000() -> None:
         assert (close.code, close.reason) == (status.WS_1000_NORMAL_CLOSURE, "idle timeout")
 
 
+async def test_a_visitor_who_keeps_sending_outlives_the_idle_timeout() -> None:
+    """The idle timer is moved on by each message (server.session.IdleTimer): three timeouts' worth of
+    messages 0.1 s apart keep the session open; silence then closes it after one timeout."""
+    async with running_app(idle_timeout_s=0.3) as url, Visitor.connect(url) as visitor:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for step in range(10):
+            seq = await visitor.send("stroke", id=1, points=[[0.2 + 0.05 * step, 0.5]])
+            await visitor.frame_for(seq)
+            await asyncio.sleep(0.1)
+        assert loop.time() - started > 0.9
+        quiet = loop.time()
+        close = await closed_with(visitor.connection)
+        assert (close.code, close.reason) == (status.WS_1000_NORMAL_CLOSURE, "idle timeout")
+        assert loop.time() - quiet < 0.3 + 1.0
+
+
 async def test_silent_peer_is_dropped_by_the_keepalive_ping() -> None:
     """A peer that completes the handshake and then never answers (no pong) is closed by the ping timeout."""
     async with running_app(ping_interval_s=0.2, ping_timeout_s=0.2) as url:
