@@ -991,8 +991,11 @@ def test_on_a_phone_every_hidden_neuron_is_one_tap_away(browser: Browser, server
             "(groups) => groups.map((g) => g.dataset.index)")}
         hidden = frame["activations"]["shape"][0]
         assert 0 < len(shown) < hidden, "a phone shows a strip of the hidden layer, not the whole grid"
-        edges = decode_array(frame["edges"])  # R(j → target)
-        assert shown == set(np.argsort(-np.abs(edges), kind="stable")[:len(shown)].tolist()), "the strip is the most relevant"
+        # The page's order (static/network.js, stripSlots): |R(j → target)|, ties (one byte a value: common)
+        # by activation, then by index.
+        edges, activations = decode_array(frame["edges"]), decode_array(frame["activations"])
+        ranked = sorted(range(hidden), key=lambda j: (-abs(float(edges[j])), -float(activations[j]), j))
+        assert shown == set(ranked[:len(shown)]), "the strip is the most relevant"
         page.locator("#network-all").click()
         sheet = page.locator("#network-sheet")
         page.wait_for_function(f"() => document.querySelectorAll('#network-sheet .neuron.hidden').length === {hidden}",
