@@ -72,8 +72,9 @@ class Settings:
             (``python -m server`` only; default: the cores this process may
             use).  Each has its own event loop, GIL and engine threads.
     Inference
-        workers: engine threads per server process, at most the number of
-            cores (each holds its own engines; default min(2, cores)).
+        workers: frame threads per server process, at most the number of
+            cores (each holds its own engines; default 1: the cores are used
+            by ``processes``, and threads of one process share its GIL).
         batch_max: frames of different visitors computed as one engine call.
         batch_wait_ms: how long a batch waits for more frames once one is due, ms
             (0: a free worker takes what is queued at once).
@@ -124,7 +125,9 @@ class Settings:
     header_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
     processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
-    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    # One frame thread: a second one in the same process only contends for its GIL (two processes on
+    # 2 cores, 100 visitors drawing digits: p99 37-38 ms with two, 11-21 ms with one; docs/benchmarks.md).
+    workers: int = 1
     batch_max: int = 16
     batch_wait_ms: float = 0.0
     compute_deadline_s: float = 3.0
