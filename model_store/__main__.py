@@ -4,9 +4,12 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from . import datasets
@@ -15,6 +18,8 @@ from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
 from .manifest import ModelStoreError, read_manifest
 from .store import load_model, register_model
 from .training import SELECTIONS, TrainConfig, train
+
+Split = tuple[np.ndarray, np.ndarray]  # images, labels
 
 
 def _mnist_dir(args: argparse.Namespace) -> Path | None:
@@ -56,7 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_data(args: argparse.Namespace) -> tuple[tuple, tuple, dict]:
+def _training_data(args: argparse.Namespace) -> tuple[Split, Split, dict[str, Any]]:
     if args.data == "embedded":
         images, labels = datasets.load_embedded()
         source = {"name": datasets.EMBEDDED_NAME, "n": int(len(labels))}
@@ -87,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.seconds, 1),
         "command": "python -m model_store " + shlex.join(sys.argv[1:]),
-        "distilled_from": None if config.teacher_hidden is None else {
+        # set exactly when config.teacher_hidden is: train() measures the teachers it distils from
+        "distilled_from": None if result.teacher_val_accuracy is None else {
             "hidden": config.teacher_hidden, "epochs": config.teacher_epochs, "teachers": config.teachers,
             "augment": config.teacher_augment or config.augment,
             "val_accuracy": round(result.teacher_val_accuracy, 4),
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(1)
     try:
-        return args.run(args)
+        run: Callable[[argparse.Namespace], int] = args.run  # one of the cmd_* functions
+        return run(args)
     except (ModelStoreError, FetchError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -105,10 +105,11 @@ def load_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in IDX_FILES:
         raise ValueError(f"unknown MNIST split {split!r}; expected one of {sorted(IDX_FILES)}")
     paths = [find_idx_file(directory, stem) for stem in IDX_FILES[split]]
-    missing = [stem for stem, path in zip(IDX_FILES[split], paths) if path is None]
-    if missing:
+    image_path, label_path = paths
+    if image_path is None or label_path is None:
+        missing = [stem for stem, path in zip(IDX_FILES[split], paths) if path is None]
         raise FileNotFoundError(f"{directory}: missing MNIST {split} file(s) {missing} (.gz or raw)")
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or images.shape[1:] != (IMAGE_PX, IMAGE_PX) or labels.shape != (images.shape[0],):
         raise ValueError(
             f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match"

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from .architecture import INPUT_SIZE, N_CLASSES, build_model, hidden_width
+from .architecture import build_model, hidden_width
 from .manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -35,6 +35,7 @@ from .manifest import (
     verified_bytes,
     weights_path,
 )
+from .sizes import INPUT_SIZE, N_CLASSES
 
 TENSOR_DTYPE = torch.float32
 
@@ -113,7 +114,7 @@ def register_model(
         raise ModelStoreError(f"model name {name!r}: use letters, digits, '-' and '_' only")
     store_dir = store_dir or store_dir_from_env()
     manifest_path = store_dir / MANIFEST_NAME
-    manifest = read_manifest(store_dir) if manifest_path.exists() else {
+    manifest: dict[str, Any] = read_manifest(store_dir) if manifest_path.exists() else {
         "format": MANIFEST_FORMAT, "default": name, "models": {}}
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     data = safetensors.torch.save(state)

@@ -90,9 +90,9 @@ def trace(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
     what remains after that are closed loops, each returned once with its
     first pixel repeated at the end.  A lone pixel is a one-pixel path.
     """
-    pixels = [tuple(map(int, p)) for p in np.argwhere(skeleton)]
+    pixels = [(int(row), int(col)) for row, col in np.argwhere(skeleton)]
     graph = {p: _neighbours(skeleton, p) for p in pixels}
-    visited: set[frozenset] = set()
+    visited: set[frozenset[tuple[int, int]]] = set()
     paths: list[list[tuple[int, int]]] = []
 
     def walk(start: tuple[int, int], step: tuple[int, int]) -> list[tuple[int, int]]:

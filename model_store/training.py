@@ -23,6 +23,7 @@ learns from the softened mean of their logits (Hinton et al. 2015,
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -98,7 +99,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tens
 class _Ensemble(nn.Module):
     """Mean logits of several models."""
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
 
@@ -109,6 +110,8 @@ class _Ensemble(nn.Module):
 def _train_teacher(config: "TrainConfig", train_set: tuple[np.ndarray, np.ndarray],
                    val_set: tuple[np.ndarray, np.ndarray], progress: bool) -> tuple[nn.Module, float]:
     """Train ``config.teachers`` teachers; return their ensemble and its validation accuracy."""
+    if config.teacher_hidden is None:
+        raise ValueError("training teachers needs config.teacher_hidden, their width")
     members = []
     for index in range(config.teachers):
         teacher_config = replace(config, hidden=config.teacher_hidden, epochs=config.teacher_epochs,
@@ -146,7 +149,8 @@ def train(
     preset = PRESETS[config.augment]
 
     model = build_model(config.hidden)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    # torch leaves get_ema_multi_avg_fn unannotated
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))  # type: ignore[no-untyped-call]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps_per_epoch = -(-len(labels) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -169,7 +173,7 @@ def train(
                     teacher_logits = teacher(x)
             loss = _loss(model(x), y, teacher_logits, config)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)  # what loss.backward() calls; Tensor.backward is unannotated
             optimizer.step()
             schedule.step()
             ema.update_parameters(model)
@@ -185,6 +189,8 @@ def train(
                 best_state = {k: v.clone() for k, v in ema.module.state_dict().items()}
             bar.set_postfix(loss=f"{total / len(labels):.4f}", val_acc=f"{acc:.4f}", smoothed=f"{smoothed:.4f}")
 
+    if best_state is None:  # cannot happen: epochs >= 1, the last epoch is evaluated, each selection keeps one
+        raise RuntimeError("training kept no weights: no validation evaluation ran")
     result_model = build_model(config.hidden)
     result_model.load_state_dict(best_state)
     return TrainResult(result_model.eval(), best_acc, best_epoch, time.perf_counter() - start,
