@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .cores import usable_cores
 from .protocol import Limits
 
 DRAWING_LIMITS = Limits()  # their defaults are written once, in server.protocol
@@ -70,7 +71,8 @@ class Settings:
     Processes
         processes: complete server processes sharing the listening socket
             (``python -m server`` only; default: the cores this process may
-            use).  Each has its own event loop, GIL and engine threads.
+            use, its CPU affinity capped by a container's CPU quota,
+            :mod:`server.cores`).  Each has its own event loop, GIL and engine threads.
     Inference
         workers: frame threads per server process, at most the number of
             cores (each holds its own engines; default 1: the cores are used
@@ -124,7 +126,7 @@ class Settings:
     send_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
-    processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    processes: int = field(default_factory=usable_cores)
     # One frame thread: a second one in the same process only contends for its GIL (two processes on
     # 2 cores, 100 visitors drawing digits: p99 37-38 ms with two, 11-21 ms with one; docs/benchmarks.md).
     workers: int = 1

@@ -93,6 +93,25 @@ def images(engine: None) -> Images:
     return built
 
 
+def test_a_cpu_quota_caps_the_server_processes(images: Images) -> None:
+    """``docker run --cpus 1``: one server process, not one per CPU of the host (server.cores)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("a quota below the host's CPUs needs a host of at least two")
+    container = docker("run", "--detach", "--cpus", "1", images.app).strip()
+    try:
+        def logs() -> str:  # the container's stdout and stderr, where the server logs
+            result = subprocess.run(["docker", "logs", container], capture_output=True, text=True, timeout=60)
+            return result.stdout + result.stderr
+
+        deadline = time.monotonic() + HEALTHY_S
+        while not (events := [orjson.loads(line) for line in logs().splitlines() if '"event":"listening"' in line]):
+            assert time.monotonic() < deadline, logs()[-2000:]
+            time.sleep(0.5)
+        assert events[0]["processes"] == 1, events[0]
+    finally:
+        docker("rm", "--force", container)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
