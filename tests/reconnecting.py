@@ -7,7 +7,8 @@ compose and swarm in ``test_docker.py``).
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -122,3 +123,19 @@ class ReconnectingVisitor:
             if receiver.done():
                 receiver.result()  # closed by the server: ConnectionClosed goes up to `run`
             receiver.cancel()
+
+
+@asynccontextmanager
+async def drawing(visitors: list[ReconnectingVisitor], stop_within_s: float = WAIT_S) -> AsyncIterator[list[Record]]:
+    """Run ``visitors`` while the block runs, giving their records; then stop them (each within
+    ``stop_within_s``) and, if the block passed, assert that none failed or was refused a message."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(visitor.run(stop)) for visitor in visitors]
+    try:
+        yield [visitor.record for visitor in visitors]
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), stop_within_s)
+    for task in tasks:
+        assert task.exception() is None, task.exception()
+    assert not [visitor.record.errors for visitor in visitors if visitor.record.errors]

@@ -7,7 +7,6 @@ Debian's nginx as the current user with the template of
 server`` processes.
 """
 
-import asyncio
 import http.server
 import re
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from reconnecting import WAIT_S, ReconnectingVisitor, until
+from reconnecting import WAIT_S, ReconnectingVisitor, drawing, until
 from starlette import status
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -226,10 +225,7 @@ async def test_per_ip_connection_limit(replicas: list[ServerProcess], tmp_path: 
 async def test_replicas_share_visitors_and_fail_over(replicas: list[ServerProcess], proxy: Proxy) -> None:
     golden = load_golden_digits()
     visitors = [ReconnectingVisitor(proxy.ws, proxy.base, golden[index % 10], seed=index) for index in range(VISITORS)]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(visitor.run(stop)) for visitor in visitors]
-    records = [visitor.record for visitor in visitors]
-    try:
+    async with drawing(visitors) as records:
         await until(lambda: all(record.frames for record in records), "a frame for every visitor")
 
         # 1. Spread: least_conn puts visitors on every replica.
@@ -268,9 +264,3 @@ async def test_replicas_share_visitors_and_fail_over(replicas: list[ServerProces
                     f"{on_stopped} visitors of the stopped replica to reconnect and get frames")
         assert all(r.close_codes[-1] == status.WS_1012_SERVICE_RESTART for r in told())
         assert open_connections(replicas[2]) == VISITORS
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
-    for task in tasks:
-        assert task.exception() is None, task.exception()
-    assert not [record.errors for record in records if record.errors]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from reconnecting import ReconnectingVisitor, until
+from reconnecting import ReconnectingVisitor, drawing, until
 from starlette import status
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -365,10 +365,7 @@ async def test_swarm_rolling_update_keeps_every_visitor(stack: Deployment) -> No
     golden = load_golden_digits()
     visitors = [ReconnectingVisitor(stack.ws, stack.base, golden[index % 10], seed=index, max_connections=10)
                 for index in range(SWARM_VISITORS)]
-    records = [visitor.record for visitor in visitors]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(visitor.run(stop)) for visitor in visitors]
-    try:
+    async with drawing(visitors, stop_within_s=RECONNECT_S) as records:
         await until(lambda: all(record.frames for record in records), "a frame for every visitor", RECONNECT_S)
         old_tasks = {task_id for task_id, _ in service_tasks(app)}
         updating_at = time.monotonic()
@@ -397,9 +394,3 @@ async def test_swarm_rolling_update_keeps_every_visitor(stack: Deployment) -> No
         moved = sum(len(record.close_codes) for record in records)
         assert moved >= 1, "no visitor was moved: nothing was tested"
         print(f"{moved} moves of {SWARM_VISITORS} visitors; longest time without frames {max(gaps):.2f} s")
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), RECONNECT_S)
-    for task in tasks:
-        assert task.exception() is None, task.exception()
-    assert not [record.errors for record in records if record.errors]
