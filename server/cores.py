@@ -14,16 +14,22 @@ documents it:
   (``-1`` for no limit) and ``cpu.cfs_period_us``.
 
 The process's cgroup (``/proc/self/cgroup``) and each of its ancestors may
-set a quota; the smallest one applies.  Inside a container the cgroup path
-that ``/proc/self/cgroup`` names may not exist under the mount (the mount's
-root *is* the container's cgroup), so missing directories are skipped and
-the mount's root is always read.  A quota of ``q`` cores allows ``ceil(q)``
-processes: 1.5 cores keep two processes busy three quarters of the time.
+set a quota; the smallest one that is visible applies.  Inside a container
+the cgroup path that ``/proc/self/cgroup`` names may not exist under the
+mount (the mount's root *is* the container's cgroup), so missing
+directories are skipped and the mount's root is always read; a quota set
+above the container's own cgroup (a Kubernetes pod's, a
+``--cgroup-parent`` slice's) is then not visible, and is not counted.  A
+path outside the cgroup namespace (``/..``) reads the mount's root only.
+A quota of ``q`` cores allows ``ceil(q)`` processes (as Go's
+container-aware ``GOMAXPROCS`` rounds): 1.5 cores keep two processes busy
+three quarters of the time.  Anything unreadable or unexpected counts as
+no quota: the affinity is the answer, never a failed start-up.
 """
 
 import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -41,27 +47,32 @@ def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_C
     (or no cgroup file system to read it from)."""
     try:
         memberships = proc_cgroup.read_text().splitlines()
-    except OSError:
+        quotas: list[float] = []
+        for line in memberships:
+            fields = line.split(":", 2)
+            if len(fields) != 3:
+                continue  # not a membership line (a trailing blank line)
+            hierarchy, controllers, path = fields
+            if hierarchy == "0" and (cgroup_root / "cgroup.controllers").exists():  # v2, the unified hierarchy
+                quotas += [quota for directory in _lineage(cgroup_root, path)
+                           if (quota := _v2_quota(directory / "cpu.max")) is not None]
+            elif "cpu" in controllers.split(","):  # v1: mounted as "cpu", "cpu,cpuacct" or "cpuacct,cpu"
+                for mount in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct", cgroup_root / "cpuacct,cpu"):
+                    quotas += [quota for directory in _lineage(mount, path)
+                               if (quota := _v1_quota(directory)) is not None]
+    except (OSError, ValueError):  # no cgroup file system here, a sandbox's EACCES, text not as documented
         return None
-    quotas: list[float] = []
-    for line in memberships:
-        hierarchy, controllers, path = line.split(":", 2)
-        if hierarchy == "0" and (cgroup_root / "cgroup.controllers").exists():  # v2, the unified hierarchy
-            quotas += [quota for directory in _lineage(cgroup_root, path)
-                       if (quota := _v2_quota(directory / "cpu.max")) is not None]
-        elif "cpu" in controllers.split(","):  # v1: mounted as "cpu", "cpu,cpuacct" or "cpuacct,cpu"
-            for mount in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct", cgroup_root / "cpuacct,cpu"):
-                quotas += [quota for directory in _lineage(mount, path)
-                           if (quota := _v1_quota(directory)) is not None]
     return min(quotas, default=None)
 
 
 def _lineage(mount: Path, path: str) -> list[Path]:
-    """``mount/path`` and each of its ancestors up to ``mount``, those that exist."""
-    directory = mount / path.strip("/")
-    lineage = [directory, *directory.parents[:len(directory.relative_to(mount).parts)]] \
-        if directory.is_relative_to(mount) else [mount]
-    return [candidate for candidate in lineage if candidate.is_dir()]
+    """``mount/path`` and each of its ancestors up to ``mount``, those that exist; ``mount`` alone for a path
+    outside the namespace (``/../..``), which pathlib would not resolve."""
+    parts = tuple(part for part in PurePosixPath(path).parts if part != "/")
+    if ".." in parts:
+        parts = ()
+    lineage = [mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+    return [directory for directory in lineage if directory.is_dir()]
 
 
 def _v2_quota(cpu_max: Path) -> float | None:
@@ -79,8 +90,8 @@ def _v1_quota(directory: Path) -> float | None:
 
 
 def _read(path: Path) -> str:
-    """The file's text, stripped; empty if it cannot be read (no such controller at this level)."""
+    """The file's text, stripped; empty where the file does not exist (no such controller at this level)."""
     try:
         return path.read_text().strip()
-    except OSError:
+    except FileNotFoundError:
         return ""

@@ -128,7 +128,7 @@ class Settings:
     shutdown_grace_s: float = 5.0
     processes: int = field(default_factory=usable_cores)
     # One frame thread: a second one in the same process only contends for its GIL (two processes on
-    # 2 cores, 100 visitors drawing digits: p99 37-38 ms with two, 11-21 ms with one; docs/benchmarks.md).
+    # 2 cores, 50 visitors drawing continuously: p99 11-29 ms with two, 6-14 ms with one; docs/benchmarks.md).
     workers: int = 1
     batch_max: int = 16
     batch_wait_ms: float = 0.0

@@ -127,7 +127,7 @@ class ReconnectingVisitor:
 
 @asynccontextmanager
 async def drawing(visitors: list[ReconnectingVisitor], stop_within_s: float = WAIT_S) -> AsyncIterator[list[Record]]:
-    """Run ``visitors`` while the block runs, giving their records; then stop them (each within
+    """Run ``visitors`` while the block runs, giving their records; then stop them (all within
     ``stop_within_s``) and, if the block passed, assert that none failed or was refused a message."""
     stop = asyncio.Event()
     tasks = [asyncio.create_task(visitor.run(stop)) for visitor in visitors]

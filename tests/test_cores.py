@@ -62,6 +62,20 @@ def test_no_quota_means_the_affinity(tmp_path: Path) -> None:
     assert usable_cores(tmp_path / "missing", tmp_path / "missing-cgroup") == AFFINITY
 
 
+def test_a_path_outside_the_namespace_reads_the_mount_root_only(tmp_path: Path) -> None:
+    # The kernel names a cgroup outside the reader's cgroup namespace with "..": never read above the mount.
+    root = cgroup_files(tmp_path / "cg", {"cgroup.controllers": "cpu", "cpu.max": "200000 100000"})
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # what /sys/fs/cgroup/.. would hold, if read
+    assert cgroup_cpu_quota(root, membership(tmp_path, "0::/../..")) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("proc_text, cpu_max", [("0::/\n\n", "garbage"), ("not a cgroup line\n0::/", "100000 0x10")])
+def test_unexpected_text_means_no_quota_never_a_failed_start(tmp_path: Path, proc_text: str, cpu_max: str) -> None:
+    root = cgroup_files(tmp_path / "cg", {"cgroup.controllers": "cpu", "cpu.max": cpu_max})
+    assert cgroup_cpu_quota(root, membership(tmp_path, proc_text)) is None
+    assert usable_cores(root, membership(tmp_path, proc_text)) == AFFINITY
+
+
 @pytest.mark.skipif(AFFINITY < 2, reason="a quota below the affinity needs at least two CPUs")
 def test_a_quota_below_the_affinity_caps_the_processes(tmp_path: Path) -> None:
     root = cgroup_files(tmp_path / "cg", {"cgroup.controllers": "cpu", "cpu.max": "100000 100000"})

@@ -210,17 +210,27 @@ def draw_with_touch(visit: Visit, strokes: Strokes) -> None:
     cdp.detach()
 
 
+SETTLE_TRIES = 20  # checks, two animation frames apart: what a test drew is sent within a few
+
+
 def settle(visit: Visit) -> dict[str, Any]:
     """The frame answering everything the page sent, once the page shows it.
 
     The status line carries the last seq the page sent and the seq of the
     frame on screen (static/status.js); frame ≥ sent means nothing is pending.
+    It must still hold two animation frames later: the pad sends its points
+    once per animation frame, and a frame answering points sent after this
+    returned would change what is on screen (a phone's strip of neurons
+    reorders by relevance) under the test's next click.
     """
-    visit.page.wait_for_function(
-        "() => { const d = document.getElementById('status').dataset;"
-        " return Number(d.frameSeq) >= Number(d.sentSeq); }", timeout=WAIT_MS)
-    sent = int(visit.page.locator("#status").get_attribute("data-sent-seq") or 0)
-    return visit.wire.frame_for(sent)
+    caught_up = ("() => { const d = document.getElementById('status').dataset;"
+                 " return Number(d.frameSeq) >= Number(d.sentSeq) ? {sent: Number(d.sentSeq)} : null; }")
+    for _ in range(SETTLE_TRIES):
+        shown = visit.page.wait_for_function(caught_up, timeout=WAIT_MS).json_value()
+        visit.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        if visit.page.evaluate(caught_up) == shown:
+            return visit.wire.frame_for(shown["sent"])
+    raise AssertionError(f"the page kept sending for {SETTLE_TRIES} checks: it never settled")
 
 
 def heatmap_title(page: Page) -> str:

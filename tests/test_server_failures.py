@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, FrameData, Request
 from server.raster import rasterize
+from server.settings import Settings
 from support import Visitor, decode_array, fetch, metric, running_app, server_process
 
 FAILING_NEURON = 13
@@ -169,17 +170,46 @@ async def test_two_hung_workers_cost_only_their_visitors_while_a_bystander_keeps
             assert await metric(url, "xai_closed_connections_total", code="1011") == 2
 
 
+async def test_one_frame_thread_holds_a_bystander_up_two_deadlines_at_most(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    # The default: one frame thread per process. A hanging input batched with the bystander's frame hangs again
+    # when retried alone (two threads abandoned, both replaced by warm spares); the bystander draws on.
+    with hanging_engines() as factory:
+        async with running_app(engine_factory=factory, compute_deadline_s=DEADLINE_S) as url, \
+                Visitor.connect(url) as bystander, Visitor.connect(url) as hanging:
+            assert Settings().workers == 1  # the default, which this test is about
+            for visitor in (bystander, hanging):
+                await visitor.frame_for(None)
+            watch = FrameWatch(bystander, golden_digits[3])
+            tasks = [asyncio.create_task(watch.draw()), asyncio.create_task(watch.watch())]
+            try:
+                await asyncio.sleep(0.5)
+                await hanging.send("select", output=None, hidden=FAILING_NEURON)
+                assert await closing_code(hanging) == status.WS_1011_INTERNAL_ERROR
+                frames = watch.frames
+                await asyncio.sleep(1.0)
+                assert watch.frames > frames, "the bystander's frames stopped"
+                for path in ("/healthz", "/readyz"):
+                    assert (await fetch(url + path))[0] == 200
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            assert watch.longest_gap_s < 2 * DEADLINE_S + 1 / 60 + SCHEDULING_SLACK_S, watch.longest_gap_s
+
+
 async def test_health_goes_red_when_no_engine_thread_is_left(golden_digits: dict[int, list[Stroke]]) -> None:
-    # One thread: the first hang is replaced (frames go on, health green), the second leaves none (red).
+    # One thread, two hangs tolerated (an input that hangs in a batch hangs again alone): the first two are
+    # replaced (frames go on, health green), the third leaves none (red).
     with hanging_engines() as factory:
         async with running_app(engine_factory=factory, workers=1, compute_deadline_s=DEADLINE_S) as url:
             async with Visitor.connect(url) as bystander:
-                for round_ in range(2):
+                for round_ in range(3):
                     async with Visitor.connect(url) as hanging:
                         await hanging.frame_for(None)
                         await hanging.send("select", output=None, hidden=FAILING_NEURON)
                         assert await closing_code(hanging) == status.WS_1011_INTERNAL_ERROR
-                    if round_ == 0:
+                    if round_ < 2:
                         assert [(await fetch(url + path))[0] for path in ("/healthz", "/readyz")] == [200, 200]
                         await bystander.send("clear")
                         frame = await bystander.frame_for(await bystander.draw(golden_digits[2]))

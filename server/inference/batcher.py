@@ -57,8 +57,9 @@ class Batcher:
         self.metrics = metrics
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000.0
-        # Every thread may hang once and be replaced: a server survives as many hangs as it has threads.
-        self.frame_workers = Workers(workers, deadline_s, max_abandoned=workers, warm=threads.warm)
+        # Every thread may hang once and be replaced: a server survives as many hangs as it has threads, and
+        # at least two, since an input that hangs in a batch hangs again when retried alone.
+        self.frame_workers = Workers(workers, deadline_s, max_abandoned=max(2, workers), warm=threads.warm)
         slow = max(1, workers - 1)
         self.slow_workers = Workers(slow, deadline_s, max_abandoned=slow, nice=SLOW_NICE, warm=threads.warm)
         self.max_jobs = max_jobs
