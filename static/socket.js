@@ -35,7 +35,7 @@ export function backoffMs(attempt, random = Math.random) {
  * @param {object} options
  * @param {string} options.url                      ws[s]://host/ws
  * @param {(message: object) => void} options.onMessage   every server message, parsed
- * @param {(connection: object) => void} options.onConnection  {status, retryInMs, code}
+ * @param {(connection: object) => void} options.onConnection  {status, retryInMs, code, reason?}
  * @param {(welcome: object) => object[]} options.replay   messages (without seq) to send
  *        after a connection's first welcome, to restore the drawing and selection
  * @param {(seq: number, message: object) => void} options.onSent   every message sent, replays included
@@ -112,7 +112,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
     if (RECONNECT_CODES.has(event.code)) {
       const delay = backoffMs(attempt);
       attempt += 1;
-      report("reconnecting", { retryInMs: delay, code: event.code });
+      report("reconnecting", { retryInMs: delay, code: event.code, reason: event.reason });
       retryTimer = setTimeout(connect, delay);
     } else if (event.code === IDLE_CODE) {
       report("idle", { code: event.code });

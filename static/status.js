@@ -7,6 +7,8 @@ const REASONS = {
   1012: "server restarting",
   1013: "server busy",
 };
+/** 1013 has two documented reasons (docs/protocol.md, "Connecting"): full, or still starting. */
+const NOT_READY = "server not ready";
 
 /**
  * Display lag (pen → its frame, ms) past which the status warns: amber, then red (issue 12). Every text stays
@@ -22,7 +24,7 @@ function duration(ms) {
 
 /**
  * The status text and its tone ("ok", "wait", "stop").
- * @param {{status: string, retryInMs: number|null, code: number|null}} connection
+ * @param {{status: string, retryInMs: number|null, code: number|null, reason?: string}} connection
  * @param {{lagMs: number|null, fps: number}} stats  lagMs: how far the display trails the pen (socket.js)
  * @returns {{text: string, tone: string}}
  */
@@ -41,7 +43,8 @@ export function describeStatus(connection, stats) {
     case "connecting":
       return { text: "Connecting…", tone: "wait" };
     case "reconnecting": {
-      const reason = REASONS[connection.code] ?? "connection lost";
+      const starting = connection.code === 1013 && connection.reason === NOT_READY;
+      const reason = starting ? "server starting" : REASONS[connection.code] ?? "connection lost";
       return { text: `Reconnecting… (${reason}) · your drawing is kept`, tone: "wait" };
     }
     case "idle":

@@ -28,6 +28,7 @@ import orjson
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, WebSocketRoute, sync_playwright
+from starlette import status
 
 from model_store import model_record
 from model_store.examples import load_examples
@@ -761,6 +762,32 @@ def test_a_comparison_lost_with_its_connection_is_no_longer_awaited(holding: tup
     page.wait_for_function("() => document.getElementById('status').dataset.status !== 'open'", timeout=WAIT_MS)
     page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)  # reconnected through the route
     assert "Computing" not in page.locator("#compare-note").inner_text()
+
+
+@pytest.mark.parametrize("reason, words", [("server not ready", "server starting"),
+                                           ("server at capacity", "server busy")])
+def test_a_refused_connection_says_why_while_the_page_retries(
+        context: BrowserContext, server: str, reason: str, words: str) -> None:
+    # 1013 has two documented reasons (docs/protocol.md, "Connecting"): a replica still starting is not a full one.
+    refusals = 3  # backoffs of 125-250, 250-500 and 500-1000 ms: over a second of "Reconnecting…"
+
+    def route(page_side: WebSocketRoute) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            page_side.close(code=status.WS_1013_TRY_AGAIN_LATER, reason=reason)
+            return
+        server_side = page_side.connect_to_server()
+        page_side.on_message(server_side.send)
+        server_side.on_message(page_side.send)
+
+    page = context.new_page()
+    page.route_web_socket("**/ws", route)
+    page.goto(server)
+    page.wait_for_function(f"() => document.getElementById('status').textContent.includes('({words})')",
+                           timeout=WAIT_MS)
+    page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+    assert refusals == 0
 
 
 def test_ink_drawn_before_the_first_welcome_is_sent_with_it_and_the_page_takes_its_sizes_from_it(
