@@ -5,5 +5,6 @@ them from ``welcome`` (``model.layers``).
 """
 
 IMAGE_PX = 28  # MNIST's field, pixels on a side
+IMAGE_SHAPE = (IMAGE_PX, IMAGE_PX)
 INPUT_SIZE = IMAGE_PX * IMAGE_PX
 N_CLASSES = 10

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
+from model_store.sizes import INPUT_SIZE, N_CLASSES
+
 from .protocol import Options
 
 
@@ -59,7 +61,7 @@ class Catalog:
 
 def model_info(record: dict[str, Any]) -> ModelInfo:
     """A :class:`ModelInfo` from a manifest entry of ``model_store.model_record``."""
-    layers = tuple(record.get("architecture", {}).get("layers", (784, record["hidden"], 10)))
+    layers = tuple(record.get("architecture", {}).get("layers", (INPUT_SIZE, record["hidden"], N_CLASSES)))
     return ModelInfo(name=record["name"], hidden=int(record["hidden"]), layers=layers,
                      val_accuracy=record.get("val_accuracy"), test_accuracy=record.get("test_accuracy"),
                      sha256=record.get("sha256"))

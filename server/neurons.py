@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from model_store.datasets import load_embedded
+from model_store.sizes import IMAGE_SHAPE
 from server.explain.engine import Request, Selection
 
 from .frames import encode_f32, encode_u8
@@ -85,7 +86,7 @@ def card(model: str, neuron: int, result: NeuronScan, images: np.ndarray, labels
     return {
         "model": model,
         "hidden": neuron,
-        "weights": encode_f32(result.weights[neuron].reshape(28, 28)),
+        "weights": encode_f32(result.weights[neuron].reshape(IMAGE_SHAPE)),
         "top_activation": _top(result.activations[:, neuron], images, labels),
         "top_relevance": _top(result.relevance[:, neuron], images, labels),
     }

@@ -49,10 +49,8 @@ import numpy as np
 from torch import nn
 
 from model_store.architecture import linear_layer
-from model_store.sizes import N_CLASSES
+from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
 
-IMAGE_SHAPE = (28, 28)
-N_PIXELS = 28 * 28
 BELOW_MARGIN = 1e6  # added to the loss of a mask read as the target only between threshold and margin
 
 
@@ -144,7 +142,7 @@ def smoothness_gradient(mask: np.ndarray) -> np.ndarray:
     laplacian[:, :-1] -= vertical
     laplacian[:, :, 1:] += horizontal
     laplacian[:, :, :-1] -= horizontal
-    return 2.0 * laplacian.reshape(len(mask), N_PIXELS)
+    return 2.0 * laplacian.reshape(len(mask), INPUT_SIZE)
 
 
 def changed_ink(image: np.ndarray, original: np.ndarray) -> float:
@@ -177,7 +175,7 @@ class CounterfactualSearch:
         self.hidden = len(self.b1)
         self.objective = objective
         # A view of ``images`` when they are float32 (the shared embedded digits), not a copy per model.
-        self.images = np.asarray(images, dtype=np.float32).reshape(len(images), N_PIXELS)
+        self.images = np.asarray(images, dtype=np.float32).reshape(len(images), INPUT_SIZE)
         activations = np.maximum(self.images @ self.w1.T + self.b1, 0.0)
         self.by_class = [(np.flatnonzero(labels == c), activations[labels == c]) for c in range(N_CLASSES)]
 
@@ -192,7 +190,7 @@ class CounterfactualSearch:
         training digit of ``target`` qualifies as a prototype.  ``knockout``: hidden units forced to zero."""
         started = time.perf_counter()
         objective, network = self.objective, self.network(knockout)
-        x0 = image.reshape(1, N_PIXELS).astype(np.float32)
+        x0 = image.reshape(1, INPUT_SIZE).astype(np.float32)
         prototypes, prototype = self.prototypes(network, x0, target)
         if not len(prototypes):
             return None

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from model_store.architecture import linear_layer
-from model_store.sizes import N_CLASSES
+from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
 
 from .backend import RelevanceBackend
 from .faithfulness import PIXELS_PER_STEP
@@ -55,7 +55,6 @@ from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
 __all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
 
-IMAGE_SHAPE = (28, 28)
 BACKENDS: dict[str, Callable[[nn.Module], RelevanceBackend]] = {"fast": FastBackend, "reference": ReferenceBackend}
 Mode = Literal["lrp", "crp", "hidden", "contrast", "attribution"]  # what a selection explains: the list above
 
@@ -310,7 +309,7 @@ class Engine:
                    for r, p in zip(requests, predictions)]
         modes = [mode_of(request) for request in requests]
         edges = torch.zeros(len(requests), self.hidden, N_CLASSES, dtype=DTYPE)
-        heatmaps = torch.zeros(len(requests), 28 * 28, dtype=DTYPE)
+        heatmaps = torch.zeros(len(requests), INPUT_SIZE, dtype=DTYPE)
         class_max_abs = torch.zeros(len(requests), dtype=DTYPE)
 
         for rule in {request.rule for request in requests}:
@@ -331,7 +330,7 @@ class Engine:
         # captum's perturbation methods enlarge the batch: one call per method and knock-out, mask (1, H).
         for method, knockout in {(r.method, r.knockout) for r in requests if r.method != "lrp"}:
             rows = [b for b, r in enumerate(requests) if (r.method, r.knockout) == (method, knockout)]
-            images = forward.x[rows].float().reshape(-1, 1, 28, 28)
+            images = forward.x[rows].float().reshape(-1, 1, *IMAGE_SHAPE)
             with knocked_out(self.model, keep_mask([knockout], self.hidden, torch.float32)):
                 maps = attribute(self.model, method, images, [targets[b] for b in rows])
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
@@ -429,7 +428,8 @@ class Engine:
             A key of :data:`server.explain.rules.RULES`.
         """
         if not isinstance(images, np.ndarray) or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"images must be a (B, 28, 28) numpy array, got {getattr(images, 'shape', images)!r}")
+            raise ValueError(f"images must be a (B, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}) numpy array, "
+                             f"got {getattr(images, 'shape', images)!r}")
         if not (np.issubdtype(images.dtype, np.floating) and np.isfinite(images).all()
                 and images.min(initial=0.0) >= 0.0 and images.max(initial=0.0) <= 1.0):
             # Name the first offending image, with the reason.

@@ -35,6 +35,8 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, KernelShap, Lime, NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
+from model_store.sizes import IMAGE_PX, IMAGE_SHAPE
+
 # LIME and KernelSHAP fit their surrogates with scikit-learn, which captum imports on first use: ~1 s
 # here, paid by the first visitor to compare methods (a LIME map of 980 ms instead of 11).  Importing it
 # above moves that second to server start.
@@ -104,7 +106,7 @@ METHODS: dict[str, MethodInfo] = {
 CAPTUM_METHODS = tuple(name for name in METHODS if name != "lrp")
 
 
-def superpixels(size: int = 28, block: int = SUPERPIXEL_PX) -> torch.Tensor:
+def superpixels(size: int = IMAGE_PX, block: int = SUPERPIXEL_PX) -> torch.Tensor:
     """``(1, 1, size, size)`` int64 feature mask: ``block × block`` squares numbered row-major."""
     index = torch.arange(size) // block
     per_row = (size + block - 1) // block
@@ -204,7 +206,7 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
                                           perturbations_per_eval=13 * 13)
     else:
         raise ValueError(f"unknown captum method {method!r}; expected one of {', '.join(CAPTUM_METHODS)}")
-    return maps.detach().reshape(len(images), 28, 28)
+    return maps.detach().reshape(len(images), *IMAGE_SHAPE)
 
 
 def _sample(model: nn.Module, method: str, image: torch.Tensor, target: int) -> torch.Tensor:

@@ -41,6 +41,7 @@ from zennit.core import Hook
 from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 from model_store.architecture import LAYER_NAMES
+from model_store.sizes import IMAGE_SHAPE
 
 from .fast import DTYPE, Forward, Start
 from .knockout import knocked_out
@@ -141,7 +142,7 @@ class ReferenceBackend:
     @staticmethod
     def _image(x: torch.Tensor) -> torch.Tensor:
         # CRP sums its heatmap over dim 1 (channels): give it (N, 1, 28, 28).
-        return x.detach().reshape(-1, 1, 28, 28).clone().requires_grad_(True)
+        return x.detach().reshape(-1, 1, *IMAGE_SHAPE).clone().requires_grad_(True)
 
     def edges(self, forward: Forward, rule: str) -> torch.Tensor:
         """``(B, H, 10)`` messages ``R(j→c)``: one CRP call per class."""
