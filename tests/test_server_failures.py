@@ -172,10 +172,11 @@ async def test_two_hung_workers_cost_only_their_visitors_while_a_bystander_keeps
 
 async def test_one_frame_thread_holds_a_bystander_up_two_deadlines_at_most(
         golden_digits: dict[int, list[Stroke]]) -> None:
-    # The default: one frame thread per process. A hanging input batched with the bystander's frame hangs again
-    # when retried alone (two threads abandoned, both replaced by warm spares); the bystander draws on.
+    # The default: one frame thread per process. A hanging input batched with the bystander's frame (a 50 ms
+    # batch wait makes sure of it) hangs again when retried alone: two threads abandoned, both replaced by warm
+    # spares, and the bystander draws on (with one replacement only, the second hang emptied the pool).
     with hanging_engines() as factory:
-        async with running_app(engine_factory=factory, compute_deadline_s=DEADLINE_S) as url, \
+        async with running_app(engine_factory=factory, compute_deadline_s=DEADLINE_S, batch_wait_ms=50.0) as url, \
                 Visitor.connect(url) as bystander, Visitor.connect(url) as hanging:
             assert Settings().workers == 1  # the default, which this test is about
             for visitor in (bystander, hanging):
