@@ -114,12 +114,30 @@ async def test_sigterm_closes_every_visitor_1012_and_exits_within_grace(
 
 
 class FrameWatch:
-    """A visitor drawing without end (a point every 1/30 s) and the longest wait between two of its frames."""
+    """A visitor drawing without end (a point every 1/30 s) and the longest wait between two of its frames;
+    ``async with`` it to draw and watch while the block runs."""
 
     def __init__(self, visitor: Visitor, strokes: list[Stroke]) -> None:
         self.visitor, self.strokes = visitor, strokes
         self.longest_gap_s = 0.0
         self.frames = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> "FrameWatch":
+        """Draw and watch the frames while the block runs."""
+        self.tasks = [asyncio.create_task(self.draw()), asyncio.create_task(self.watch())]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def still_drawing(self, seconds: float = 1.0) -> None:
+        """Assert that frames keep coming: more within the next ``seconds``."""
+        frames = self.frames
+        await asyncio.sleep(seconds)
+        assert self.frames > frames, "the bystander's frames stopped"
 
     async def draw(self) -> None:
         points = [point for stroke in self.strokes for point in stroke]
@@ -146,9 +164,7 @@ async def test_two_hung_workers_cost_only_their_visitors_while_a_bystander_keeps
                 Visitor.connect(url) as bystander, Visitor.connect(url) as first, Visitor.connect(url) as second:
             for visitor in (bystander, first, second):
                 await visitor.frame_for(None)
-            watch = FrameWatch(bystander, golden_digits[3])
-            tasks = [asyncio.create_task(watch.draw()), asyncio.create_task(watch.watch())]
-            try:
+            async with FrameWatch(bystander, golden_digits[3]) as watch:
                 await asyncio.sleep(0.5)
                 for hanging in (first, second):  # each hangs one engine thread
                     await hanging.send("select", output=None, hidden=FAILING_NEURON)
@@ -158,13 +174,7 @@ async def test_two_hung_workers_cost_only_their_visitors_while_a_bystander_keeps
                     assert (await fetch(url + path))[0] == 200
                 async with Visitor.connect(url) as newcomer:
                     assert (await newcomer.frame_for(await newcomer.draw(golden_digits[5])))["prediction"] == 5
-                frames = watch.frames
-                await asyncio.sleep(1.0)
-                assert watch.frames > frames, "the bystander's frames stopped"
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await watch.still_drawing()
             # A frame batched with a hung one waits the deadline, then is computed alone.
             assert watch.longest_gap_s < DEADLINE_S + 1 / 60 + SCHEDULING_SLACK_S, watch.longest_gap_s
             assert await metric(url, "xai_closed_connections_total", code="1011") == 2
@@ -181,21 +191,13 @@ async def test_one_frame_thread_holds_a_bystander_up_two_deadlines_at_most(
             assert Settings().workers == 1  # the default, which this test is about
             for visitor in (bystander, hanging):
                 await visitor.frame_for(None)
-            watch = FrameWatch(bystander, golden_digits[3])
-            tasks = [asyncio.create_task(watch.draw()), asyncio.create_task(watch.watch())]
-            try:
+            async with FrameWatch(bystander, golden_digits[3]) as watch:
                 await asyncio.sleep(0.5)
                 await hanging.send("select", output=None, hidden=FAILING_NEURON)
                 assert await closing_code(hanging) == status.WS_1011_INTERNAL_ERROR
-                frames = watch.frames
-                await asyncio.sleep(1.0)
-                assert watch.frames > frames, "the bystander's frames stopped"
+                await watch.still_drawing()
                 for path in ("/healthz", "/readyz"):
                     assert (await fetch(url + path))[0] == 200
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
             assert watch.longest_gap_s < 2 * DEADLINE_S + 1 / 60 + SCHEDULING_SLACK_S, watch.longest_gap_s
 
 
