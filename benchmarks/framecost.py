@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from server.app import build_catalog  # the app module pulls in Starlette: only when run
+    from server.lifespan import build_catalog  # the app module pulls in Starlette: only when run
 
     catalog = build_catalog(Settings())
     threads = EngineThreads({name: load_model(name) for name in catalog.models}, "fast", default_engine_factory)

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
-import server.app
+import server.lifespan
 from model_store import load_model, model_names, model_record
 from model_store.datasets import load_embedded
 from model_store.manifest import STORE_DIR, sha256_of
@@ -145,9 +145,9 @@ async def test_readiness_names_every_model_it_checked(app_url: str) -> None:
 
 
 async def test_readiness_fails_when_a_golden_digit_is_misclassified(monkeypatch: pytest.MonkeyPatch) -> None:
-    golden = server.app.load_golden_digits()
+    golden = server.lifespan.load_golden_digits()
     swapped = {0: golden[1], **{label: strokes for label, strokes in golden.items() if label != 0}}
-    monkeypatch.setattr(server.app, "load_golden_digits", lambda: swapped)
+    monkeypatch.setattr(server.lifespan, "load_golden_digits", lambda: swapped)
     async with running_app() as url:
         status, body = await fetch(url + "/readyz")
         assert status == 503 and b"misclassifies golden digit(s) [0]" in body

@@ -1,0 +1,92 @@
+"""The model and neuron API: ``/api/models``, ``/api/models/{name}/neurons/{j}`` (a neuron's card) and its weights."""
+
+import asyncio
+
+import numpy as np
+from starlette import status
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from model_store.architecture import linear_layer
+from model_store.sizes import IMAGE_PX
+
+from . import neurons
+from .frames import encode_i8
+from .inference.jobs import InferenceError
+from .runtime import Runtime, engines_of, runtime_of, services_of
+
+
+async def api_models(request: Request) -> Response:
+    services = services_of(runtime_of(request))
+    catalog = services.catalog
+    return JSONResponse({
+        "default": services.settings.model or catalog.default_model,
+        "models": [{"name": info.name, "hidden": info.hidden, "layers": list(info.layers),
+                    "val_accuracy": info.val_accuracy, "test_accuracy": info.test_accuracy, "sha256": info.sha256}
+                   for info in catalog.models.values()],
+    })
+
+
+async def api_neuron(request: Request) -> Response:
+    runtime = runtime_of(request)
+    name, text = request.path_params["name"], request.path_params["neuron"]
+    models = services_of(runtime).catalog.models
+    neuron = parse_index(text, models[name].hidden) if name in models else None
+    if neuron is None:
+        return JSONResponse({"error": f"no hidden neuron {text[:12]!r} in model {name[:40]!r}"},
+                            status_code=status.HTTP_404_NOT_FOUND)
+    try:
+        scan = await neuron_scan(runtime, name)
+    except InferenceError as error:  # a deadline passed, or no engine thread is left: try again later
+        return JSONResponse({"error": f"the neuron card could not be computed ({error.error_type})"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    images, labels = runtime.digits.get()
+    return JSONResponse(neurons.card(name, neuron, scan, images, labels))
+
+
+def parse_index(text: str, size: int) -> int | None:
+    """``text`` as an index in ``0..size-1`` (ASCII digits only), else ``None``.
+
+    The length is checked before converting, so no client string reaches
+    ``int()`` with more digits than ``size`` has.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(size)):
+        return None
+    index = int(text)
+    return index if index < size else None
+
+
+async def api_weights(request: Request) -> Response:
+    """Every hidden neuron's weight template ``W1[j]`` at once, for the page's diagram (docs/protocol.md)."""
+    runtime = runtime_of(request)
+    name = request.path_params["name"]
+    if name not in services_of(runtime).catalog.models:
+        return JSONResponse({"error": f"no model {name[:40]!r}"}, status_code=status.HTTP_404_NOT_FOUND)
+    first_layer = linear_layer(engines_of(runtime).models[name], "fc1")
+    weights = first_layer.weight.detach().numpy()
+    return JSONResponse({"model": name, "weights": encode_i8(weights.reshape(-1, IMAGE_PX, IMAGE_PX))})
+
+
+async def neuron_scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
+    """The cached scan of ``model``; the first request starts it on an engine thread, others await it.
+
+    A scan that failed is started again by the next request rather than cached.
+    """
+    scan = runtime.scans.get(model)
+    if scan is None or (scan.done() and (scan.cancelled() or scan.exception() is not None)):
+        scan = asyncio.create_task(_scan(runtime, model))
+        runtime.scans[model] = scan
+    return await asyncio.shield(scan)  # a visitor hanging up must not cancel the scan others wait for
+
+
+async def _scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
+    """Scan the digits chunk by chunk on engine threads, each chunk one call within the compute deadline."""
+    batcher = services_of(runtime).batcher
+    images, _ = await batcher.call(runtime.digits.get)  # the first load reads a file (~0.3 s)
+    parts = [await batcher.call(_scan_chunk_on_thread, runtime, model, chunk) for chunk in neurons.scan_chunks(images)]
+    first_layer = linear_layer(engines_of(runtime).models[model], "fc1")
+    return neurons.scan(parts, first_layer.weight.detach().numpy())
+
+
+def _scan_chunk_on_thread(runtime: Runtime, model: str, images: np.ndarray) -> neurons.ScanPart:
+    return neurons.scan_chunk(engines_of(runtime).engine(model), images)
