@@ -1,7 +1,16 @@
-"""The network every part of the demo explains: 784 → H (ReLU) → 10.
+"""The networks the demo explains, one builder per family.
 
-The module names are an interface: CRP conditions (``{'fc1': [j], 'y': [c]}``),
-the rule presets and the page's diagram all refer to ``fc1`` and ``fc2``.
+- ``mlp``: 784 → H (ReLU) → 10 (:func:`build_model`);
+- ``cnn``: a LeNet, conv 1→8 (5×5) → ReLU → max-pool 2 → conv 8→16 (5×5) → ReLU →
+  max-pool 2 → 256 → H (ReLU) → 10 (:func:`build_cnn`).  Only layers that zennit's
+  composites handle exactly: convolutions and linear layers (each gets a rule),
+  ReLU (passed), max-pooling (the gradient: relevance goes to the winner), no
+  batch norm (it would need a canonizer).  No padding: the feature maps a frame
+  carries stay small (pooled 8 × 12 × 12 and 16 × 4 × 4 bytes).
+
+The module names are an interface: CRP conditions (``{'fc1': [j], 'y': [c]}``,
+``{'conv2': [k], 'y': [c]}``), the rule presets and the page's diagram all refer
+to them.
 """
 
 from collections import OrderedDict
@@ -13,6 +22,13 @@ from torch import nn
 from .sizes import INPUT_SIZE, N_CLASSES
 
 LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
+CNN_LAYER_NAMES = ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2")
+CNN_CHANNELS = (8, 16)  # conv1, conv2: at most 16, so that every channel's tile fits on a phone
+CNN_KERNEL = 5
+CNN_POOL = 2
+# 28 → conv 24 → pool 12 → conv 8 → pool 4
+CNN_POOLED_PX = ((28 - CNN_KERNEL + 1) // CNN_POOL - CNN_KERNEL + 1) // CNN_POOL
+CNN_FLAT = CNN_CHANNELS[1] * CNN_POOLED_PX * CNN_POOLED_PX
 
 
 def build_model(hidden: int) -> nn.Sequential:
@@ -33,6 +49,31 @@ def build_model(hidden: int) -> nn.Sequential:
             flatten=nn.Flatten(),
             fc1=nn.Linear(INPUT_SIZE, hidden),
             relu=nn.ReLU(),
+            fc2=nn.Linear(hidden, N_CLASSES),
+        )
+    )
+
+
+def build_cnn(hidden: int) -> nn.Sequential:
+    """Return an untrained LeNet of the module docstring with ``hidden`` units in ``fc1``.
+
+    Takes raw pixels in [0, 1], shape ``(B, 1, 28, 28)``, with no normalisation
+    layer (so that ZBox's bounds are the pixels' own, 0 and 1); returns ``(B, 10)`` logits.
+    """
+    if hidden < 1:
+        raise ValueError(f"hidden width must be >= 1, got {hidden}")
+    first, second = CNN_CHANNELS
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, first, CNN_KERNEL),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(CNN_POOL),
+            conv2=nn.Conv2d(first, second, CNN_KERNEL),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(CNN_POOL),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(CNN_FLAT, hidden),
+            relu3=nn.ReLU(),
             fc2=nn.Linear(hidden, N_CLASSES),
         )
     )
