@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .sizes import INPUT_SIZE, N_CLASSES
+from .sizes import IMAGE_PX, INPUT_SIZE, N_CLASSES
 
 LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
 CNN_LAYER_NAMES = ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2")
@@ -27,7 +27,7 @@ CNN_CHANNELS = (8, 16)  # conv1, conv2: at most 16, so that every channel's tile
 CNN_KERNEL = 5
 CNN_POOL = 2
 # 28 → conv 24 → pool 12 → conv 8 → pool 4
-CNN_POOLED_PX = ((28 - CNN_KERNEL + 1) // CNN_POOL - CNN_KERNEL + 1) // CNN_POOL
+CNN_POOLED_PX = ((IMAGE_PX - CNN_KERNEL + 1) // CNN_POOL - CNN_KERNEL + 1) // CNN_POOL
 CNN_FLAT = CNN_CHANNELS[1] * CNN_POOLED_PX * CNN_POOLED_PX
 
 
