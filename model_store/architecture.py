@@ -22,7 +22,7 @@ from torch import nn
 from .sizes import IMAGE_PX, INPUT_SIZE, N_CLASSES
 
 LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
-CNN_LAYER_NAMES = ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "fc2")
+CNN_LAYER_NAMES = ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu", "fc2")
 CNN_CHANNELS = (8, 16)  # conv1, conv2: at most 16, so that every channel's tile fits on a phone
 CNN_KERNEL = 5
 CNN_POOL = 2
@@ -73,7 +73,7 @@ def build_cnn(hidden: int) -> nn.Sequential:
             pool2=nn.MaxPool2d(CNN_POOL),
             flatten=nn.Flatten(),
             fc1=nn.Linear(CNN_FLAT, hidden),
-            relu3=nn.ReLU(),
+            relu=nn.ReLU(),  # named as the MLP's: knock-outs of fc1 units hook "relu" in both families
             fc2=nn.Linear(hidden, N_CLASSES),
         )
     )
