@@ -5,7 +5,8 @@ from typing import Protocol
 
 import torch
 
-from .fast import Forward, Start
+from .forward import Forward
+from .modes import Start
 
 
 class RelevanceBackend(Protocol):

@@ -38,22 +38,15 @@ checks that.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from model_store.architecture import linear_layer
 
+from .forward import DTYPE, Forward
+from .modes import Start
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
-
-# Both backends compute in float64 (all hidden-neuron maps are only expanded in
-# float32, see unit_maps).  A γ or ZBox denominator can come within 1e-3 of
-# zero, far above the 1e-6 stabiliser, while its float32 rounding is ~1e-7 of
-# Σ|w x| ≈ 10: the map of such a neuron then moves by 1e-4 with the order of
-# summation.  In float64 fast and reference agree to ~1e-12.
-DTYPE = torch.float64
-
 
 @dataclass(frozen=True)
 class ShareGroup:
@@ -77,41 +70,6 @@ def share_group(numerator: torch.Tensor, constant: torch.Tensor | None, den_weig
                 den_bias: torch.Tensor, epsilon: float) -> ShareGroup:
     return ShareGroup(numerator, constant, den_weight, den_bias, epsilon, numerator.float(),
                       None if constant is None else constant.float())
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One forward pass: ``x (B, 784)`` in [0, 1], ``z1``, ``a`` ``(B, H)``, ``logits (B, 10)``; ``DTYPE``.
-
-    ``keep``: ``(B, H)`` 1 for a hidden unit in use, 0 for one knocked out
-    (its output ``a_j`` is 0 whatever ``z1_j``); ``None``: none knocked out.
-    """
-
-    x: torch.Tensor
-    z1: torch.Tensor
-    a: torch.Tensor
-    logits: torch.Tensor
-    keep: torch.Tensor | None = None
-
-    def rows(self, rows: list[int]) -> "Forward":
-        """The forward pass of the samples ``rows`` only (itself if that is every sample: no copies)."""
-        if rows == list(range(len(self.x))):
-            return self
-        keep = None if self.keep is None else self.keep[rows]
-        return Forward(self.x[rows], self.z1[rows], self.a[rows], self.logits[rows], keep)
-
-
-@dataclass(frozen=True)
-class Start:
-    """Where a selected map starts: ``mode`` "lrp" (class ``target``), "crp" (neuron
-    ``hidden`` towards class ``target``), "hidden" (neuron ``hidden`` alone) or
-    "contrast" (class ``target`` against class ``versus``, through neuron
-    ``hidden`` alone unless it is ``None``)."""
-
-    mode: Literal["lrp", "crp", "hidden", "contrast"]
-    target: int
-    hidden: int | None = None
-    versus: int | None = None
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:

@@ -43,7 +43,8 @@ from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 from model_store.architecture import LAYER_NAMES
 from model_store.sizes import IMAGE_SHAPE
 
-from .fast import DTYPE, Forward, Start
+from .forward import DTYPE, Forward
+from .modes import Start
 from .knockout import knocked_out
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
