@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 import orjson
 import torch
 
-from model_store import load_model
 from server.catalog import Catalog
 from server.inference.jobs import EngineThreads, Job, default_engine_factory
 from server.protocol import Limits, View, VisitorState, decode_message
@@ -129,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from server.lifespan import build_catalog  # the app module pulls in Starlette: only when run
+    from server.lifespan import load_store  # the app module pulls in Starlette: only when run
 
-    catalog = build_catalog(Settings())
-    threads = EngineThreads({name: load_model(name) for name in catalog.models}, "fast", default_engine_factory)
+    catalog, models = load_store(Settings())
+    threads = EngineThreads(models, "fast", default_engine_factory)
     threads.warm()
     streams = messages(args.visitors, args.frames)
     costs = sorted((replay(catalog, threads, streams, args.batch) for _ in range(args.repeats)),

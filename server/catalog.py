@@ -3,15 +3,20 @@
 from dataclasses import dataclass
 from typing import Any
 
-from model_store.sizes import INPUT_SIZE, N_CLASSES
+from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
+from server.explain.family import Family
+from server.explain.modes import HIDDEN_LAYER
 
-from .protocol import Options
+from .protocol import ModelOptions, Options
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """One model of the store: ``layers`` sizes (784, H, 10), accuracies as fractions or ``None``,
-    ``sha256`` of its weights file (its version) or ``None``."""
+    ``sha256`` of its weights file (its version) or ``None``; its ``family`` (``mlp``, ``cnn``), ``rules``
+    and ``methods`` (the names its family can run), ``default_rule``, and ``units``: each layer as
+    ``{"name", "kind", "shape"}`` (``kind`` ``input``, ``conv``, ``dense`` or ``output``; a conv layer's shape
+    is its pooled feature maps ``[C, h, w]``, what a frame carries)."""
 
     name: str
     hidden: int
@@ -19,6 +24,16 @@ class ModelInfo:
     val_accuracy: float | None
     test_accuracy: float | None
     sha256: str | None = None
+    family: str = "mlp"
+    rules: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    default_rule: str = ""
+    units: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """Each conv layer's channels."""
+        return {unit["name"]: unit["shape"][0] for unit in self.units if unit["kind"] == "conv"}
 
 
 @dataclass(frozen=True)
@@ -50,18 +65,26 @@ class Catalog:
 
     def options(self) -> Options:
         """The names a visitor may choose, for :class:`server.protocol.VisitorState`."""
-        return Options(models={name: info.hidden for name, info in self.models.items()},
+        return Options(models={name: ModelOptions({HIDDEN_LAYER: info.hidden, **info.channels}, info.rules,
+                                                  info.methods, info.default_rule)
+                               for name, info in self.models.items()},
                        methods={name: info.cost for name, info in self.methods.items()},
-                       rules=tuple(self.rules), default_model=self.default_model)
+                       default_model=self.default_model)
 
     def on_pause(self, method: str) -> bool:
         """Whether ``method`` is computed only once the drawing is still."""
         return self.methods[method].cost == "on-pause"
 
 
-def model_info(record: dict[str, Any]) -> ModelInfo:
-    """A :class:`ModelInfo` from a manifest entry of ``model_store.model_record``."""
-    layers = tuple(record.get("architecture", {}).get("layers", (INPUT_SIZE, record["hidden"], N_CLASSES)))
-    return ModelInfo(name=record["name"], hidden=int(record["hidden"]), layers=layers,
+def model_info(record: dict[str, Any], family: Family) -> ModelInfo:
+    """A :class:`ModelInfo` from a manifest entry of ``model_store.model_record`` and the model's family."""
+    hidden = int(record["hidden"])
+    layers = tuple(record.get("architecture", {}).get("layers", (INPUT_SIZE, hidden, N_CLASSES)))
+    units = ({"name": "input", "kind": "input", "shape": list(IMAGE_SHAPE)},
+             *({"name": name, "kind": "conv", "shape": list(shape)} for name, shape in family.conv_shapes.items()),
+             {"name": HIDDEN_LAYER, "kind": "dense", "shape": [hidden]},
+             {"name": "fc2", "kind": "output", "shape": [N_CLASSES]})
+    return ModelInfo(name=record["name"], hidden=hidden, layers=layers,
                      val_accuracy=record.get("val_accuracy"), test_accuracy=record.get("test_accuracy"),
-                     sha256=record.get("sha256"))
+                     sha256=record.get("sha256"), family=family.name, rules=tuple(family.rules),
+                     methods=family.methods, default_rule=family.default_rule, units=units)

@@ -82,16 +82,18 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
         "type": "welcome",
         "protocol": PROTOCOL_VERSION,
         "model": {"name": model.name, "layers": list(model.layers), "hidden": model.hidden,
-                  "test_accuracy": model.test_accuracy},
-        "models": [{"name": info.name, "hidden": info.hidden, "test_accuracy": info.test_accuracy}
+                  "test_accuracy": model.test_accuracy, "family": model.family, "units": list(model.units)},
+        "models": [{"name": info.name, "hidden": info.hidden, "test_accuracy": info.test_accuracy,
+                    "family": info.family, "methods": list(info.methods), "rules": list(info.rules)}
                    for info in catalog.models.values()],
-        "methods": [{"name": info.name, "label": info.label, "cost": info.cost, "signed": info.signed}
-                    for info in catalog.methods.values()],
-        "rules": [{"name": info.name, "label": info.label, "description": info.description}
-                  for info in catalog.rules.values()],
+        # What the visitor's model can run: a method or rule of another family is never offered.
+        "methods": [{"name": name, "label": catalog.methods[name].label, "cost": catalog.methods[name].cost,
+                     "signed": catalog.methods[name].signed} for name in model.methods],
+        "rules": [{"name": name, "label": catalog.rules[name].label, "description": catalog.rules[name].description}
+                  for name in model.rules],
         "state": {"model": view.model, "method": view.method, "rule": view.rule,
                   "output": view.output, "hidden": view.hidden, "versus": view.versus,
-                  "knockout": list(view.knockout)},
+                  "knockout": list(view.knockout), "layer": view.layer},
         "limits": {"max_message_bytes": timing["max_message_bytes"],
                    "max_points_per_message": limits.max_points_per_message,
                    "max_points": limits.max_points, "max_strokes": limits.max_strokes,
@@ -125,7 +127,7 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "frame": number,
         "seq": view.seq,
         "model": view.model, "method": view.method, "rule": view.rule,
-        "output": view.output, "hidden": view.hidden,
+        "output": view.output, "hidden": view.hidden, "layer": view.layer,
         "versus": view.versus, "knockout": list(view.knockout),
         "knockout_effect": _knockout_effect(data.knockout),
         "target": int(data.target), "mode": data.mode,
@@ -142,8 +144,17 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "neuron_share": _optional_float(data.neuron_share),
         "neuron_silent": data.neuron_silent,
         "pending": pending,
+        "channels": _channels(data.channels),
         "compute_ms": round(compute_ms, 3),
     })
+
+
+def _channels(channels: Any) -> dict[str, Any] | None:
+    """A cnn's conv layers: each channel's pooled feature map (one byte a value) and relevance; else ``None``."""
+    if channels is None:
+        return None
+    return {layer: {"activations": encode_u8_scaled(np.asarray(data.activations)),
+                    "relevance": encode_i8(np.asarray(data.relevance))} for layer, data in channels.items()}
 
 
 def _optional_float(value: float | None) -> float | None:

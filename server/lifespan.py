@@ -3,7 +3,7 @@
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
@@ -14,15 +14,16 @@ from model_store import load_model, model_names, model_record, read_manifest
 from model_store.manifest import store_dir_from_env
 from model_store.strokes import load_golden_digits
 from server.explain.engine import METHODS
-from server.explain.rules import RULES
+from server.explain.family import FAMILIES, family_of
+from server.explain.rules import DEFAULT_RULE
 
-from .catalog import Catalog, MethodInfo, RuleInfo, model_info
+from .catalog import Catalog, MethodInfo, ModelInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
 from .inference.batcher import Batcher
 from .inference.jobs import EngineThreads, Job, Spec
 from .logs import event
 from .metrics import Metrics
-from .protocol import DEFAULT_METHOD, DEFAULT_RULE, Limits
+from .protocol import DEFAULT_METHOD, Limits
 from .replica import HEARTBEAT_S
 from .runtime import Runtime, publish_own_status
 from .session import Services
@@ -86,38 +87,40 @@ def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Module]]:
     field, a checkpoint, an unknown model): logged as one line, not a traceback.
     """
     try:
-        catalog = build_catalog(settings)
-        models: dict[str, nn.Module] = {name: load_model(name, settings.model_store_dir) for name in catalog.models}
-        return catalog, models
+        store_dir = settings.model_store_dir or store_dir_from_env()
+        models: dict[str, nn.Module] = {name: load_model(name, store_dir) for name in model_names(store_dir)}
+        return build_catalog(settings, models), models
     except ValueError as error:  # ModelStoreError included: each names its file, model and field
         raise StartupError(str(error)) from error
 
 
-def build_catalog(settings: Settings) -> Catalog:
-    """Models from the store's manifest, methods and rules from the engine."""
+def build_catalog(settings: Settings, loaded: dict[str, nn.Module]) -> Catalog:
+    """Models from the store's manifest (each of the family of its ``loaded`` network), methods and rules
+    from the engine."""
     store_dir = settings.model_store_dir or store_dir_from_env()
     manifest = read_manifest(store_dir)
     default = settings.model or manifest.get("default")
-    models = {name: model_info(model_record(name, store_dir)) for name in model_names(store_dir)}
+    models = {name: model_info(model_record(name, store_dir), family_of(model)) for name, model in loaded.items()}
     if default not in models:
         raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
     methods = {name: MethodInfo(name, info.label, info.cost, info.signed) for name, info in METHODS.items()}
-    rules = {name: RuleInfo(name, info.label, info.description) for name, info in RULES.items()}
+    rules = {name: RuleInfo(name, info.label, info.description)
+             for family in FAMILIES.values() for name, info in family.rules.items()}
     if DEFAULT_METHOD not in methods or DEFAULT_RULE not in rules:
         raise ValueError(f"the engine lacks the default method {DEFAULT_METHOD!r} or rule {DEFAULT_RULE!r}")
     return Catalog(default, models, methods, rules)
 
 
-async def check_golden_digits(batcher: Batcher, models: Iterable[str]) -> tuple[bool, str]:
+async def check_golden_digits(batcher: Batcher, models: dict[str, ModelInfo]) -> tuple[bool, str]:
     """Classify every golden digit (drawn as strokes) with each of ``models``; ready only if all are right.
 
     Every model a visitor may choose is checked: a checkpoint replaced together with its manifest
     entry passes the store's hash check, and only its answers can show that it reads a 7 as a 0.
     """
     golden = load_golden_digits()
-    spec = (Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE),)
     names, failures = list(models), []
-    for model in names:
+    for model, info in models.items():
+        spec = (Spec(None, None, DEFAULT_METHOD, info.default_rule),)
         jobs = [Job(model, tuple(tuple(stroke) for stroke in strokes), spec) for strokes in golden.values()]
         # One at a time: the batcher's queue holds one job per visitor, and there are no visitors yet.
         results = [await batcher.compute(job) for job in jobs]

@@ -17,14 +17,13 @@ from typing import Any, TypeGuard
 import orjson
 
 from model_store.sizes import N_CLASSES
+from server.explain.modes import HIDDEN_LAYER
+from server.explain.rules import DEFAULT_RULE
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**53  # exclusive; the largest integer a JavaScript number holds exactly
 MAX_COMPARE_METHODS = 8
 DEFAULT_METHOD = "lrp"
-# Chosen by measurement (docs/explanations.md, "Faithfulness"): it passes the randomisation test and
-# has the best deletion + insertion AOPC of the presets, on both shipped models.
-DEFAULT_RULE = "gamma"
 
 Point = tuple[float, float]
 
@@ -80,6 +79,7 @@ class Select:
     output: int | None
     hidden: int | None
     versus: int | None = None
+    layer: str | None = None  # where ``hidden`` is: None the hidden dense layer fc1, else a conv layer
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def _decode_select(document: dict[str, Any], seq: int) -> Select:
         raise ProtocolError(ErrorCode.BAD_VERSUS, f"versus {versus} equals output: a class against itself", seq)
     if versus is not None and output is None:
         raise ProtocolError(ErrorCode.BAD_VERSUS, "versus needs an output class to contrast it with", seq)
-    return Select(seq, output, hidden, versus)
+    return Select(seq, output, hidden, versus, _optional_str(document, "layer", seq))
 
 
 def _decode_configure(document: dict[str, Any], seq: int) -> Configure:
@@ -297,12 +297,27 @@ _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
 
 
 @dataclass(frozen=True)
-class Options:
-    """What a visitor may choose: model name → hidden width H, method name → cost, rules."""
+class ModelOptions:
+    """What a visitor may choose on one model: ``layers`` maps each selectable layer (``fc1``, and a cnn's
+    conv layers) to its units or channels; ``rules`` and ``methods`` name what its family can run."""
 
-    models: dict[str, int]
-    methods: dict[str, str]
+    layers: dict[str, int]
     rules: tuple[str, ...]
+    methods: tuple[str, ...]
+    default_rule: str
+
+    @property
+    def hidden(self) -> int:
+        """H, the width of the hidden dense layer."""
+        return self.layers[HIDDEN_LAYER]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a visitor may choose: models by name, method name → cost (every model's), the default model."""
+
+    models: dict[str, ModelOptions]
+    methods: dict[str, str]
     default_model: str
 
 
@@ -332,6 +347,7 @@ class View:
     hidden: int | None
     versus: int | None = None
     knockout: tuple[int, ...] = ()
+    layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -378,19 +394,33 @@ class VisitorState:
     hidden: int | None = None
     versus: int | None = None
     knockout: tuple[int, ...] = ()
+    layer: str | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model or self.options.default_model
+        self._fit_to_model()
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return self.options.models[self.model]
 
     @property
     def hidden_width(self) -> int:
         """H of the visitor's current model."""
-        return self.options.models[self.model]
+        return self.model_options.hidden
+
+    def _fit_to_model(self) -> None:
+        """A rule or method the current model's family cannot run becomes its default."""
+        options = self.model_options
+        if self.rule not in options.rules:
+            self.rule = options.default_rule
+        if self.method not in options.methods:
+            self.method = DEFAULT_METHOD
 
     def view(self) -> View:
         """Snapshot the state; later :meth:`apply` calls do not change the snapshot."""
         return View(self.seq, tuple(tuple(stroke) for stroke in self.strokes), self.model,
-                    self.method, self.rule, self.output, self.hidden, self.versus, self.knockout)
+                    self.method, self.rule, self.output, self.hidden, self.versus, self.knockout, self.layer)
 
     def apply(self, message: Message) -> Effect:
         """Apply ``message`` or raise :class:`ProtocolError`, leaving the state unchanged."""
@@ -418,7 +448,7 @@ class VisitorState:
                     self.stroke_ids.pop()
                 return Effect()
             case Compare():
-                self._check_names("method", message.methods, self.options.methods, message.seq)
+                self._check_names("method", message.methods, self.model_options.methods, message.seq)
                 return Effect(frame=False, compare=message.methods)
             case CounterfactualRequest():
                 view = dataclasses.replace(self.view(), seq=message.seq)
@@ -453,27 +483,37 @@ class VisitorState:
         return Effect()
 
     def _select(self, message: Select) -> Effect:
-        if message.hidden is not None and message.hidden >= self.hidden_width:
+        layers = self.model_options.layers
+        if message.layer is not None:
+            self._check_names("layer", (message.layer,), layers, message.seq)
+        layer = message.layer or HIDDEN_LAYER
+        if message.hidden is not None and message.hidden >= layers[layer]:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"hidden {message.hidden} is outside 0 .. "
-                                f"{self.hidden_width - 1} of model {self.model!r}", message.seq)
+                                f"{layers[layer] - 1} of layer {layer!r} of model {self.model!r}", message.seq)
+        if layer != HIDDEN_LAYER and message.versus is not None:
+            raise ProtocolError(ErrorCode.BAD_VERSUS, f"a contrast goes through a unit of {HIDDEN_LAYER} or the "
+                                f"whole network, not a channel of {layer!r}", message.seq)
         self.output, self.hidden, self.versus = message.output, message.hidden, message.versus
+        self.layer = None if layer == HIDDEN_LAYER else layer
         return Effect()
 
     def _configure(self, message: Configure) -> Effect:
-        for kind, name, known in (("model", message.model, self.options.models),
-                                  ("method", message.method, self.options.methods),
-                                  ("rule", message.rule, self.options.rules)):
+        if message.model is not None:
+            self._check_names("model", (message.model,), self.options.models, message.seq)
+        new_model = message.model if message.model != self.model else None
+        options = self.options.models[new_model or self.model]
+        for kind, name, known in (("method", message.method, options.methods), ("rule", message.rule, options.rules)):
             if name is not None:
                 self._check_names(kind, (name,), known, message.seq)
-        new_model = message.model if message.model != self.model else None
-        width = self.hidden_width if new_model is None else self.options.models[new_model]
         if message.knockout is not None:
-            self._check_knockout(message.knockout, width, message.seq)
+            self._check_knockout(message.knockout, options.hidden, message.seq)
         if new_model is not None:
-            # Neurons and knock-outs are indices of the old model's hidden layer.
+            # Neurons, channels and knock-outs are indices of the old model's layers.
             self.model, self.output, self.hidden, self.versus, self.knockout = new_model, None, None, None, ()
+            self.layer = None
         self.method = message.method or self.method
         self.rule = message.rule or self.rule
+        self._fit_to_model()
         if message.knockout is not None:
             self.knockout = tuple(sorted(message.knockout))
         return Effect(welcome=new_model is not None)

@@ -409,7 +409,7 @@ class Session:
     def _spec(view: View, pending: bool) -> Spec:
         """The map a frame needs; a pending frame skips its costly on-pause heatmap."""
         return Spec(view.output, view.hidden, view.method, view.rule, heatmap=not pending, versus=view.versus,
-                    knockout=view.knockout)
+                    knockout=view.knockout, layer=view.layer)
 
     async def _send_comparison(self, view: View, methods: tuple[str, ...]) -> None:
         """One job per method, so that each map's ``compute_ms`` is its own; nothing if the model changed
@@ -419,7 +419,8 @@ class Session:
         target: int | None = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),)),
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout,
+                                                    layer=view.layer),)),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first

@@ -15,6 +15,7 @@ from server.protocol import (
     Configure,
     ErrorCode,
     Limits,
+    ModelOptions,
     Options,
     ProtocolError,
     Select,
@@ -24,8 +25,11 @@ from server.protocol import (
     decode_message,
 )
 
-OPTIONS = Options(models={"default": 128, "h16": 16}, methods={"lrp": "per-frame", "lime": "on-pause"},
-                  rules=("epsilon", "zplus"), default_model="default")
+OPTIONS = Options(models={name: ModelOptions({"fc1": width}, ("epsilon", "zplus"), ("lrp", "lime"), "epsilon")
+                          for name, width in (("default", 128), ("h16", 16))}
+                  | {"cnn": ModelOptions({"fc1": 64, "conv1": 8, "conv2": 16}, ("epsilon_plus_flat", "epsilon_plus"),
+                                         ("lrp", "gradcam"), "epsilon_plus_flat")},
+                  methods={"lrp": "per-frame", "lime": "on-pause", "gradcam": "per-frame"}, default_model="default")
 
 
 def state(**limits: int) -> VisitorState:

@@ -8,7 +8,7 @@ import pytest
 from model_store import load_model
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, Request, Selection
-from server.explain.methods import METHODS
+from server.explain.family import FAMILIES
 from server.raster import rasterize
 from support import Visitor, decode_array, running_app
 
@@ -62,7 +62,7 @@ async def test_a_blank_pad_s_sanity_says_the_map_is_empty() -> None:
 async def test_every_method_repeats_its_map_bit_for_bit(golden_digits: dict[int, list[Stroke]]) -> None:
     """The same drawing twice, and by a second visitor drawing meanwhile: identical heatmap bytes."""
     async with running_app(pause_ms=50.0) as url, Visitor.connect(url) as first, Visitor.connect(url) as second:
-        for method in METHODS:
+        for method in FAMILIES["mlp"].methods:  # the default model's
             maps = []
             for visitor, digit in ((first, 3), (second, 8), (first, 3), (second, 3)):
                 await visitor.send("configure", method=method)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_store.architecture import CNN_POOL
+from model_store.architecture import CNN_CHANNELS, CNN_KERNEL, CNN_POOL, CNN_POOLED_PX
 from model_store.sizes import IMAGE_PX, INPUT_SIZE, N_CLASSES
 
 from .fast import closed_form, propagate, stabilize, unit_maps
@@ -42,7 +42,11 @@ from .forward import DTYPE, Forward
 from .modes import Start
 from .rules import EPSILON, STABILIZER, LayerRule, RuleInfo
 
-CONV_LAYERS = ("conv1", "conv2")
+# Each conv layer's output after ReLU and max-pooling: (channels, side, side).
+_POOLED1_PX = (IMAGE_PX - CNN_KERNEL + 1) // CNN_POOL
+CONV_SHAPES = {"conv1": (CNN_CHANNELS[0], _POOLED1_PX, _POOLED1_PX),
+               "conv2": (CNN_CHANNELS[1], CNN_POOLED_PX, CNN_POOLED_PX)}
+CONV_LAYERS = tuple(CONV_SHAPES)
 FLAT = LayerRule("flat")
 
 
@@ -143,7 +147,7 @@ def conv_relevance(rule: LayerRule, x: torch.Tensor, weight: torch.Tensor, bias:
 
 def unpool(relevance: torch.Tensor, winners: torch.Tensor, size: int) -> torch.Tensor:
     """Max-pooling's gradient: each pooled value's relevance goes to the position that won its pool."""
-    return F.max_unpool2d(relevance, winners, CNN_POOL, output_size=(size, size))
+    return F.max_unpool2d(relevance, winners, (CNN_POOL, CNN_POOL), output_size=(size, size))
 
 
 class ConvBackend:
@@ -190,7 +194,8 @@ class ConvBackend:
         return unit_maps(self._fc2, forward.a, forward.logits).transpose(1, 2)
 
     def backward(self, forward: ConvForward, rule: str, start: torch.Tensor,
-                 channels: Sequence[tuple[str, int] | None] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 channels: Sequence[tuple[str, int] | None] | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The maps ``(B, 784)`` of relevance ``start (B, H)`` at ``fc1``'s output, and each conv layer's relevance.
 
         ``channels[b]``: keep sample ``b``'s relevance at that conv layer's output on that channel only

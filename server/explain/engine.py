@@ -10,18 +10,9 @@ two agree to rounding.  Other methods come from captum
 (:mod:`server.explain.methods`).
 
 Relevance starts from the logit of the explained class, as CRP does (zennit
-alone would start from 1).  What a selection explains:
-
-- ``output`` None, ``hidden`` None: mode ``lrp``, LRP of the predicted class;
-- ``output`` c, ``hidden`` None: mode ``lrp``, LRP of class c;
-- ``output`` c, ``hidden`` j: mode ``crp``, CRP ``conditions=[{'fc1': [j], 'y': [c]}]``;
-- ``output`` None, ``hidden`` j: mode ``hidden``, neuron j alone, started from
-  its pre-activation ``z_j`` (CRP ``start_layer='fc1'``);
-- ``versus`` c′ (needs ``output`` c ≠ c′): mode ``contrast``, why c and not c′:
-  the backward pass started from ``z_c e_c − z_c′ e_c′``, which is
-  LRP(c) − LRP(c′) (with ``hidden`` j: CRP(j, c) − CRP(j, c′));
-- any method but ``"lrp"``: mode ``attribution``, a captum map of class c, else
-  of the predicted class (``hidden`` and ``versus`` do not apply).
+alone would start from 1).  What a selection explains, its *mode*, is decided
+in one table, :mod:`server.explain.modes`; what a kind of network needs, in
+one other, :mod:`server.explain.family` (``mlp``, ``cnn``).
 
 A request's ``knockout`` lists hidden units whose outputs are forced to zero:
 the prediction, activations, edges and every map follow from that forward pass.
@@ -32,9 +23,8 @@ hooks to the model they are given): create one engine per worker thread.
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -43,33 +33,36 @@ from torch import nn
 from model_store.architecture import linear_layer
 from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
 
-from .backend import RelevanceBackend
 from .faithfulness import PIXELS_PER_STEP
-from .fast import DTYPE, FastBackend, Forward, Start
+from .family import FAMILIES, Family, family_of
+from .forward import DTYPE, Forward
 from .knockout import KnockoutEffect, keep_mask, knocked_out, knockout_effect
-from .methods import METHODS, attribute, drawing_seed
-from .reference import ReferenceBackend
+from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
+from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
+from .modes import Start as Start
 from .rules import RULES
 from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
 
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
-__all__ = ["METHODS", "RULES", "AllMaps", "Engine", "FrameData", "Request", "Selection"]
+__all__ = ["FAMILIES", "METHODS", "RULES", "AllMaps", "ChannelData", "Engine", "FrameData", "Request", "Selection"]
 
-BACKENDS: dict[str, Callable[[nn.Module], RelevanceBackend]] = {"fast": FastBackend, "reference": ReferenceBackend}
-Mode = Literal["lrp", "crp", "hidden", "contrast", "attribution"]  # what a selection explains: the list above
+BACKENDS = ("fast", "reference")
 
 
 @dataclass(frozen=True)
 class Selection:
     """The neurons a heatmap is conditioned on; see the module docstring.
 
-    ``output``: class c in 0–9 or ``None``; ``hidden``: neuron j in 0…H−1 or ``None``;
-    ``versus``: class c′ in 0–9, ≠ ``output``, or ``None`` (no contrast); needs ``output``.
+    ``output``: class c in 0–9 or ``None``; ``hidden``: unit j of ``layer`` or ``None``;
+    ``versus``: class c′ in 0–9, ≠ ``output``, or ``None`` (no contrast); needs ``output``;
+    ``layer``: where ``hidden`` is: ``None`` (or ``"fc1"``) the hidden dense layer, else a conv layer of the
+    model's family (``hidden`` a channel).
     """
 
     output: int | None = None
     hidden: int | None = None
     versus: int | None = None
+    layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,8 @@ class Request:
     ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a key
     of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges);
     ``knockout``: distinct hidden units in 0…H−1 (at most H) whose outputs are
-    forced to zero.
+    forced to zero; ``heatmap``: ``False`` computes every number but the map (an on-pause method while the
+    visitor draws: mode ``attribution``, an all-zero heatmap).
     """
 
     image: np.ndarray
@@ -88,6 +82,17 @@ class Request:
     method: str = "lrp"
     rule: str = "epsilon"
     knockout: tuple[int, ...] = ()
+    heatmap: bool = True
+
+
+@dataclass(frozen=True)
+class ChannelData:
+    """One conv layer of a frame: ``activations (C, h, w)``, the block's output after ReLU and max-pooling,
+    and ``relevance (C,)``, each channel's relevance for the explained class (zennit-crp's
+    ``ChannelConcept.attribute``, unnormalised), float32."""
+
+    activations: np.ndarray
+    relevance: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,8 @@ class FrameData:
     knockout:
         With units knocked out, the intact network's reading and each unit's
         share and effect (:class:`~server.explain.knockout.KnockoutEffect`); else ``None``.
+    channels:
+        A convolutional network's conv layers by name (:class:`ChannelData`); ``None`` for an MLP.
     """
 
     prediction: int
@@ -157,6 +164,7 @@ class FrameData:
     neuron_share: float | None = None
     neuron_silent: bool | None = None
     knockout: KnockoutEffect | None = None
+    channels: dict[str, ChannelData] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,14 @@ def check_image(image: object, where: str) -> None:
         raise ValueError(f"{where}: image values must lie in [0, 1], got range [{low}, {high}]")
 
 
-def check_rule(rule: object, where: str) -> None:
-    if rule not in RULES:
-        raise ValueError(f"{where}: unknown rule {rule!r}; expected one of {', '.join(RULES)}")
+def check_rule(rule: object, where: str, family: Family = FAMILIES["mlp"]) -> None:
+    if rule not in family.rules:
+        raise ValueError(f"{where}: unknown rule {rule!r} for a {family.name}; "
+                         f"expected one of {', '.join(family.rules)}")
 
 
-def check_request(request: object, index: int, hidden: int) -> None:
+def check_request(request: object, index: int, hidden: int, family: Family = FAMILIES["mlp"],
+                  channels: dict[str, int] | None = None) -> None:
     """Raise ``ValueError`` naming what is wrong with ``request`` number ``index``."""
     where = f"request {index}"
     if not isinstance(request, Request):
@@ -203,17 +213,26 @@ def check_request(request: object, index: int, hidden: int) -> None:
     if selection.output is not None and not (_is_index(selection.output) and 0 <= selection.output < N_CLASSES):
         raise ValueError(f"{where}: output class must be an integer in 0..{N_CLASSES - 1} or None, "
                          f"got {selection.output!r}")
-    if selection.hidden is not None and not (_is_index(selection.hidden) and 0 <= selection.hidden < hidden):
-        raise ValueError(f"{where}: hidden neuron must be an integer in 0..{hidden - 1} or None, "
+    widths = {HIDDEN_LAYER: hidden, **(channels or {})}
+    if selection.layer is not None and selection.layer not in widths:
+        raise ValueError(f"{where}: unknown layer {selection.layer!r} for a {family.name}; "
+                         f"expected one of {', '.join(widths)} or None")
+    width = widths[selection.layer or HIDDEN_LAYER]
+    if selection.layer not in (None, HIDDEN_LAYER) and selection.versus is not None:
+        raise ValueError(f"{where}: a contrast (versus) goes through a unit of {HIDDEN_LAYER} or the whole "
+                         f"network, not a channel of {selection.layer!r}")
+    if selection.hidden is not None and not (_is_index(selection.hidden) and 0 <= selection.hidden < width):
+        raise ValueError(f"{where}: hidden neuron must be an integer in 0..{width - 1} or None, "
                          f"got {selection.hidden!r}")
     if selection.versus is not None and not (_is_index(selection.versus) and 0 <= selection.versus < N_CLASSES
                                              and selection.output is not None and selection.versus != selection.output):
         raise ValueError(f"{where}: versus must be a class in 0..{N_CLASSES - 1} other than output, with output "
                          f"set, or None; got versus {selection.versus!r}, output {selection.output!r}")
     check_knockout(request.knockout, where, hidden)
-    if request.method not in METHODS:
-        raise ValueError(f"{where}: unknown method {request.method!r}; expected one of {', '.join(METHODS)}")
-    check_rule(request.rule, where)
+    if request.method not in family.methods:
+        raise ValueError(f"{where}: unknown method {request.method!r} for a {family.name}; "
+                         f"expected one of {', '.join(family.methods)}")
+    check_rule(request.rule, where, family)
 
 
 def check_knockout(knockout: object, where: str, hidden: int) -> None:
@@ -224,15 +243,10 @@ def check_knockout(knockout: object, where: str, hidden: int) -> None:
         raise ValueError(f"{where}: knockout lists a unit twice: {knockout!r}")
 
 
-def mode_of(request: Request) -> Mode:
-    """The mode of the module docstring's list."""
-    if request.method != "lrp":
-        return "attribution"
-    if request.selection.versus is not None:
-        return "contrast"
-    if request.selection.hidden is None:
-        return "lrp"
-    return "crp" if request.selection.output is not None else "hidden"
+def request_mode(request: Request) -> Mode:
+    """The mode of ``request`` (:func:`server.explain.modes.mode_of`)."""
+    selection = request.selection
+    return mode_of(request.method, selection.output, selection.hidden, selection.versus, selection.layer)
 
 
 class Engine:
@@ -241,7 +255,8 @@ class Engine:
     Parameters
     ----------
     model:
-        ``Sequential(flatten, fc1, relu, fc2)`` (``model_store.load_model``).
+        A store model (``model_store.load_model``) of a family of :data:`FAMILIES`: the MLP
+        ``Sequential(flatten, fc1, relu, fc2)`` or the LeNet of ``build_cnn``.
         The engine works on a private deep copy.
     backend:
         ``"fast"`` (closed form, default) or ``"reference"`` (zennit / zennit-crp,
@@ -254,7 +269,11 @@ class Engine:
     Attributes
     ----------
     hidden:
-        Width H of the hidden layer.
+        Width H of the hidden dense layer ``fc1``.
+    family:
+        The model's :class:`~server.explain.family.Family`.
+    channels:
+        The channels of each conv layer a selection may name (empty for an MLP).
     """
 
     def __init__(self, model: nn.Module, backend: str = "fast", randomized: bool = True) -> None:
@@ -263,12 +282,14 @@ class Engine:
         # One intra-op thread: with two, batched calls stalled by 50 ms and more here.
         torch.set_num_threads(1)
         self.model = copy.deepcopy(model).float().eval()
+        self.family = family_of(self.model)
+        self.channels = {name: shape[0] for name, shape in self.family.conv_shapes.items()}
         fc2 = linear_layer(self.model, "fc2")
         self.hidden = linear_layer(self.model, "fc1").out_features
         self._w2 = fc2.weight.detach().double().numpy()
         self._b2 = fc2.bias.detach().double().numpy()
         self.backend = backend
-        self._relevance = BACKENDS[backend](self.model)
+        self._relevance = self.family.backends[backend](self.model)
         self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
                             for label, layers in RANDOMIZATIONS} if randomized else {}
 
@@ -282,8 +303,8 @@ class Engine:
         """
         twin = copy.copy(self)
         twin.model = copy.deepcopy(self.model)
-        if not isinstance(self._relevance, FastBackend):
-            twin._relevance = BACKENDS[self.backend](twin.model)
+        if self.backend == "reference":
+            twin._relevance = self.family.backends[self.backend](twin.model)
         twin._randomized = {label: engine.for_thread() for label, engine in self._randomized.items()}
         return twin
 
@@ -299,7 +320,7 @@ class Engine:
         or rule) before any tensor reaches the model.
         """
         for index, request in enumerate(requests):
-            check_request(request, index, self.hidden)
+            check_request(request, index, self.hidden, self.family, self.channels)
         if not requests:
             return []
         forward = self._forward(np.stack([request.image for request in requests]),
@@ -307,14 +328,15 @@ class Engine:
         predictions = forward.logits.argmax(dim=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p
                    for r, p in zip(requests, predictions)]
-        modes = [mode_of(request) for request in requests]
+        modes = [request_mode(request) for request in requests]
         edges = torch.zeros(len(requests), self.hidden, N_CLASSES, dtype=DTYPE)
         heatmaps = torch.zeros(len(requests), INPUT_SIZE, dtype=DTYPE)
         class_max_abs = torch.zeros(len(requests), dtype=DTYPE)
 
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
-            starts = [start_of(modes[b], targets[b], requests[b].selection) for b in rows]
+            starts = [start_of(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus,
+                               requests[b].selection.layer) if requests[b].heatmap else None for b in rows]
             rule_edges, rule_maps = self._relevance.relevance(forward.rows(rows), rule, starts)
             if len(rows) == len(requests):  # one rule for the batch, the usual case: no indexed copies
                 edges, heatmaps = rule_edges, rule_maps
@@ -327,20 +349,41 @@ class Engine:
                     forward.rows(crp_rows), rule, [Start("lrp", targets[b]) for b in crp_rows])
                 class_max_abs[crp_rows] = class_maps.abs().amax(dim=1)
 
-        # captum's perturbation methods enlarge the batch: one call per method and knock-out, mask (1, H).
-        for method, knockout in {(r.method, r.knockout) for r in requests if r.method != "lrp"}:
-            rows = [b for b, r in enumerate(requests) if (r.method, r.knockout) == (method, knockout)]
+        # captum's perturbation methods enlarge the batch: one call per method, layer and knock-out, mask (1, H).
+        for method, layer, knockout in {(r.method, r.selection.layer, r.knockout) for r in requests
+                                        if r.method != "lrp" and r.heatmap}:
+            rows = [b for b, r in enumerate(requests)
+                    if (r.method, r.selection.layer, r.knockout) == (method, layer, knockout) and r.heatmap]
             images = forward.x[rows].float().reshape(-1, 1, *IMAGE_SHAPE)
+            conv_layer = layer if method in CONV_METHODS and layer in self.channels else None
             with knocked_out(self.model, keep_mask([knockout], self.hidden, torch.float32)):
-                maps = attribute(self.model, method, images, [targets[b] for b in rows])
+                maps = attribute(self.model, method, images, [targets[b] for b in rows], conv_layer)
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
         return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
-                            class_max_abs.tolist())
+                            class_max_abs.tolist(), self._channels(forward, requests, targets))
+
+    def _channels(self, forward: Forward, requests: Sequence[Request], targets: list[int]
+                  ) -> list[dict[str, ChannelData]] | None:
+        """Each request's conv layers (:class:`ChannelData`) under its rule; ``None`` for an MLP."""
+        if not self.channels:
+            return None
+        per_request: list[dict[str, ChannelData]] = [{} for _ in requests]
+        pooled = {"conv1": forward.pooled1, "conv2": forward.pooled2}  # type: ignore[attr-defined]
+        for rule in {request.rule for request in requests}:
+            rows = [b for b, request in enumerate(requests) if request.rule == rule]
+            relevance = self._relevance.channels(forward.rows(rows), rule,  # type: ignore[attr-defined]
+                                                 [targets[b] for b in rows])
+            for layer in self.channels:
+                activations = pooled[layer][rows].float().numpy()
+                scores = relevance[layer].float().numpy()
+                for index, b in enumerate(rows):
+                    per_request[b][layer] = ChannelData(activations[index], scores[index])
+        return per_request
 
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
-                modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray,
-                class_max_abs: list[float]) -> list[FrameData]:
+                modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray, class_max_abs: list[float],
+                channels: list[dict[str, ChannelData]] | None = None) -> list[FrameData]:
         """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
         z1, logits = forward.z1.numpy(), forward.logits.numpy()
         probabilities = torch.softmax(forward.logits, dim=1).float().numpy()
@@ -352,9 +395,13 @@ class Engine:
         frames = []
         for b, (request, target, mode) in enumerate(zip(requests, targets, modes)):
             j, versus = request.selection.hidden, request.selection.versus if mode == "contrast" else None
+            layer = request.selection.layer if request.selection.layer in self.channels else None
             hidden_relevance = edges32[b, :, target] if mode != "attribution" else no_relevance
             logit = float(logits[b, target])
-            if mode == "contrast":
+            if layer is not None and j is not None and channels is not None and mode == "crp":
+                hidden_sum = float(channels[b][layer].relevance[j])  # the channel's relevance for the class
+                j = None  # no fc1 unit is selected: neuron_share is of fc1 units
+            elif mode == "contrast":
                 shares = edges[b, :, target] - edges[b, :, versus]
                 hidden_relevance = shares.astype(np.float32)
                 hidden_sum = float(shares.sum() if j is None else shares[j])
@@ -379,10 +426,11 @@ class Engine:
                 heatmap=heatmaps32[b],
                 conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum, "logit": logit},
                 versus=versus,
-                class_max_abs=class_max_abs[b] if mode in ("lrp", "crp") else None,
+                class_max_abs=class_max_abs[b] if MODES[mode].class_scale else None,
                 neuron_share=share(edges[b, :, target], j) if mode == "crp" and j is not None else None,
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
                 knockout=knockout_effect(z1[b], self._w2, self._b2, request.knockout) if request.knockout else None,
+                channels=None if channels is None else channels[b],
             ))
         return frames
 
@@ -396,7 +444,7 @@ class Engine:
         Raises ``ValueError`` as :meth:`explain` does, or if the engine was
         built with ``randomized=False``.
         """
-        check_request(request, 0, self.hidden)
+        check_request(request, 0, self.hidden, self.family, self.channels)
         if not self._randomized:
             raise ValueError("sanity: this engine was built without randomised copies (randomized=False)")
         frame = self.explain([request])[0]
@@ -435,18 +483,11 @@ class Engine:
             # Name the first offending image, with the reason.
             for index, image in enumerate(images):
                 check_image(image, f"image {index}")
-        check_rule(rule, "all_maps")
+        check_rule(rule, "all_maps", self.family)
         classes, hidden = self._relevance.all_maps(self._forward(images), rule)
         batch = len(images)
         return AllMaps(classes.reshape(batch, N_CLASSES, *IMAGE_SHAPE).float().numpy(),
                        hidden.reshape(batch, self.hidden, *IMAGE_SHAPE).float().numpy())
-
-
-def start_of(mode: Mode, target: int, selection: Selection) -> Start | None:
-    """Where the relevance backend starts the map of ``mode``; ``None`` for a captum attribution."""
-    if mode == "attribution":
-        return None
-    return Start(mode, target, selection.hidden, selection.versus)
 
 
 def share(relevance: np.ndarray, j: int) -> float:

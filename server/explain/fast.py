@@ -48,6 +48,7 @@ from .forward import DTYPE, Forward
 from .modes import Start
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
+
 @dataclass(frozen=True)
 class ShareGroup:
     """One denominator group of a layer rule (shapes ``(n_out, n_in)``, ``(n_out,)``).

@@ -32,7 +32,18 @@ from typing import Literal
 
 import sklearn.linear_model  # noqa: F401 — see below
 import torch
-from captum.attr import InputXGradient, IntegratedGradients, KernelShap, Lime, NoiseTunnel, Occlusion, Saliency
+from captum.attr import (
+    InputXGradient,
+    IntegratedGradients,
+    KernelShap,
+    LayerAttribution,
+    LayerGradCam,
+    LayerGradientXActivation,
+    Lime,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from torch import nn
 
 from model_store.sizes import IMAGE_PX, IMAGE_SHAPE
@@ -99,7 +110,23 @@ METHODS: dict[str, MethodInfo] = {
         "KernelSHAP", "on-pause",
         f"Shapley values of the {SUPERPIXEL_PX}×{SUPERPIXEL_PX}-pixel superpixels holding ink, "
         f"estimated from {KERNEL_SHAP_SAMPLES} coalitions."),
+    "gradcam": MethodInfo(
+        "Grad-CAM", "per-frame",
+        "A conv layer's channels weighted by their gradient averaged over the positions, summed, kept where "
+        "positive (ReLU) and scaled up to 28×28: where the layer sees the class, at the layer's coarse "
+        "resolution (8×8 for conv2). Convolutional networks only."),
+    "hirescam": MethodInfo(
+        "HiResCAM", "per-frame",
+        "Grad-CAM without the averaging: each position's activation times its own gradient, summed over the "
+        "channels (Draelos & Carin 2020). Averaging lets a channel's gradient elsewhere light up positions "
+        "that did not raise the class; HiResCAM shows only the positions that did. Convolutional networks only."),
 }
+
+# The methods that read a conv layer's feature maps (the selected conv layer, else the last one).
+CONV_METHODS = ("gradcam", "hirescam")
+LAST_CONV_LAYER = "conv2"
+# Each conv layer's feature maps as Grad-CAM reads them: after its ReLU.
+FEATURE_MAPS = {"conv1": "relu1", "conv2": "relu2"}
 
 
 # The methods :func:`attribute` computes: all but the engine's own LRP.
@@ -165,7 +192,8 @@ def surrogate(explainer: Callable[..., torch.Tensor], image: torch.Tensor, targe
     return maps * (mask < count)
 
 
-def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
+def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list[int],
+              layer: str | None = None) -> torch.Tensor:
     """Captum's attribution of ``targets`` for a batch of images.
 
     Parameters
@@ -178,6 +206,8 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
         ``(B, 1, 28, 28)`` float32 in [0, 1].
     targets:
         ``B`` output classes.
+    layer:
+        The conv layer of :data:`CONV_METHODS` (default :data:`LAST_CONV_LAYER`); ignored by the others.
 
     Returns
     -------
@@ -200,6 +230,8 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
                                                     n_steps=INTEGRATION_STEPS)
     elif method in SAMPLING_METHODS:
         maps = torch.cat([_sample(model, method, images[b:b + 1], int(target[b])) for b in range(len(images))])
+    elif method in CONV_METHODS:
+        maps = class_activation_map(model, method, images, target, layer or LAST_CONV_LAYER)
     elif method == "occlusion":
         maps = Occlusion(model).attribute(images, sliding_window_shapes=OCCLUSION_WINDOW,
                                           strides=OCCLUSION_STRIDES, baselines=0.0, target=target,
@@ -207,6 +239,24 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
     else:
         raise ValueError(f"unknown captum method {method!r}; expected one of {', '.join(CAPTUM_METHODS)}")
     return maps.detach().reshape(len(images), *IMAGE_SHAPE)
+
+
+def class_activation_map(model: nn.Module, method: str, images: torch.Tensor, target: torch.Tensor,
+                         layer: str) -> torch.Tensor:
+    """Grad-CAM (captum's ``LayerGradCam``, ReLU) or HiResCAM of conv layer ``layer``'s feature maps (after
+    its ReLU), upsampled to 28×28.
+
+    HiResCAM is ``Σ_k A_k ⊙ ∂y/∂A_k`` (captum's ``LayerGradientXActivation`` summed over channels), kept
+    where positive as Grad-CAM is; both are scaled up bilinearly from the layer's own resolution.
+    """
+    conv = model.get_submodule(FEATURE_MAPS[layer])
+    if method == "gradcam":
+        cam = LayerGradCam(model, conv).attribute(images, target=target, relu_attributions=True)
+    else:
+        cam = LayerGradientXActivation(model, conv).attribute(images, target=target).sum(dim=1, keepdim=True)
+        cam = cam.clamp(min=0)
+    upsampled: torch.Tensor = LayerAttribution.interpolate(cam, IMAGE_SHAPE, interpolate_mode="bilinear")
+    return upsampled
 
 
 def _sample(model: nn.Module, method: str, image: torch.Tensor, target: int) -> torch.Tensor:

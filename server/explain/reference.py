@@ -44,8 +44,8 @@ from model_store.architecture import LAYER_NAMES
 from model_store.sizes import IMAGE_SHAPE
 
 from .forward import DTYPE, Forward
-from .modes import Start
 from .knockout import knocked_out
+from .modes import Start
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
 

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from server.explain.engine import Engine, FrameData, Request, Selection
+from server.explain.family import family_of
 from server.explain.sanity import Sanity
-from server.protocol import DEFAULT_METHOD, DEFAULT_RULE
+from server.protocol import DEFAULT_METHOD
 from server.raster import RasterCache, rasterize
 
 EngineFactory = Callable[[nn.Module, str], Any]
@@ -34,8 +35,9 @@ class Spec:
     """One map to compute for a job's drawing: the selection, method and rule.
 
     ``heatmap=False`` skips the method's heatmap (an on-pause method while the
-    visitor draws): the frame data is what the engine returns in mode
-    ``attribution`` minus the heatmap, which is all zeros and ``pending``.
+    visitor draws): the engine returns every other number, in mode
+    ``attribution`` with an all-zero heatmap, and the frame says ``pending``.
+    ``layer``: where ``hidden`` is (``None``: ``fc1``; a conv layer of a cnn).
     """
 
     output: int | None
@@ -45,23 +47,12 @@ class Spec:
     heatmap: bool = True
     versus: int | None = None
     knockout: tuple[int, ...] = ()
+    layer: str | None = None
 
     def request(self, image: np.ndarray) -> Request:
-        """The engine request; without a heatmap, the cheap LRP request that shares every other number."""
-        if self.heatmap:
-            return Request(image, Selection(self.output, self.hidden, self.versus), method=self.method,
-                           rule=self.rule, knockout=self.knockout)
-        return Request(image, Selection(self.output, None), method="lrp", rule=self.rule, knockout=self.knockout)
-
-    def finish(self, frame: FrameData) -> FrameData:
-        """The engine's frame data, as an attribution method without its heatmap would have it."""
-        if self.heatmap:
-            return frame
-        # engine.Engine._frame in mode "attribution": no relevance reaches the hidden layer.
-        return dataclasses.replace(
-            frame, mode="attribution", hidden_relevance=np.zeros_like(frame.hidden_relevance),
-            heatmap=np.zeros_like(frame.heatmap),
-            conservation={**frame.conservation, "input_sum": 0.0, "hidden_sum": 0.0})
+        """The engine request of this spec for ``image``."""
+        return Request(image, Selection(self.output, self.hidden, self.versus, self.layer), method=self.method,
+                       rule=self.rule, knockout=self.knockout, heatmap=self.heatmap)
 
 
 @dataclass(frozen=True)
@@ -145,7 +136,8 @@ class EngineThreads:
         """Build this thread's engines and run each once (a short stroke), before any visitor's call:
         the first call of a reference engine took seconds (hooks, CRP set-up), a fast one ~0.2 s."""
         stroke = (((0.3, 0.3), (0.7, 0.7)),)
-        jobs = [Job(model, stroke, (Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE),)) for model in self.models]
+        jobs = [Job(model, stroke, (Spec(None, None, DEFAULT_METHOD, family_of(self.models[model]).default_rule),))
+                for model in self.models]
         self.run(jobs)
 
     def run(self, jobs: Sequence[Job]) -> list[JobResult | Exception]:
@@ -192,7 +184,7 @@ class EngineThreads:
         frames = iter(engine.explain(requests))
         share_s = (time.thread_time() - engine_started) / len(jobs)
         compute_ms = (time.perf_counter() - started) * 1000.0
-        return [self._finish(job, JobResult(image, [spec.finish(next(frames)) for spec in job.specs], compute_ms,
+        return [self._finish(job, JobResult(image, [next(frames) for _ in job.specs], compute_ms,
                                             cost_s=raster + share_s,
                                             raster_work_px=job.raster.work_px if job.raster else 0.0))
                 for job, image, raster in zip(jobs, images, raster_s)]
