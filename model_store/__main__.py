@@ -13,9 +13,12 @@ import numpy as np
 import torch
 
 from . import datasets
-from .evaluate import evaluate
+from .cnn_training import CnnTrainConfig, train_cnn
+from .evaluate import REDRAW_SEED, REDRAW_SIZES, evaluate, redraw, redrawn_test_sample
+from .families import CNN, FAMILIES, MLP
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
 from .manifest import ModelStoreError, read_manifest
+from .references import compute_references, register_references
 from .store import load_model, register_model
 from .training import SELECTIONS, TrainConfig, train
 
@@ -77,9 +80,11 @@ def _training_data(args: argparse.Namespace) -> tuple[Split, Split, dict[str, An
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.family == CNN:
+        return cmd_train_cnn(args)
     config = TrainConfig(
-        hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment, lr=args.lr,
-        batch_size=args.batch_size, teacher_hidden=args.teacher_hidden, teacher_epochs=args.teacher_epochs,
+        hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment, lr=args.lr or 1e-3,
+        batch_size=args.batch_size or 128, teacher_hidden=args.teacher_hidden, teacher_epochs=args.teacher_epochs,
         teacher_augment=args.teacher_augment, distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature, teachers=args.teachers, select=args.select,
     )
@@ -109,6 +114,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_cnn(args: argparse.Namespace) -> int:
+    """Train a ``cnn`` (:mod:`model_store.cnn_training`), measure it, register it with its reference samples."""
+    from server.raster import rasterize  # the live pipeline's rasteriser, for the pen-stroke accuracy
+
+    if args.data != "embedded":
+        raise SystemExit("--family cnn trains on the embedded digits only (its reference samples index them)")
+    if args.teacher_hidden is not None:
+        raise SystemExit("--family cnn is not distilled: drop --teacher-hidden")
+    defaults = CnnTrainConfig()
+    config = CnnTrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment,
+                            lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size)
+    images, labels = datasets.load_embedded()
+    train_idx, val_idx = datasets.split_indices(labels, args.val_size, seed=0)
+    train_set, val_set = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+    result = train_cnn(config, train_set, val_set, progress=not args.quiet)
+    val_pen = evaluate(result.model, redraw(val_set[0], rasterize), val_set[1])["accuracy"]
+    details: dict[str, Any] = {
+        "training_data": {"name": datasets.EMBEDDED_NAME, "n": int(len(labels)), "train": int(len(train_idx)),
+                          "validation": int(len(val_idx)), "split_seed": 0},
+        "config": {**asdict(config), "select": "last"},
+        "val_accuracy": round(result.val_accuracy, 4),
+        "val_pen_stroke_accuracy": round(val_pen, 4),
+        "train_seconds": round(result.seconds, 1),
+        "command": "python -m model_store " + shlex.join(sys.argv[1:]),
+        "pen_stroke_protocol": f"digits skeletonised into strokes (model_store.strokes), drawn at sizes "
+                               f"{REDRAW_SIZES[0]}-{REDRAW_SIZES[1]} of the canvas at random positions (seed "
+                               f"{REDRAW_SEED}) and rasterised by server.raster (model_store.evaluate.redraw)",
+    }
+    directory = _mnist_dir(args)
+    if directory is not None and "test" in datasets.available_splits(directory):
+        test_images, test_labels = datasets.load_idx(directory, "test")
+        details["test_accuracy"] = round(evaluate(result.model, test_images, test_labels)["accuracy"], 4)
+        pen_images, pen_labels = redrawn_test_sample(test_images, test_labels, rasterize)
+        details["pen_stroke_accuracy"] = round(evaluate(result.model, pen_images, pen_labels)["accuracy"], 4)
+        details["pen_stroke_n"] = int(len(pen_labels))
+    entry = register_model(result.model, args.name, details, args.store, make_default=args.default, family=CNN)
+    references = compute_references(result.model, *train_set, train_idx)
+    register_references(args.name, references, {"samples": {"name": datasets.EMBEDDED_NAME, "split": "train",
+                                                             "n": int(len(train_idx)), "split_seed": 0}}, args.store)
+    print(json.dumps({"name": args.name, **{key: entry.get(key) for key in (
+        "val_accuracy", "val_pen_stroke_accuracy", "test_accuracy", "pen_stroke_accuracy", "train_seconds")}}))
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     for path in fetch_mnist(Path(args.directory), args.base_url, args.timeout):
         print(path)
@@ -133,20 +182,24 @@ def parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a model and register it in the store")
     tr.add_argument("--name", required=True)
+    tr.add_argument("--family", choices=FAMILIES, default=MLP,
+                    help="mlp (784-H-10) or cnn (a LeNet with H units in fc1; the options below marked 'mlp' "
+                         "do not apply to it; registered with its reference samples)")
     tr.add_argument("--hidden", type=int, default=128)
     tr.add_argument("--epochs", type=int, default=1000)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--augment", default="elastic", help="none, mild, affine or elastic")
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--batch-size", type=int, default=128)
-    tr.add_argument("--teacher-hidden", type=int, default=None, help="distil from a teacher of this width")
-    tr.add_argument("--teacher-epochs", type=int, default=600)
-    tr.add_argument("--teachers", type=int, default=1, help="distil from the mean of this many teachers")
-    tr.add_argument("--teacher-augment", default=None, help="teacher's augmentation (default: the student's)")
-    tr.add_argument("--distill-weight", type=float, default=0.7, help="weight of the teacher's soft targets")
-    tr.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of distillation")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: mlp 1e-3, cnn 3e-3)")
+    tr.add_argument("--batch-size", type=int, default=None, help="default: mlp 128, cnn 64")
+    tr.add_argument("--teacher-hidden", type=int, default=None, help="mlp: distil from a teacher of this width")
+    tr.add_argument("--teacher-epochs", type=int, default=600, help="mlp: the teachers' epochs")
+    tr.add_argument("--teachers", type=int, default=1, help="mlp: distil from the mean of this many teachers")
+    tr.add_argument("--teacher-augment", default=None, help="mlp: teacher's augmentation (default: the student's)")
+    tr.add_argument("--distill-weight", type=float, default=0.7, help="mlp: weight of the teacher's soft targets")
+    tr.add_argument("--distill-temperature", type=float, default=4.0, help="mlp: softmax temperature of distillation")
     tr.add_argument("--select", choices=SELECTIONS, default="best",
-                    help="keep the weights of the best smoothed validation accuracy, or of the last epoch")
+                    help="mlp: keep the weights of the best smoothed validation accuracy, or of the last epoch "
+                         "(a cnn keeps the last)")
     tr.add_argument("--data", choices=["embedded", "mnist-train"], default="embedded")
     tr.add_argument("--val-size", type=int, default=500, help="held-out digits for model selection")
     tr.add_argument("--mnist-dir", help="official IDX files; the test split is only measured, never used")

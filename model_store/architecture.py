@@ -19,16 +19,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .sizes import IMAGE_PX, INPUT_SIZE, N_CLASSES
+# The geometry lives in model_store.families (no torch: the manifest checks read it); named here too.
+from .families import CNN, CNN_CHANNELS, CNN_FLAT, CNN_KERNEL, CNN_MODULES, CNN_POOL, CNN_POOLED_PX, MLP, MLP_MODULES
+from .sizes import INPUT_SIZE, N_CLASSES
 
-LAYER_NAMES = ("flatten", "fc1", "relu", "fc2")
-CNN_LAYER_NAMES = ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu", "fc2")
-CNN_CHANNELS = (8, 16)  # conv1, conv2: at most 16, so that every channel's tile fits on a phone
-CNN_KERNEL = 5
-CNN_POOL = 2
-# 28 → conv 24 → pool 12 → conv 8 → pool 4
-CNN_POOLED_PX = ((IMAGE_PX - CNN_KERNEL + 1) // CNN_POOL - CNN_KERNEL + 1) // CNN_POOL
-CNN_FLAT = CNN_CHANNELS[1] * CNN_POOLED_PX * CNN_POOLED_PX
+LAYER_NAMES = MLP_MODULES
+CNN_LAYER_NAMES = CNN_MODULES
+__all__ = ["CNN_CHANNELS", "CNN_FLAT", "CNN_KERNEL", "CNN_LAYER_NAMES", "CNN_POOL", "CNN_POOLED_PX", "LAYER_NAMES",
+           "build", "build_cnn", "build_model", "hidden_width", "linear_layer"]
 
 
 def build_model(hidden: int) -> nn.Sequential:
@@ -73,10 +71,18 @@ def build_cnn(hidden: int) -> nn.Sequential:
             pool2=nn.MaxPool2d(CNN_POOL),
             flatten=nn.Flatten(),
             fc1=nn.Linear(CNN_FLAT, hidden),
-            relu=nn.ReLU(),  # named as the MLP's: knock-outs of fc1 units hook "relu" in both families
+            relu3=nn.ReLU(),
             fc2=nn.Linear(hidden, N_CLASSES),
         )
     )
+
+
+def build(family: str, hidden: int) -> nn.Sequential:
+    """An untrained network of ``family`` (``"mlp"`` or ``"cnn"``) with ``hidden`` units in ``fc1``."""
+    builders = {MLP: build_model, CNN: build_cnn}
+    if family not in builders:
+        raise ValueError(f"unknown model family {family!r}; expected one of {sorted(builders)}")
+    return builders[family](hidden)
 
 
 def hidden_width(state: dict[str, torch.Tensor]) -> int:

@@ -43,7 +43,13 @@ def load_embedded() -> tuple[np.ndarray, np.ndarray]:
 def split_embedded(
     images: np.ndarray, labels: np.ndarray, n_val: int = 500, seed: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Shuffle under ``seed`` and hold out ``n_val`` digits, stratified by class."""
+    """Shuffle under ``seed`` and hold out ``n_val`` digits, stratified by class (:func:`split_indices`)."""
+    train_idx, val_idx = split_indices(labels, n_val, seed)
+    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+
+
+def split_indices(labels: np.ndarray, n_val: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The positions ``(train, validation)`` of :func:`split_embedded`'s two sets, int64, in their order."""
     rng = np.random.default_rng(seed)
     per_class = n_val // 10
     val_idx = np.concatenate(
@@ -52,7 +58,7 @@ def split_embedded(
     train_mask = np.ones(len(labels), dtype=bool)
     train_mask[val_idx] = False
     train_idx = rng.permutation(np.flatnonzero(train_mask))
-    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+    return train_idx, val_idx
 
 
 def mnist_dir_from_env() -> Path | None:

@@ -1,5 +1,7 @@
 """The model store's manifest and checkpoint files, checked without torch.
 
+An entry names its family (``"family": "cnn"``; none: ``"mlp"``, see :mod:`model_store.families`).
+
 Reading the manifest checks every field the loader and the server use (type,
 range, and that the default names a model): a defect is a
 :class:`ModelStoreError` naming the manifest, the model and the field.
@@ -16,6 +18,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .families import FAMILIES, MLP, family_of, module_names, output_shapes
 from .sizes import INPUT_SIZE, N_CLASSES
 
 STORE_DIR = Path(__file__).resolve().parent
@@ -24,15 +27,28 @@ WEIGHTS_DIR = "weights"
 MANIFEST_FORMAT = 1
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 # The fields of a model entry that code reads: name → (accepted types, required, what to call them).
-# Other fields (training details, provenance) are free-form.
+# Other fields (training details, provenance) are free-form.  A ``cnn`` entry must also describe its
+# architecture (modules and shapes: _check_architecture); ``references`` (model_store.references) has
+# the fields of REFERENCE_FIELDS.
 MODEL_FIELDS: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "file": ((str,), True, "a string"),
     "sha256": ((str,), True, "a string"),
     "size_bytes": ((int,), True, "an integer"),
     "hidden": ((int,), True, "an integer"),
+    "family": ((str,), False, "a string"),
     "architecture": ((dict,), False, "an object"),
+    "references": ((dict,), False, "an object"),
     "val_accuracy": ((int, float, type(None)), False, "a number or null"),
     "test_accuracy": ((int, float, type(None)), False, "a number or null"),
+}
+
+
+REFERENCE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "file": ((str,), "a string"),
+    "sha256": ((str,), "a string"),
+    "size_bytes": ((int,), "an integer"),
+    "layers": ((list,), "a list"),
+    "k": ((int,), "an integer"),
 }
 
 
@@ -97,10 +113,47 @@ def _check_entry(where: str, entry: Any) -> None:
     for key, low in (("size_bytes", 0), ("hidden", 1)):
         if entry[key] < low:
             raise ModelStoreError(f"{where}: field {key!r} must be >= {low}")
-    layers = entry.get("architecture", {}).get("layers")
-    expected = [INPUT_SIZE, entry["hidden"], N_CLASSES]
-    if layers is not None and layers != expected:
-        raise ModelStoreError(f"{where}: field 'architecture.layers' is {layers!r}, expected {expected}")
+    family = family_of(entry)
+    if family not in FAMILIES:
+        raise ModelStoreError(f"{where}: field 'family' is {family!r}, expected one of {', '.join(FAMILIES)}")
+    if family == MLP:
+        layers = entry.get("architecture", {}).get("layers")
+        expected = [INPUT_SIZE, entry["hidden"], N_CLASSES]
+        if layers is not None and layers != expected:
+            raise ModelStoreError(f"{where}: field 'architecture.layers' is {layers!r}, expected {expected}")
+    else:
+        _check_architecture(where, family, entry)
+    if "references" in entry:
+        _check_references(where, entry["references"])
+
+
+def _check_architecture(where: str, family: str, entry: dict[str, Any]) -> None:
+    """A family other than the MLP must record its ``modules`` and each one's output ``shapes``."""
+    architecture = entry.get("architecture")
+    if architecture is None:
+        raise ModelStoreError(f"{where}: field 'architecture' missing (required for family {family!r})")
+    expected: dict[str, Any] = {"modules": list(module_names(family)),
+                                "shapes": output_shapes(family, entry["hidden"])}
+    for key, value in expected.items():
+        if architecture.get(key) != value:
+            raise ModelStoreError(f"{where}: field 'architecture.{key}' is {architecture.get(key)!r}, "
+                                  f"expected {value!r} (family {family!r}, hidden {entry['hidden']})")
+
+
+def _check_references(where: str, references: dict[str, Any]) -> None:
+    """The fields of a ``references`` object that the loader reads, each of its type."""
+    for key, (types, kind) in REFERENCE_FIELDS.items():
+        if key not in references:
+            raise ModelStoreError(f"{where}: field 'references.{key}' missing")
+        value = references[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ModelStoreError(f"{where}: field 'references.{key}' must be {kind}, got {type(value).__name__}")
+    if not SHA256_PATTERN.fullmatch(references["sha256"]):
+        raise ModelStoreError(f"{where}: field 'references.sha256' must be 64 hex digits (lower case)")
+    if references["k"] < 1 or references["size_bytes"] < 0:
+        raise ModelStoreError(f"{where}: field 'references.k' must be >= 1 and 'references.size_bytes' >= 0")
+    if not references["layers"] or not all(isinstance(layer, str) for layer in references["layers"]):
+        raise ModelStoreError(f"{where}: field 'references.layers' must be a non-empty list of layer names")
 
 
 def model_names(store_dir: Path | None = None) -> list[str]:
@@ -137,7 +190,8 @@ def weights_path(store_dir: Path, relative: str) -> Path:
 
 
 def verified_bytes(path: Path, record: dict[str, Any]) -> bytes:
-    """The bytes of checkpoint ``path``, after checking its size and SHA-256 against ``record``."""
+    """The bytes of checkpoint ``path``, after checking its size and SHA-256 against ``record``
+    (a model's entry, or its ``references`` object)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError as error:
@@ -156,11 +210,14 @@ def verified_bytes(path: Path, record: dict[str, Any]) -> bytes:
 
 def verify_files(name: str | None = None, store_dir: Path | None = None) -> list[str]:
     """Check the manifest, that model ``name`` is in it (``None``: the default), and every checkpoint's
-    path, size and SHA-256, deserialising nothing; return the model names.  Raises :class:`ModelStoreError`."""
+    and reference file's path, size and SHA-256, deserialising nothing; return the model names.
+    Raises :class:`ModelStoreError`."""
     store_dir = store_dir or store_dir_from_env()
     model_record(name, store_dir)
     names = model_names(store_dir)
     for model in names:
         record = model_record(model, store_dir)
         verified_bytes(weights_path(store_dir, record["file"]), record)
+        if "references" in record:
+            verified_bytes(weights_path(store_dir, record["references"]["file"]), record["references"])
     return names

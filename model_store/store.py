@@ -6,7 +6,8 @@ it, its file stays inside ``weights/`` (no ``..``, no absolute path, no
 symlink, ``weights/`` itself no symlink), the file has the recorded size and
 SHA-256.  Only then does ``safetensors`` parse it (a format whose loading
 cannot run code), and every tensor must have the name, shape and dtype that
-:func:`~model_store.architecture.build_model` gives the manifest's ``hidden``
+the builder of the entry's family (:func:`~model_store.architecture.build`:
+``mlp`` when the entry names none, or ``cnn``) gives the manifest's ``hidden``
 width.
 """
 
@@ -22,7 +23,8 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from .architecture import build_model, hidden_width
+from .architecture import build, hidden_width
+from .families import MLP, family_of, module_names, output_shapes
 from .manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -41,15 +43,14 @@ TENSOR_DTYPE = torch.float32
 
 
 def _state_from_bytes(path: Path, record: dict[str, Any], data: bytes) -> dict[str, torch.Tensor]:
-    """The tensors of ``data``, each checked against the layout of the manifest's ``hidden`` width."""
+    """The tensors of ``data``, each checked against the layout the family's builder gives ``hidden``."""
     where = f"{path}: model {record['name']!r}"
     try:
         state = safetensors.torch.load(data)
     except (SafetensorError, ValueError) as error:
         raise ModelStoreError(f"{path}: not a valid safetensors file ({error})") from error
     hidden = record["hidden"]
-    shapes = {"fc1.weight": (hidden, INPUT_SIZE), "fc1.bias": (hidden,),
-              "fc2.weight": (N_CLASSES, hidden), "fc2.bias": (N_CLASSES,)}
+    shapes = {key: tuple(value.shape) for key, value in build(family_of(record), hidden).state_dict().items()}
     if set(state) != set(shapes):
         raise ModelStoreError(f"{where}: tensors {sorted(state)}, expected {sorted(shapes)}")
     for key, shape in shapes.items():
@@ -64,16 +65,17 @@ def _state_from_bytes(path: Path, record: dict[str, Any], data: bytes) -> dict[s
 def load_model(name: str | None = None, store_dir: Path | None = None) -> nn.Sequential:
     """Load a verified model in eval mode; ``name=None`` loads the default model.
 
+    Returns the plain ``Sequential`` of the entry's family (:mod:`model_store.architecture`).
     Raises :class:`ModelStoreError` (a ``ValueError``) for a manifest defect,
     an unknown name, a path that escapes the store, a missing, truncated or
     tampered file, or tensors that do not fit the architecture of the
-    manifest's ``hidden`` width; never returns a half-loaded model.
+    manifest's family and ``hidden`` width; never returns a half-loaded model.
     """
     store_dir = store_dir or store_dir_from_env()
     record = model_record(name, store_dir)
     path = weights_path(store_dir, record["file"])
     state = _state_from_bytes(path, record, verified_bytes(path, record))
-    model = build_model(record["hidden"])
+    model = build(family_of(record), record["hidden"])
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -98,14 +100,25 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "numpy": numpy.__version__, "safetensors": st.__version__}
 
 
+def _architecture(family: str, hidden: int) -> dict[str, Any]:
+    """The manifest fields that describe a network of ``family``: an MLP's as the store always wrote them
+    (no ``family`` field: older readers see an unchanged entry), any other family named, with each
+    module's output shape."""
+    if family == MLP:
+        return {"architecture": {"layers": [INPUT_SIZE, hidden, N_CLASSES], "modules": list(module_names(MLP))}}
+    return {"family": family,
+            "architecture": {"modules": list(module_names(family)), "shapes": output_shapes(family, hidden)}}
+
+
 def register_model(
     model: nn.Sequential,
     name: str,
     details: dict[str, Any],
     store_dir: Path | None = None,
     make_default: bool = False,
+    family: str = MLP,
 ) -> dict[str, Any]:
-    """Save ``model`` as ``weights/<name>.safetensors`` and record it in the manifest.
+    """Save ``model`` (a network of ``family``) as ``weights/<name>.safetensors`` and record it in the manifest.
 
     ``details`` (training data, config, accuracies, command) is merged into the
     entry.  Returns the new manifest entry.
@@ -124,8 +137,7 @@ def register_model(
         "file": relative,
         "sha256": sha256_of(data),
         "size_bytes": len(data),
-        "architecture": {"layers": [INPUT_SIZE, hidden_width(state), N_CLASSES],
-                         "modules": ["flatten", "fc1", "relu", "fc2"]},
+        **_architecture(family, hidden_width(state)),
         "hidden": hidden_width(state),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "libraries": library_versions(),
@@ -136,3 +148,18 @@ def register_model(
         manifest["default"] = name
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return {"name": name, **entry}
+
+
+def record_references(name: str, data: bytes, details: dict[str, Any], store_dir: Path | None = None) -> dict[str, Any]:
+    """Write ``data`` (a references file, :mod:`model_store.references`) as ``weights/<name>.references.safetensors``
+    and set model ``name``'s ``references`` to its file, SHA-256, size and ``details``; return that object."""
+    store_dir = store_dir or store_dir_from_env()
+    manifest = read_manifest(store_dir)
+    if name not in manifest["models"]:
+        raise ModelStoreError(f"unknown model {name!r}: register it before its references")
+    relative = f"{WEIGHTS_DIR}/{name}.references.safetensors"
+    _atomic_write(store_dir / relative, data)
+    references = {"file": relative, "sha256": sha256_of(data), "size_bytes": len(data), **details}
+    manifest["models"][name]["references"] = references
+    _atomic_write(store_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return references

@@ -30,7 +30,7 @@ def keep_mask(knockouts: Sequence[tuple[int, ...]], hidden: int, dtype: torch.dt
 
 @contextlib.contextmanager
 def knocked_out(model: nn.Module, keep: torch.Tensor | None) -> Iterator[None]:
-    """Within the block, ``model.relu``'s output is multiplied by ``keep``.
+    """Within the block, the output of ``fc1``'s ReLU (the module after ``fc1``) is multiplied by ``keep``.
 
     ``keep``: ``(B, H)`` for calls on batches of exactly ``B`` samples, or
     ``(1, H)`` for any batch (captum's perturbation methods enlarge the batch);
@@ -39,12 +39,17 @@ def knocked_out(model: nn.Module, keep: torch.Tensor | None) -> Iterator[None]:
     if keep is None:
         yield
         return
-    # get_submodule: torch types an attribute read (``model.relu``) ``Tensor | Module``.
-    handle = model.get_submodule("relu").register_forward_hook(lambda module, inputs, output: output * keep)
+    handle = hidden_activation(model).register_forward_hook(lambda module, inputs, output: output * keep)
     try:
         yield
     finally:
         handle.remove()
+
+
+def hidden_activation(model: nn.Module) -> nn.Module:
+    """The module after ``fc1``: its ReLU (``relu`` in the MLP, ``relu3`` in the LeNet)."""
+    names = [name for name, _ in model.named_children()]
+    return model.get_submodule(names[names.index("fc1") + 1])
 
 
 @dataclass(frozen=True)
