@@ -3,7 +3,6 @@
 // frame data, versions of model and rule) that the page can load again.
 
 import { css, diverging } from "./colormap.js";
-import { formatNumber } from "./heatmap.js";
 import { maxAbs } from "./arrays.js";
 
 /** `format` of an exported JSON file; `version` changes if its fields change meaning. */
@@ -45,11 +44,13 @@ function pixelated(context, source, x, y, size) {
 /**
  * The panel as a PNG blob, 1200 × 640 px.
  * @param {{pad: HTMLCanvasElement, input: HTMLCanvasElement, heatmap: HTMLCanvasElement}} canvases
- * @param {{title: string, verdict: string, summary: string, scale: number|null, words: string[], side: number|null}} text
- *   side: of the model's square input image (state.js modelSizes), null before the first welcome
+ * @param {{title: string, verdict: string, summary: string, legend: ReturnType<ReturnType<typeof import("./legend.js").createScaleLegend>["shown"]>, side: number|null}} text
+ *   legend: the legend on screen (legend.js `shown`), copied word for word with its colours, so the picture's
+ *   scale is the one its colours were painted at; side: of the model's square input image (state.js
+ *   modelSizes), null before the first welcome
  * @returns {Promise<Blob>}
  */
-export function panelPng(canvases, { title, verdict, summary, scale, words, side }) {
+export function panelPng(canvases, { title, verdict, summary, legend, side }) {
   const canvas = document.createElement("canvas");
   [canvas.width, canvas.height] = [1200, 640];
   const context = canvas.getContext("2d");
@@ -73,22 +74,21 @@ export function panelPng(canvases, { title, verdict, summary, scale, words, side
   pixelated(context, canvases.input, 472, 136, 240);
   pixelated(context, canvases.heatmap, 752, 136, 400);
 
-  // The colour scale under the heatmap: RdBu from −max to +max, as on the page.
+  // The colour scale under the heatmap, as on the page: RdBu from −max to +max, or white → red for magnitudes.
   for (let k = 0; k < 400; k += 1) {
-    context.fillStyle = css(diverging((k / 399) * 2 - 1));
+    const position = k / 399;
+    context.fillStyle = css(diverging(legend.signed ? position * 2 - 1 : position));
     context.fillRect(752 + k, 548, 1, 14);
   }
   context.fillStyle = "#0f172a";
   context.font = "15px system-ui, sans-serif";
-  if (scale !== null) {
-    context.fillText(formatNumber(-scale), 752, 580);
-    context.fillText("0", 948, 580);
-    const high = `+${formatNumber(scale)}`;
-    context.fillText(high, 1152 - context.measureText(high).width, 580);
-  }
+  const right = (text, y) => context.fillText(text, 1152 - context.measureText(text).width, y);
+  if (legend.low) context.fillText(legend.low, 752, 580);
+  if (legend.zero) context.fillText(legend.zero, 948, 580);
+  if (legend.high) right(legend.high, 580);
   context.fillStyle = "#475569";
-  context.fillText(words[0] ?? "", 752, 600);
-  context.fillText(words[1] ?? "", 1152 - context.measureText(words[1] ?? "").width, 600);
+  if (legend.against) context.fillText(legend.against, 752, 600);
+  if (legend.towards) right(legend.towards, 600);
   context.fillStyle = "#0f172a";
   context.font = "16px system-ui, sans-serif";
   wrap(context, summary, 32, 570, 680, 22);

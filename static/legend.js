@@ -114,7 +114,16 @@ export function createScaleLegend(element, details, onOwnScale) {
     note.textContent = blank || isEmpty ? "" : scaleNote(frame, scales);
     label.hidden = !frame || frame.mode !== "crp";
     own.checked = ownScale;
+    shownLegend = { signed, low: low.textContent, zero: zero.textContent, high: high.textContent,
+                    against: against.textContent, towards: towards.textContent };
   }
 
-  return { render };
+  let shownLegend = { signed: true, low: "", zero: "0", high: "", against: "", towards: "" };
+
+  /** What the legend shows now, word for word: the exported picture copies it (exporter.js). */
+  function shown() {
+    return shownLegend;
+  }
+
+  return { render, shown };
 }

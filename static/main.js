@@ -1,7 +1,7 @@
 // Wiring only: input → actions and messages; state → views, once per
 // animation frame. The logic lives in the modules imported here.
 
-import { decode, decodeComparison, decodeFrame, maxAbs } from "./arrays.js";
+import { decode, decodeComparison, decodeFrame } from "./arrays.js";
 import { createPad } from "./canvas.js";
 import { buildCard, updateCard } from "./card.js";
 import { buildBars, updateBars } from "./chart.js";
@@ -19,7 +19,7 @@ import { addPanel } from "./panels.js";
 import { play, prefix } from "./playback.js";
 import { readShareLink, shareLink } from "./share.js";
 import { createTimeline } from "./timeline.js";
-import { createSocket } from "./socket.js";
+import { answeredByFrame, createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, modelSizes, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
 import { heatmapTitle, legendWords, summarize } from "./summary.js";
@@ -49,14 +49,12 @@ const diagrams = { stage: { box: networkBox, view: null, key: "" }, sheet: { box
 const versionAtSeq = new Map();
 const VERSIONS_KEPT = 4096;
 
-// Requests answered by a message of their own, never by a frame: the status line's sent seq (what
-// frames must catch up with) skips them.
-const FRAMELESS = new Set(["compare", "sanity", "counterfactual"]);
 
 function sent(seq, message) {
   versionAtSeq.set(seq, store.get().drawing.version);
   if (versionAtSeq.size > VERSIONS_KEPT) versionAtSeq.delete(versionAtSeq.keys().next().value);
-  if (!FRAMELESS.has(message.type)) store.dispatch({ type: "sent", seq });
+  // The status line's sent seq (what frames must catch up with) skips requests no frame answers.
+  if (answeredByFrame(message.type)) store.dispatch({ type: "sent", seq });
 }
 
 const socket = createSocket({
@@ -450,6 +448,7 @@ let attractNext = 0;
 /** The start state (empty pad, the server's default model, method, rule, no selection), then the loop. */
 function attract() {
   if (sheet.open) sheet.close();
+  window.scrollTo({ top: 0, left: 0, behavior: "instant" }); // the attract loop plays on the stage, in view
   store.dispatch({ type: "overlay", on: false });
   load({ strokes: [], config: store.get().defaults, selection: NO_SELECTION });
   $("cta").hidden = false;
@@ -526,13 +525,11 @@ function exportName(extension) {
 
 $("export-png").addEventListener("click", async () => {
   const state = store.get();
-  const shown = state.frame?.heatmap ? state.frame : state.heatmapFrame;
   const text = {
     title: $("heatmap-title").textContent,
     verdict: `It reads ${$("predicted").textContent} · ${$("confidence").textContent}`,
     summary: $("summary").textContent,
-    scale: shown?.heatmap && !isEmpty(state.drawing) ? maxAbs(shown.heatmap.values) : null,
-    words: shown && !isEmpty(state.drawing) ? legendWords(shown, state.welcome) : ["", ""],
+    legend: legend.shown(), // exactly the scale the heatmap was painted at, as on screen
     side: state.welcome ? modelSizes(state.welcome).side : null,
   };
   download(await panelPng({ pad: $("pad"), input: $("input"), heatmap: $("heatmap") }, text), exportName("png"));

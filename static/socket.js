@@ -10,6 +10,18 @@ const RECONNECT_CODES = new Set([
   1012, // service restart
   1013, // try again later: the server is at capacity
 ]);
+/**
+ * Client messages a `frame` answers (docs/protocol.md): only these are waited for by the display lag.
+ * `compare`, `sanity` and `counterfactual` get an answer of their own, and no frame may ever follow
+ * them: counted, they turned the status red after every pause on a 13 ms loopback (issue 26).
+ */
+const FRAME_ANSWERED = new Set(["stroke", "select", "configure", "clear", "undo", "photo"]);
+
+/** Whether a frame answers a client message of `type` (the status line waits only for those). */
+export function answeredByFrame(type) {
+  return FRAME_ANSWERED.has(type);
+}
+
 /** 1000 normal closure: the server closed an idle visitor; we reconnect on the next touch. */
 const IDLE_CODE = 1000;
 
@@ -49,7 +61,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   let retryTimer = null;
   let welcomed = false;
   let replayedSeq = 0; // seq of the last replayed message: earlier frames show the server's fresh state
-  const sentAt = new Map(); // seq → performance.now() when sent, until a frame reflects it
+  const sentAt = new Map(); // seq → performance.now() when sent, until a frame reflects it (frame-answered only)
   let lastLagMs = null; // sending the newest message a frame reflects → receiving that frame
   const frameTimes = [];
   let frames = 0;
@@ -73,7 +85,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
 
   function receive(event) {
     const message = JSON.parse(event.data);
-    if (message.type === "frame" || message.type === "comparison") measure(message.seq);
+    if (message.type === "frame") measure(message.seq);
     if (message.type === "frame" && message.frame) receivedFrame = Math.max(receivedFrame, message.frame);
     if (message.type === "welcome" && !welcomed) {
       welcomed = true;
@@ -131,7 +143,7 @@ export function createSocket({ url, onMessage, onConnection, replay, onSent }) {
   function send(message) {
     if (!ws || ws.readyState !== WebSocket.OPEN || !welcomed) return null;
     seq += 1; // seq increases strictly on the connection (docs/protocol.md)
-    sentAt.set(seq, performance.now());
+    if (answeredByFrame(message.type)) sentAt.set(seq, performance.now());
     ws.send(JSON.stringify({ ...message, seq }));
     onSent(seq, message);
     return seq;
