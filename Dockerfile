@@ -58,6 +58,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
+    DATA_DIR=/tmp/xai-data \
     HOST=0.0.0.0 \
     PORT=8000
 # An unprivileged user with no home and no shell; the code stays owned by root,

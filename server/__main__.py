@@ -1,5 +1,9 @@
 """``python -m server [--host H] [--port P] [--model NAME]``: serve the app with uvicorn.
 
+``python -m server migrate``: bring the teaching database (``DATABASE_URL``,
+default SQLite in ``DATA_DIR``) to the newest schema and exit
+(:mod:`server.teaching.migrate`); a deployment runs it once before its servers.
+
 Every other setting comes from the environment (:mod:`server.settings`); the
 three options override ``HOST``, ``PORT`` and ``MODEL``.  Once listening, the
 process logs one ``listening`` event with the bound address (port 0 picks a
@@ -91,6 +95,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate"]:
+        from .teaching.migrate import main as migrate
+
+        return migrate(argv[1:])
     arguments = parse_arguments(argv)
     overrides = {name: value for name, value in vars(arguments).items() if value is not None}
     try:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from torch import nn
 
@@ -29,6 +31,10 @@ from .runtime import Runtime, publish_own_status
 from .session import Services
 from .settings import Settings
 from .startup import StartupError
+from .teaching.database import database_url, open_engine
+from .teaching.drawings import DrawingStore
+from .teaching.migrate import SchemaOutOfDate, prepare
+from .teaching.teacher import Teacher
 
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
 
@@ -44,8 +50,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
-                      # a frame and a comparison per connection, and the start-up check
-                      max_jobs=2 * settings.max_connections + 1,
+                      # a frame, a comparison and a teach per connection, and the start-up check
+                      max_jobs=3 * settings.max_connections + 1,
                       deadline_s=settings.compute_deadline_s, fair_share=settings.fair_share)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
@@ -53,7 +59,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # Built before the first visitor asks (~0.5 s: the embedded digits and their activations), so that a
     # first counterfactual is not the one that meets the compute deadline.
     await asyncio.to_thread(counterfactuals.prepare)
-    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals)
+    database = await open_database(settings)
+    teacher = Teacher(DrawingStore(database), batcher, catalog)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher)
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)
@@ -77,7 +85,21 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for scan in runtime.scans.values():
             scan.cancel()
         await batcher.stop()
+        await database.dispose()
         event("server_stopped")
+
+
+async def open_database(settings: Settings) -> AsyncEngine:
+    """The teaching database's engine, its schema current (embedded SQLite: migrated here, under a lock).
+
+    Raises :class:`~server.startup.StartupError` when it cannot be opened or its schema is out of date.
+    """
+    try:
+        url = database_url(settings.database_url, settings.data_dir)
+        await asyncio.to_thread(prepare, url)
+    except (SchemaOutOfDate, SQLAlchemyError, OSError) as error:
+        raise StartupError(f"teaching database: {error}") from error
+    return open_engine(url)
 
 
 def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Module]]:

@@ -46,6 +46,11 @@ class ErrorCode(StrEnum):
     NO_COUNTERFACTUAL = "no_counterfactual"
     COUNTERFACTUAL_FAILED = "counterfactual_failed"
     COMPUTE_TIMEOUT = "compute_timeout"  # a comparison not computed within COMPUTE_DEADLINE_S
+    CONSENT_REQUIRED = "consent_required"  # teach without "consent": true
+    BAD_LABEL = "bad_label"  # teach with a label that is not a digit 0 .. 9
+    EMPTY_DRAWING = "empty_drawing"  # teach with nothing on the pad
+    UNKNOWN_TOKEN = "unknown_token"  # forget with a delete_token no stored drawing has
+    TEACH_FAILED = "teach_failed"  # the database could not store or delete: nothing changed
 
 
 class ProtocolError(ValueError):
@@ -126,7 +131,27 @@ class SanityCheck:
     seq: int
 
 
-Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck
+@dataclass(frozen=True)
+class Teach:
+    """Store the current drawing as the digit ``label`` (0–9); the visitor consented (docs/protocol.md)."""
+
+    seq: int
+    label: int
+
+
+Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck | Teach
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Delete the taught drawing of ``delete_token``.  Outside the ``seq`` numbering, like :class:`Ack`: a
+    page may forget a drawing of an earlier connection; ``seq`` is echoed in an ``error`` if given."""
+
+    delete_token: str
+    seq: int | None = None
+
+
+MAX_TOKEN_CHARS = 128  # no delete_token the server issues is longer
 
 
 @dataclass(frozen=True)
@@ -140,7 +165,7 @@ class Ack:
     frame: int
 
 
-def decode_message(text: str | bytes) -> Message | Ack:
+def decode_message(text: str | bytes) -> Message | Ack | Forget:
     """Parse one client message; raise :class:`ProtocolError` for anything else.
 
     Checks everything that does not depend on the visitor's state: JSON
@@ -160,10 +185,12 @@ def decode_message(text: str | bytes) -> Message | Ack:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'type' must be a string, got {_kind(kind)}", seq)
     if kind == "ack":
         return _decode_ack(document)
+    if kind == "forget":
+        return _decode_forget(document, seq)
     decoder = _DECODERS.get(kind)
     if decoder is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown type {kind[:40]!r}; expected one of "
-                            f"{', '.join(_DECODERS)}, ack", seq)
+                            f"{', '.join(_DECODERS)}, ack, forget", seq)
     if seq is None:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'seq' must be an integer in 0 .. 2**53-1, "
                             f"got {_kind(document.get('seq'))}")
@@ -284,6 +311,27 @@ def _decode_ack(document: dict[str, Any]) -> Ack:
     return Ack(frame)
 
 
+def _decode_teach(document: dict[str, Any], seq: int) -> Teach:
+    # Consent first: without it nothing about the drawing matters.
+    if document.get("consent") is not True:
+        raise ProtocolError(ErrorCode.CONSENT_REQUIRED, "teach needs \"consent\": true (the visitor agreed "
+                            "to store the drawing, its label and the model's reading)", seq)
+    label = document.get("label")
+    if not _is_int(label) or not 0 <= label < N_CLASSES:
+        shown = str(label) if _is_int(label) else _kind(label)
+        raise ProtocolError(ErrorCode.BAD_LABEL, f"'label' must be a digit 0 .. {N_CLASSES - 1}, got {shown[:20]}",
+                            seq)
+    return Teach(seq, label)
+
+
+def _decode_forget(document: dict[str, Any], seq: int | None) -> Forget:
+    token = document.get("delete_token")
+    if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_CHARS:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'delete_token' must be a string of 1 .. {MAX_TOKEN_CHARS} "
+                            f"characters, got {_kind(token)}", seq)
+    return Forget(token, seq)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "stroke": _decode_stroke,
     "select": _decode_select,
@@ -293,6 +341,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "compare": _decode_compare,
     "counterfactual": _decode_counterfactual,
     "sanity": lambda document, seq: SanityCheck(seq),
+    "teach": _decode_teach,
 }
 
 
@@ -359,6 +408,7 @@ class Effect:
     ``counterfactual``: a counterfactual of the drawing in ``view`` (the
     state right after the request) for ``target`` (``None``: the runner-up).
     ``sanity``: the sanity checks of the current map.
+    ``teach``: store the drawing of ``view`` with a label (:mod:`server.teaching`).
     """
 
     welcome: bool = False
@@ -366,6 +416,15 @@ class Effect:
     compare: tuple[str, ...] = ()
     counterfactual: "CounterfactualAsk | None" = None
     sanity: bool = False
+    teach: "TeachAsk | None" = None
+
+
+@dataclass(frozen=True)
+class TeachAsk:
+    """A drawing to store: the strokes and model of ``view`` (the state at the ``teach``), labelled ``label``."""
+
+    view: View
+    label: int
 
 
 @dataclass(frozen=True)
@@ -455,6 +514,11 @@ class VisitorState:
                 return Effect(frame=False, counterfactual=CounterfactualAsk(view, message.target))
             case SanityCheck():
                 return Effect(frame=False, sanity=True)
+            case Teach():
+                if not self.strokes:
+                    raise ProtocolError(ErrorCode.EMPTY_DRAWING, "the pad is empty: draw a digit first", message.seq)
+                return Effect(frame=False, teach=TeachAsk(dataclasses.replace(self.view(), seq=message.seq),
+                                                          message.label))
 
     def _stroke(self, message: Stroke) -> Effect:
         appends = bool(self.stroke_ids) and message.id == self.stroke_ids[-1]

@@ -18,9 +18,11 @@ Three tasks per connection:
   comparison due, so that a connection never has more than two jobs queued
   for frames and comparisons;
 * the **counterfactual loop** answers ``counterfactual`` requests the same
-  way (a search takes ~0.1–0.3 s), on a worker thread as a slow job.
+  way (a search takes ~0.1–0.3 s), on a worker thread as a slow job;
+* the **teach loop** answers ``teach`` and ``forget`` in order, each once its
+  database write is committed (:class:`server.teaching.teacher.Desk`).
 
-All four loops send (the receive loop its ``error`` answers).  Messages cannot
+All five loops send (the receive loop its ``error`` answers).  Messages cannot
 interleave: uvicorn's sans-I/O protocol (:mod:`server.wsprotocol`) encodes
 each ``websocket.send`` and writes it to the transport whole, without
 awaiting in between.
@@ -55,6 +57,7 @@ from .protocol import (
     Ack,
     CounterfactualAsk,
     ErrorCode,
+    Forget,
     Limits,
     ProtocolError,
     Stroke,
@@ -66,6 +69,7 @@ from .raster import RasterCache
 from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
+from .teaching.teacher import Desk, Teacher
 from .wsprotocol import ABORT_EXTENSION, CAUSE_KEY
 
 _visitor_ids = itertools.count(1)
@@ -81,6 +85,7 @@ class Services:
     batcher: Batcher
     metrics: Metrics
     counterfactuals: Counterfactuals
+    teacher: Teacher
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class IdleTimer:
 
 
 class Session:
-    """One visitor: its state, its three loops, its sends."""
+    """One visitor: its state, its loops, its sends."""
 
     def __init__(self, websocket: WebSocket, services: Services) -> None:
         self.websocket = websocket
@@ -183,6 +188,7 @@ class Session:
         self.counterfactual_due: CounterfactualAsk | None = None
         self.counterfactual_wanted = asyncio.Event()
         self.sanity_due = False
+        self.desk = Desk(services.teacher, self.settings.max_teach_per_minute, now)
         self.raster = RasterCache()  # the canvas of the last frame's drawing: a frame draws only new ink
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
@@ -208,9 +214,9 @@ class Session:
         return {"frames": self.schedule.last_sent, "rtt_ms": round(flow.base_rtt_s * 1000, 1), "window": flow.size}
 
     async def _serve(self) -> tuple[int, str]:
-        """Run the four loops; return the close code and reason that ended the session."""
+        """Run the five loops; return the close code and reason that ended the session."""
         tasks = [asyncio.create_task(loop()) for loop in (self._receive_loop, self._frame_loop, self._compare_loop,
-                                                          self._counterfactual_loop)]
+                                                          self._counterfactual_loop, self._teach_loop)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             ended = done.pop().exception()
@@ -287,7 +293,12 @@ class Session:
                 self.schedule.acknowledge(message.frame, now)
                 self.wakeup.set()  # a credit may be free
                 return
+            if isinstance(message, Forget):
+                self.desk.submit(message, now)
+                return
             effect = self.state.apply(message)
+            if effect.teach is not None:
+                self.desk.submit(effect.teach, now)
         except ProtocolError as error:
             await self._refuse(error, now)
             return
@@ -385,6 +396,9 @@ class Session:
                                     f"({error.error_type}); ask again", ask.view.seq).decode()
             if self.state.model == ask.view.model:
                 await self._send_text(text)
+
+    async def _teach_loop(self) -> None:
+        await self.desk.serve(self._send)
 
     async def _send_welcome(self) -> None:
         settings = self.settings

@@ -99,6 +99,12 @@ class Settings:
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).
+    Teaching (docs/protocol.md, "teach")
+        data_dir: where the embedded SQLite database lives (created if missing).
+        database_url: a SQLAlchemy async URL (``postgresql+asyncpg://…``);
+            empty: SQLite (WAL) in ``data_dir``.
+        max_teach_per_minute: ``teach`` messages one visitor may send per
+            minute (a burst of that many at once); beyond: ``rate_limited``.
     Logging
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -135,11 +141,14 @@ class Settings:
     compute_deadline_s: float = 3.0
     fair_share: float = 0.02
     coalesce: bool = True
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    max_teach_per_minute: int = 20
     log_level: str = "info"
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_message_bytes", "max_points_per_message", "max_points",
-                     "max_strokes", "max_messages_per_s", "processes", "workers", "batch_max"):
+                     "max_strokes", "max_messages_per_s", "max_teach_per_minute", "processes", "workers", "batch_max"):
             _require(name, getattr(self, name) >= 1, ">= 1")
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")
@@ -185,7 +194,7 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
             return _parse_bool(raw)
         if kind in (tuple[str, ...], "tuple[str, ...]"):
             return tuple(item.strip() for item in raw.split(",") if item.strip())
-        if kind in (Path | None, "Path | None"):
+        if kind in (Path | None, "Path | None", Path, "Path"):
             return Path(raw)
         return raw
     except ValueError as error:

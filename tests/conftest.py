@@ -4,7 +4,8 @@ Test modules import helpers with ``from support import running_app, server_proce
 (pytest puts this directory on ``sys.path``).
 """
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "browser" in item.keywords and not CHROMIUM.exists():
             item.add_marker(skip_browser)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every server of the session (in-process or child) keeps its teaching database here, not in ./data."""
+    path = tmp_path_factory.mktemp("data")
+    previous = os.environ.get("DATA_DIR")
+    os.environ["DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["DATA_DIR"]
+    else:
+        os.environ["DATA_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
