@@ -1,4 +1,4 @@
-"""uvicorn's WebSocket protocol (websockets sans-I/O) with the three things this server needs added.
+"""uvicorn's WebSocket protocol (websockets sans-I/O) with the four things this server needs added.
 
 1. **Release a peer that stopped reading.**  uvicorn ends a connection with
    ``transport.close()``, which keeps the socket open until its send buffer
@@ -18,11 +18,22 @@
    handshake and logs "ASGI callable returned without completing
    handshake." at ERROR for each one; the protocol marks the handshake done
    once the denial is sent.
+4. **A peer's protocol error is one quiet line, at any moment.**  When a
+   frame breaks RFC 6455 (an unmasked frame, a reserved opcode…),
+   websockets fails the connection and uvicorn marks the close as sent; the
+   app's next ``send`` (the welcome, if the error came right after the 101)
+   then raised ``RuntimeError("Unexpected ASGI message 'websocket.send',
+   after sending 'websocket.close'")``, logged by the session with a
+   traceback: ~320 ERROR lines a second from one client.  Here such a send
+   raises uvicorn's ``ClientDisconnected`` (Starlette turns it into
+   ``WebSocketDisconnect`` 1006, the peer is gone), and the protocol error
+   is logged as one rate-limited WARNING line naming the close code.
 """
 
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import CloseCode
 from websockets.http11 import Request
@@ -35,6 +46,7 @@ CAUSE_KEY = "xai.cause"
 KEEPALIVE_TIMEOUT = "keepalive ping timeout"
 
 _log_invalid_utf8 = RateLimitedEvent("invalid_utf8_closed_1007")
+_log_protocol_error = RateLimitedEvent("protocol_error_closed")
 
 
 class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -72,7 +84,16 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         super().send_receive_event_to_app()
 
+    def handle_parser_exception(self) -> None:
+        if self.conn.parser_exc is not None:  # a frame broke RFC 6455 (the UTF-8 check above logs its own)
+            close = self.conn.close_sent
+            _log_protocol_error(code=close.code if close is not None else None, client=_client(self.client))
+        super().handle_parser_exception()
+
     async def send(self, message: ASGISendEvent) -> None:
+        if self.handshake_complete and self.close_sent and self.initial_response is None \
+                and message["type"] in ("websocket.send", "websocket.close"):
+            raise ClientDisconnected()  # failed by a protocol error (item 4 above): the peer is gone for the app
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and self.close_sent:
             self.handshake_complete = True  # the denial response ended it; see item 3 above

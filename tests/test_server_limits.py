@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -265,6 +266,51 @@ async def test_refused_handshakes_log_a_bounded_counted_number_of_lines_and_no_e
     assert sorted(line["reason"] for line in refused) == ["capacity", "origin"], lines
     assert all(line["suppressed_since_last"] == 0 for line in refused)
     assert len(lines) <= 4, lines  # nothing else per refused connection
+
+
+PROTOCOL_ERRORS = 200
+UNMASKED_TEXT_FRAME = b"\x81\x05hello"  # RFC 6455 §5.1: a client must mask every frame; the server fails it 1002
+LOG_WINDOW_S = 10.0  # RateLimitedEvent's default interval
+
+
+async def break_the_protocol_after_the_101(url: str) -> None:
+    """Handshake, then a frame that breaks RFC 6455 before the welcome is read; wait for the server to close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
+    try:
+        protocol = ClientProtocol(parse_uri(ws_url(url)))
+        request = protocol.connect()
+        request.headers["Origin"] = url
+        protocol.send_request(request)
+        writer.write(b"".join(protocol.data_to_send()))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(UNMASKED_TEXT_FRAME)
+        async with asyncio.timeout(10):
+            while await reader.read(65536):
+                pass  # the welcome, maybe, and the close frame; then EOF
+    finally:
+        writer.close()
+
+
+async def test_protocol_errors_right_after_the_101_log_one_warning_a_window_and_no_error(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    # Issue 29.3: about one connection in three logged session_failed at ERROR with a traceback
+    # (the welcome sent after websockets had failed the connection).
+    with server_process({"PROCESSES": "1"}) as server:
+        before = len(server.lines)
+        started = time.monotonic()
+        for _ in range(PROTOCOL_ERRORS):
+            await break_the_protocol_after_the_101(server.url)
+        await assert_serves(server.url, golden_digits[4], 4)
+        elapsed = time.monotonic() - started
+        await wait_for_metric(server.url, "xai_open_connections", 0)
+        lines = [orjson.loads(line) for line in server.lines[before:]]
+    assert [line for line in lines if line["level"] not in ("info", "warning") or "exception" in line] == []
+    per_visitor = [line for line in lines if line["event"] in ("visitor_connected", "visitor_closed")]
+    assert len(per_visitor) == 2 * (PROTOCOL_ERRORS + 1)
+    errors = [line for line in lines if line["event"] == "protocol_error_closed"]
+    assert 1 <= len(errors) <= 1 + elapsed // LOG_WINDOW_S, errors
+    assert all(line["level"] == "warning" and line["code"] == status.WS_1002_PROTOCOL_ERROR for line in errors)
+    assert len(lines) == len(per_visitor) + len(errors), lines  # nothing else
 
 
 # Half-sent HTTP headers (a server exposed without the proxy)
