@@ -19,7 +19,7 @@ from server.frames import encode_error
 from server.inference.batcher import Batcher
 from server.inference.jobs import InferenceError, Job, Spec
 from server.logs import event
-from server.protocol import DEFAULT_METHOD, DEFAULT_RULE, ErrorCode, Forget, ProtocolError, TeachAsk
+from server.protocol import DEFAULT_METHOD, ErrorCode, Forget, ProtocolError, TeachAsk
 from server.ratelimit import TokenBucket
 
 from .drawings import DrawingStore, Reading
@@ -63,7 +63,7 @@ class Teacher:
 
     async def read(self, model: str, strokes: tuple[tuple[tuple[float, float], ...], ...]) -> Reading:
         """The model's reading of ``strokes``, computed as a frame is (without its heatmap)."""
-        spec = Spec(None, None, DEFAULT_METHOD, DEFAULT_RULE, heatmap=False)
+        spec = Spec(None, None, DEFAULT_METHOD, self.catalog.models[model].default_rule, heatmap=False)
         frame = (await self.batcher.compute(Job(model, strokes, (spec,)))).frames[0]
         return Reading(model, self.catalog.models[model].sha256 or "unknown", int(frame.prediction),
                        tuple(float(p) for p in frame.probabilities.tolist()))
