@@ -145,6 +145,7 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "neuron_silent": data.neuron_silent,
         "pending": pending,
         "channels": _channels(data.channels),
+        "feeds": None if data.feeds is None else {"layer": data.feeds[0], "relevance": encode_i8(data.feeds[1])},
         "compute_ms": round(compute_ms, 3),
     })
 

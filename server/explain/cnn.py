@@ -260,15 +260,18 @@ class ConvBackend:
         maps, _ = self.backward(_conv(forward), rule, start, channels)
         return edges, maps
 
-    def channels(self, forward: Forward, rule: str, targets: Sequence[int]) -> dict[str, torch.Tensor]:
+    def channels(self, forward: Forward, rule: str, targets: Sequence[int],
+                 conditions: Sequence[tuple[str, int] | None] | None = None) -> dict[str, torch.Tensor]:
         """``{layer: (B, C)}``: each conv channel's relevance for class ``targets[b]`` (LRP from its logit).
 
         The sum of the relevance at the layer's output over the channel's positions: zennit-crp's
-        ``ChannelConcept.attribute`` without its normalisation.
+        ``ChannelConcept.attribute`` without its normalisation.  ``conditions[b]``: a channel (CRP's
+        condition) that sample ``b``'s relevance must pass through first; the layers below it then give
+        how much each of their channels feeds it (the edges of zennit-crp's ``AttributionGraph``).
         """
         edges = self.edges(forward, rule)
         start = edges[torch.arange(len(targets)), :, list(targets)]
-        _, recorded = self.backward(_conv(forward), rule, start)
+        _, recorded = self.backward(_conv(forward), rule, start, conditions)
         return {layer: relevance.sum(dim=(2, 3)) for layer, relevance in recorded.items()}
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
