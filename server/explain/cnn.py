@@ -140,8 +140,12 @@ def conv_relevance(rule: LayerRule, x: torch.Tensor, weight: torch.Tensor, bias:
             return (x * F.conv_transpose2d(scaled, weight) - low * F.conv_transpose2d(scaled, positive)
                     - high * F.conv_transpose2d(scaled, negative))
         case "flat":
-            ones = torch.ones_like(weight)
-            return share(torch.ones_like(x), ones, None, STABILIZER)
+            # Every weight is 1: each output's share spreads over its field whatever its channel, so the
+            # channels are summed first and one transposed convolution of one channel spreads them (C× fewer
+            # operations).  The denominator is the field's size, the same at every position.
+            field = stabilize(torch.full((), float(weight[0].numel()), dtype=x.dtype), STABILIZER)
+            ones = torch.ones((1, x.shape[1], *weight.shape[2:]), dtype=x.dtype)
+            return F.conv_transpose2d(relevance.sum(dim=1, keepdim=True) / field, ones)
     raise ValueError(f"unknown LRP rule kind {rule.kind!r} for a convolution")
 
 
