@@ -178,7 +178,8 @@ def tiles(maps: np.ndarray) -> np.ndarray:
     """``(C, h, w)`` feature maps max-pooled to at most :data:`TILE_PX` on a side (by a whole factor)."""
     factor = max(1, -(-maps.shape[-1] // TILE_PX))
     channels, height, width = maps.shape
-    return maps.reshape(channels, height // factor, factor, width // factor, factor).max(axis=(2, 4))
+    pooled: np.ndarray = maps.reshape(channels, height // factor, factor, width // factor, factor).max(axis=(2, 4))
+    return pooled
 
 
 def _optional_float(value: float | None) -> float | None:

@@ -338,21 +338,32 @@ class Engine:
         heatmaps = torch.zeros(len(requests), INPUT_SIZE, dtype=DTYPE)
         class_max_abs = torch.zeros(len(requests), dtype=DTYPE)
 
+        class_channels = {layer: torch.zeros(len(requests), width, dtype=DTYPE)
+                          for layer, width in self.channels.items()}
+        feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
         for rule in {request.rule for request in requests}:
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
             starts = [start_of(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus,
                                requests[b].selection.layer) if requests[b].heatmap else None for b in rows]
-            rule_edges, rule_maps = self._relevance.relevance(forward.rows(rows), rule, starts)
-            if len(rows) == len(requests):  # one rule for the batch, the usual case: no indexed copies
+            # The class's own LRP where the selected map is not it, in the same backward pass: a CRP map's
+            # scale (class_max_abs) and, for a cnn, each channel's relevance for the class.
+            extra = [b for b in rows if modes[b] == "crp" or (self.channels and modes[b] != "lrp")]
+            result = self._relevance.explain(forward.rows(rows + extra), rule,
+                                             starts + [Start("lrp", targets[b]) for b in extra])
+            count = len(rows)
+            rule_edges, rule_maps = result.edges[:count], result.maps[:count]
+            if count == len(requests):  # one rule for the batch, the usual case: no indexed copies
                 edges, heatmaps = rule_edges, rule_maps
             else:
                 edges[rows], heatmaps[rows] = rule_edges, rule_maps
-            class_max_abs[rows] = rule_maps.abs().amax(dim=1)
-            crp_rows = [b for b in rows if modes[b] == "crp"]
-            if crp_rows:
-                _, class_maps = self._relevance.relevance(
-                    forward.rows(crp_rows), rule, [Start("lrp", targets[b]) for b in crp_rows])
-                class_max_abs[crp_rows] = class_maps.abs().amax(dim=1)
+            class_max_abs[rows + extra] = result.maps.abs().amax(dim=1)
+            for name, relevance in result.layers.items():
+                class_channels[name][rows] = relevance[:count]
+                class_channels[name][extra] = relevance[count:]
+            for index, b in enumerate(rows):
+                below = self._layer_below(requests[b].selection.layer)
+                if modes[b] == "crp" and below is not None:  # the pass conditioned on the channel: what feeds it
+                    feeds[b] = (below, result.layers[below][index].float().numpy())
 
         # captum's perturbation methods enlarge the batch: one call per method, layer and knock-out, mask (1, H).
         for method, layer, knockout in {(r.method, r.selection.layer, r.knockout) for r in requests
@@ -365,43 +376,15 @@ class Engine:
                 maps = attribute(self.model, method, images, [targets[b] for b in rows], conv_layer)
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
+        channels = [{layer: ChannelData(maps[b].float().numpy(), class_channels[layer][b].float().numpy())
+                     for layer, maps in forward.feature_maps.items()} for b in range(len(requests))]
         return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
-                            class_max_abs.tolist(), self._channels(forward, requests, targets),
-                            self._feeds(forward, requests, targets, modes))
+                            class_max_abs.tolist(), channels if self.channels else None, feeds)
 
-    def _channels(self, forward: Forward, requests: Sequence[Request], targets: list[int]
-                  ) -> list[dict[str, ChannelData]] | None:
-        """Each request's conv layers (:class:`ChannelData`) under its rule; ``None`` for an MLP."""
-        if not self.channels:
-            return None
-        per_request: list[dict[str, ChannelData]] = [{} for _ in requests]
-        pooled = {"conv1": forward.pooled1, "conv2": forward.pooled2}  # type: ignore[attr-defined]
-        for rule in {request.rule for request in requests}:
-            rows = [b for b, request in enumerate(requests) if request.rule == rule]
-            relevance = self._relevance.channels(forward.rows(rows), rule,  # type: ignore[attr-defined]
-                                                 [targets[b] for b in rows])
-            for layer in self.channels:
-                activations = pooled[layer][rows].float().numpy()
-                scores = relevance[layer].float().numpy()
-                for index, b in enumerate(rows):
-                    per_request[b][layer] = ChannelData(activations[index], scores[index])
-        return per_request
-
-    def _feeds(self, forward: Forward, requests: Sequence[Request], targets: list[int], modes: list[Mode]
-               ) -> list[tuple[str, np.ndarray] | None]:
-        """For each request conditioned on a channel with a conv layer below it, that layer's channels'
-        relevance through the selected channel (:attr:`FrameData.feeds`)."""
+    def _layer_below(self, layer: str | None) -> str | None:
+        """The conv layer below conv layer ``layer``; ``None`` for the first, or for ``fc1``."""
         layers = list(self.channels)
-        feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
-        for b, (request, mode) in enumerate(zip(requests, modes)):
-            layer, channel = request.selection.layer, request.selection.hidden
-            if mode != "crp" or layer not in layers[1:] or channel is None:
-                continue
-            below = layers[layers.index(layer) - 1]
-            relevance = self._relevance.channels(forward.rows([b]), request.rule,  # type: ignore[attr-defined]
-                                                 [targets[b]], [(layer, channel)])
-            feeds[b] = (below, relevance[below][0].float().numpy())
-        return feeds
+        return layers[layers.index(layer) - 1] if layer in layers[1:] else None
 
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
                 modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray, class_max_abs: list[float],
