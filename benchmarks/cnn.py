@@ -53,32 +53,35 @@ def drawings(count: int) -> np.ndarray:
     return np.stack([rasterize(golden[index % len(golden)]) for index in range(count)])
 
 
+def measure_batch(batch: int, cnn_engine: Engine, mlp_engine: Engine, attribution: CondAttribution,
+                  repeats: int) -> dict[str, float]:
+    """Median milliseconds per frame of the cnn, zennit and the MLP at batch ``batch``, and their ratios."""
+    images = drawings(batch)
+    conv_requests = [Request(image, Selection(hidden=CHANNEL, layer="conv2"), rule=RULE) for image in images]
+    mlp_requests = [Request(image, Selection(hidden=CHANNEL), rule="gamma") for image in images]
+    predicted = [frame.target for frame in cnn_engine.explain(conv_requests)]
+    tensor = torch.from_numpy(images).reshape(batch, 1, 28, 28)
+    composite = COMPOSITES[RULE]()
+
+    def reference() -> object:
+        return attribution(tensor.clone().requires_grad_(True),
+                           [{"conv2": [CHANNEL], "y": [c]} for c in predicted], composite)
+
+    ms = {"cnn": median_ms(lambda: cnn_engine.explain(conv_requests), repeats),
+          "zennit": median_ms(reference, repeats),
+          "mlp": median_ms(lambda: mlp_engine.explain(mlp_requests), repeats)}
+    per_frame = {name: value / batch for name, value in ms.items()}
+    return {**{f"{name}_ms_per_frame": round(value, 4) for name, value in per_frame.items()},
+            "zennit_over_cnn": round(per_frame["zennit"] / per_frame["cnn"], 2),
+            "cnn_over_mlp": round(per_frame["cnn"] / per_frame["mlp"], 2)}
+
+
 def run(repeats: int) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     cnn, mlp = load_model("cnn"), load_model("default")
     cnn_engine, mlp_engine = Engine(cnn, randomized=False), Engine(mlp, randomized=False)
     attribution = CondAttribution(cnn.float().eval())
-    composite = COMPOSITES[RULE]()
-    results: dict[str, dict[str, float]] = {}
-    for batch in BATCHES:
-        images = drawings(batch)
-        conv_requests = [Request(image, Selection(hidden=CHANNEL, layer="conv2"), rule=RULE) for image in images]
-        mlp_requests = [Request(image, Selection(hidden=CHANNEL), rule="gamma") for image in images]
-        predicted = [frame.target for frame in cnn_engine.explain(conv_requests)]
-        tensor = torch.from_numpy(images).reshape(batch, 1, 28, 28)
-
-        def reference() -> object:
-            return attribution(tensor.clone().requires_grad_(True),
-                               [{"conv2": [CHANNEL], "y": [c]} for c in predicted], composite)
-
-        ms = {"cnn": median_ms(lambda: cnn_engine.explain(conv_requests), repeats),
-              "zennit": median_ms(reference, repeats),
-              "mlp": median_ms(lambda: mlp_engine.explain(mlp_requests), repeats)}
-        per_frame = {name: value / batch for name, value in ms.items()}
-        results[f"B={batch}"] = {**{f"{name}_ms_per_frame": round(value, 4) for name, value in per_frame.items()},
-                                 "zennit_over_cnn": round(per_frame["zennit"] / per_frame["cnn"], 2),
-                                 "cnn_over_mlp": round(per_frame["cnn"] / per_frame["mlp"], 2)}
-    return results
+    return {f"B={batch}": measure_batch(batch, cnn_engine, mlp_engine, attribution, repeats) for batch in BATCHES}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
