@@ -47,6 +47,9 @@ _POOLED1_PX = (IMAGE_PX - CNN_KERNEL + 1) // CNN_POOL
 CONV_SHAPES = {"conv1": (CNN_CHANNELS[0], _POOLED1_PX, _POOLED1_PX),
                "conv2": (CNN_CHANNELS[1], CNN_POOLED_PX, CNN_POOLED_PX)}
 CONV_LAYERS = tuple(CONV_SHAPES)
+# The LeNet's forward and backward passes run in float32 (its dense layers' edges and logits in DTYPE):
+# float64 transposed convolutions cost 10 ms at batch 32 here, float32 0.3 ms; the maps still equal
+# zennit's to ~3e-7 relative (tests/test_explain_cnn.py).
 CONV_DTYPE = torch.float32
 FLAT = LayerRule("flat")
 
@@ -78,7 +81,8 @@ DEFAULT_CNN_RULE = "epsilon_plus_flat"
 
 @dataclass(frozen=True)
 class ConvForward(Forward):
-    """A :class:`Forward` of the LeNet with what its backward pass needs, all ``DTYPE`` (indices int64).
+    """A :class:`Forward` of the LeNet with what its backward pass needs: ``x``, ``z1``, ``a``, ``logits`` in
+    ``DTYPE``, the conv layers' tensors in :data:`CONV_DTYPE` (indices int64).
 
     ``conv1 (B, 8, 24, 24)``, ``conv2 (B, 16, 8, 8)``: the convolutions' outputs before their ReLU;
     ``pooled1 (B, 8, 12, 12)``, ``pooled2 (B, 16, 4, 4)``: each block's output after ReLU and max-pooling;
@@ -180,7 +184,7 @@ class ConvBackend:
     Parameters
     ----------
     model:
-        A :func:`~model_store.architecture.build_cnn` network; its weights are copied as ``DTYPE``.
+        A :func:`~model_store.architecture.build_cnn` network; its weights are copied as :data:`CONV_DTYPE`.
     """
 
     def __init__(self, model: nn.Module) -> None:
