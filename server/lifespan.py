@@ -101,7 +101,8 @@ def build_catalog(settings: Settings) -> Catalog:
     models = {name: model_info(model_record(name, store_dir)) for name in model_names(store_dir)}
     if default not in models:
         raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
-    methods = {name: MethodInfo(name, info.label, info.cost, info.signed) for name, info in METHODS.items()}
+    methods = {name: MethodInfo(name, info.label, info.cost, info.signed, info.control)
+               for name, info in METHODS.items()}
     rules = {name: RuleInfo(name, info.label, info.description) for name, info in RULES.items()}
     if DEFAULT_METHOD not in methods or DEFAULT_RULE not in rules:
         raise ValueError(f"the engine lacks the default method {DEFAULT_METHOD!r} or rule {DEFAULT_RULE!r}")

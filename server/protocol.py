@@ -20,7 +20,7 @@ from model_store.sizes import N_CLASSES
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**53  # exclusive; the largest integer a JavaScript number holds exactly
-MAX_COMPARE_METHODS = 8
+MAX_COMPARE_METHODS = 10
 DEFAULT_METHOD = "lrp"
 # Chosen by measurement (docs/explanations.md, "Faithfulness"): it passes the randomisation test and
 # has the best deletion + insertion AOPC of the presets, on both shipped models.
