@@ -6,7 +6,8 @@ from the embedded training digits on the first request for that model, ~0.1 s)
 and turns a :class:`~server.protocol.CounterfactualAsk` into the text of the
 ``counterfactual`` message, or of an ``error`` with code ``no_counterfactual``
 (docs/protocol.md, "counterfactual").  :meth:`Counterfactuals.answer` blocks
-for up to the search's time budget: the session runs it on a worker thread.
+for the search's steps (at most 300): the session runs it on a worker thread, whose
+compute deadline may end it as a fault (``counterfactual_failed``).
 """
 
 import threading

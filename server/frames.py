@@ -102,7 +102,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    for info in catalog.models.values()],
         # What the visitor's model can run: a method or rule of another family is never offered.
         "methods": [{"name": name, "label": catalog.methods[name].label, "cost": catalog.methods[name].cost,
-                     "signed": catalog.methods[name].signed} for name in model.methods],
+                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control}
+                    for name in model.methods],
         "rules": [{"name": name, "label": catalog.rules[name].label, "description": catalog.rules[name].description}
                   for name in model.rules],
         "state": {"model": view.model, "method": view.method, "rule": view.rule,
@@ -186,6 +187,11 @@ def _optional_float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _rounded(value: float | None) -> float | None:
+    """A ρ to 4 decimals; ``None`` (undefined) stays ``null``, never 0."""
+    return None if value is None else round(value, 4)
+
+
 def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> bytes:
     """The ``sanity`` message: ``report`` (``server.explain.sanity.Sanity``) of the map of ``data`` (``FrameData``)."""
     return _dumps({
@@ -196,12 +202,19 @@ def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> byte
         "target": int(data.target), "mode": data.mode,
         "heatmap": encode_i8(np.asarray(data.heatmap)),
         "randomized": [{"layers": item.layers, "heatmap": encode_i8(item.heatmap),
-                        "rank_correlation": round(item.rank_correlation, 4), "counts": item.counts}
+                        "rank_correlation": _rounded(item.rank_correlation),
+                        "correlations": [_rounded(rho) for rho in item.correlations],
+                        "band": None if item.band is None else dict(zip(("low", "median", "high"),
+                                                                        (round(v, 4) for v in item.band))),
+                        "passes": item.passes, "counts": item.counts}
                        for item in report.randomized],
-        "deletion": {"pixels_per_step": report.pixels_per_step,
-                     "curve": _floats(report.deletion), "random": _floats(report.random_deletion),
-                     "aopc": round(report.deletion_aopc, 4), "random_aopc": round(report.random_deletion_aopc, 4)},
-        "similar": report.similar,
+        "deletion": {"pixels_per_step": report.deletion.pixels_per_step,
+                     "curve": _floats(report.deletion.curve), "least": _floats(report.deletion.least),
+                     "random": [_floats(curve) for curve in report.deletion.random],
+                     "aopc": round(report.deletion.aopc, 4), "least_aopc": round(report.deletion.least_aopc, 4),
+                     "random_aopc": dict(zip(("low", "median", "high"),
+                                             (round(v, 4) for v in report.deletion.random_band)))},
+        "same_ranking": report.same_ranking,
         "passes": {"randomization": report.passes_randomization, "deletion": report.passes_deletion},
         "empty": report.empty,
         "verdict": report.verdict,
@@ -230,7 +243,7 @@ def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]
         "seq": view.seq,
         "target": target,
         "maps": [{"method": method, "label": catalog.methods[method].label, "cost": catalog.methods[method].cost,
-                  "signed": catalog.methods[method].signed,
+                  "signed": catalog.methods[method].signed, "control": catalog.methods[method].control,
                   "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
                  for method, data, compute_ms in maps],
     })

@@ -137,7 +137,8 @@ def build_catalog(settings: Settings, loaded: dict[str, nn.Module]) -> Catalog:
     models = {name: model_info(model_record(name, store_dir), family_of(model)) for name, model in loaded.items()}
     if default not in models:
         raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
-    methods = {name: MethodInfo(name, info.label, info.cost, info.signed) for name, info in METHODS.items()}
+    methods = {name: MethodInfo(name, info.label, info.cost, info.signed, info.control)
+               for name, info in METHODS.items()}
     rules = {name: RuleInfo(name, info.label, info.description)
              for family in FAMILIES.values() for name, info in family.rules.items()}
     if DEFAULT_METHOD not in methods or DEFAULT_RULE not in rules:

@@ -22,7 +22,7 @@ from server.explain.rules import DEFAULT_RULE
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**53  # exclusive; the largest integer a JavaScript number holds exactly
-MAX_COMPARE_METHODS = 8
+MAX_COMPARE_METHODS = 10
 DEFAULT_METHOD = "lrp"
 
 Point = tuple[float, float]

@@ -41,7 +41,7 @@ from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
 from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
 from .modes import Start as Start
 from .rules import RULES
-from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
+from .sanity import COPIES, RANDOMIZATIONS, Sanity, check, randomized_model
 
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
 __all__ = ["FAMILIES", "METHODS", "RULES", "AllMaps", "ChannelData", "Engine", "FrameData", "Request", "Selection"]
@@ -295,7 +295,8 @@ class Engine:
         self._b2 = fc2.bias.detach().double().numpy()
         self.backend = backend
         self._relevance = self.family.backends[backend](self.model)
-        self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
+        self._randomized = {label: [Engine(randomized_model(self.model, layers, k), randomized=False)
+                                    for k in range(COPIES)]
                             for label, layers in RANDOMIZATIONS} if randomized else {}
 
     def for_thread(self) -> "Engine":
@@ -310,7 +311,8 @@ class Engine:
         twin.model = copy.deepcopy(self.model)
         if self.backend == "reference":
             twin._relevance = self.family.backends[self.backend](twin.model)
-        twin._randomized = {label: engine.for_thread() for label, engine in self._randomized.items()}
+        twin._randomized = {label: [engine.for_thread() for engine in engines]
+                            for label, engines in self._randomized.items()}
         return twin
 
     def _forward(self, images: np.ndarray, keep: torch.Tensor | None = None) -> Forward:
@@ -458,7 +460,8 @@ class Engine:
         hidden, versus = request.selection.hidden, frame.versus
         same = request if frame.mode == "hidden" else dataclasses.replace(
             request, selection=dataclasses.replace(request.selection, output=frame.target))
-        randomized = {label: engine.explain([same])[0].heatmap for label, engine in self._randomized.items()}
+        randomized = {label: [engine.explain([same])[0].heatmap for engine in engines]
+                      for label, engines in self._randomized.items()}
 
         def score(images: np.ndarray) -> np.ndarray:
             forward = self._forward(images, keep_mask([request.knockout] * len(images), self.hidden, DTYPE))
