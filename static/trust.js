@@ -177,7 +177,10 @@ export function createTrust({ send }) {
     rows.forEach((row, k) => {
       paintRelevance(canvases[k].canvas, decode(row.heatmap));
       const uncounted = row.counts === false ? " (changes only its strength: not counted)" : "";
-      canvases[k].caption.textContent = k === 0 ? canvases[k].title : `${canvases[k].title}: ${rhoWords(row)}${uncounted}`;
+      // A cnn's second step re-initialises every layer (docs/protocol.md, sanity): its own title.
+      const title = row.layers === "all" ? "Every layer random" : canvases[k].title;
+      canvases[k].canvas.setAttribute("aria-label", title);
+      canvases[k].caption.textContent = k === 0 ? title : `${title}: ${rhoWords(row)}${uncounted}`;
     });
     drawCurves(svg, message.deletion);
     const { aopc, least_aopc: least, random_aopc: random } = message.deletion;

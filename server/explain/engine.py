@@ -41,7 +41,7 @@ from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
 from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
 from .modes import Start as Start
 from .rules import RULES
-from .sanity import COPIES, RANDOMIZATIONS, Sanity, check, randomized_model
+from .sanity import COPIES, Sanity, check, randomized_model
 
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
 __all__ = ["FAMILIES", "METHODS", "RULES", "AllMaps", "ChannelData", "Engine", "FrameData", "Request", "Selection"]
@@ -297,7 +297,7 @@ class Engine:
         self._relevance = self.family.backends[backend](self.model)
         self._randomized = {label: [Engine(randomized_model(self.model, layers, k), randomized=False)
                                     for k in range(COPIES)]
-                            for label, layers in RANDOMIZATIONS} if randomized else {}
+                            for label, layers in self.family.randomizations} if randomized else {}
 
     def for_thread(self) -> "Engine":
         """An engine of the same model for another thread, sharing this one's read-only tensors.
@@ -471,8 +471,9 @@ class Engine:
             return (forward.logits[:, frame.target] - rival).numpy()
 
         seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
-        # A neuron's maps take their shape from fc1 alone: re-initialising fc2 cannot change it.
-        counted = ("fc2+fc1",) if frame.mode in ("crp", "hidden") else tuple(randomized)
+        # A unit's or channel's map takes its shape from the layers below fc2: re-initialising fc2 alone cannot
+        # change it, only the deepest step of the cascade can.
+        counted = (self.family.randomizations[-1][0],) if frame.mode in ("crp", "hidden") else tuple(randomized)
         return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP, counted)
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:

@@ -53,10 +53,13 @@ from .faithfulness import (
 
 # Cascading randomisation, top layer first: which layers each copy re-initialises, as (label, layers).
 RANDOMIZATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("fc2", ("fc2",)), ("fc2+fc1", ("fc2", "fc1")))
-LABELS = tuple(label for label, _ in RANDOMIZATIONS)
+# A cnn's cascade: its top layer, then every layer (a conv channel's map takes its shape from the conv layers,
+# which re-initialising the dense layers alone leaves as they were).
+CNN_RANDOMIZATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("fc2", ("fc2",)),
+                                                               ("all", ("fc2", "fc1", "conv2", "conv1")))
 # Independent re-initialisations per step: 4 copies give 4 real-vs-copy ρ and 6 pairs for the band.
 COPIES = 4
-LAYER_SEEDS = {"fc1": 11, "fc2": 12}
+LAYER_SEEDS = {"fc1": 11, "fc2": 12, "conv1": 13, "conv2": 14}
 SEED_STRIDE = 1000  # copy k seeds each layer with LAYER_SEEDS[layer] + k · SEED_STRIDE
 # Two maps whose ink rankings correlate this much rank it alike (Spearman ρ; identical maps give 1).
 # When even unrelated random networks' maps agree this much, the method draws the drawing.
@@ -65,16 +68,18 @@ RANDOM_ORDERS = 8  # random ink orders: the map must beat all of them (by chance
 
 
 def randomized_model(model: nn.Module, layers: tuple[str, ...], copy_index: int = 0) -> nn.Module:
-    """A deep copy of ``model`` with ``layers`` re-initialised as ``nn.Linear`` does, from fixed seeds.
+    """A deep copy of ``model`` with ``layers`` re-initialised as ``nn.Linear`` and ``nn.Conv2d`` do, from fixed seeds.
 
-    ``nn.Linear``'s default (Kaiming-uniform with ``a = √5``) draws weights and
-    biases from ``U(−1/√fan_in, 1/√fan_in)``; each layer of copy ``copy_index``
-    has its own seed, so ``fc1`` is the same in every step of one copy's cascade.
+    Their default (Kaiming-uniform with ``a = √5``) draws weights and biases from
+    ``U(−1/√fan_in, 1/√fan_in)`` (a convolution's fan-in: input channels × kernel area); each layer of
+    copy ``copy_index`` has its own seed, so ``fc1`` is the same in every step of one copy's cascade.
     """
     copied = copy.deepcopy(model)
     for name in layers:
-        layer = getattr(copied, name)
-        bound = 1.0 / math.sqrt(layer.in_features)
+        layer = copied.get_submodule(name)
+        if not isinstance(layer, (nn.Linear, nn.Conv2d)) or layer.bias is None:
+            raise TypeError(f"{name} must be a Linear or Conv2d layer with a bias, got {type(layer).__name__}")
+        bound = 1.0 / math.sqrt(layer.weight[0].numel())
         generator = torch.Generator().manual_seed(LAYER_SEEDS[name] + SEED_STRIDE * copy_index)
         with torch.no_grad():
             layer.weight.uniform_(-bound, bound, generator=generator)
@@ -183,13 +188,14 @@ def judge_deletion(image: np.ndarray, heatmap: np.ndarray, score: Callable[[np.n
 
 def check(image: np.ndarray, heatmap: np.ndarray, randomized: Mapping[str, Sequence[np.ndarray]],
           score: Callable[[np.ndarray], np.ndarray], seed: int, per_step: int,
-          counted: tuple[str, ...] = LABELS) -> Sanity:
+          counted: tuple[str, ...] | None = None) -> Sanity:
     """The sanity report of ``heatmap`` for ``image`` (both ``(28, 28)``).
 
     Parameters
     ----------
     randomized:
-        The same map from each of the ``COPIES`` randomised copies, by label of :data:`RANDOMIZATIONS`.
+        The same map from each of the ``COPIES`` randomised copies, by label of the model's cascade
+        (:data:`RANDOMIZATIONS`, :data:`CNN_RANDOMIZATIONS`), top layer first.
     score:
         ``(N, 28, 28)`` images → ``(N,)`` the explained score of each (float64).
     seed:
@@ -197,11 +203,11 @@ def check(image: np.ndarray, heatmap: np.ndarray, randomized: Mapping[str, Seque
     per_step:
         Pixels removed per deletion step.
     counted:
-        The labels of the steps the randomisation check reads (see :class:`RandomizedMap`).
+        The labels of the steps the randomisation check reads (see :class:`RandomizedMap`); ``None``: all.
     """
     ink = image > 0
-    steps = tuple(judge_randomization(label, heatmap, randomized[label], ink, label in counted)
-                  for label in LABELS)
+    steps = tuple(judge_randomization(label, heatmap, maps, ink, counted is None or label in counted)
+                  for label, maps in randomized.items())
     deletion = judge_deletion(image, heatmap, score, seed, per_step)
     empty = not heatmap.any()
     judged = [step.passes for step in steps if step.counts and step.passes is not None]
