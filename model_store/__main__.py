@@ -116,12 +116,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_cnn(args: argparse.Namespace) -> int:
     """Train a ``cnn`` (:mod:`model_store.cnn_training`), measure it, register it with its reference samples."""
+    if args.data != "embedded":
+        raise ValueError("--family cnn trains on the embedded digits only (its reference samples index them)")
+    if args.teacher_hidden is not None:
+        raise ValueError("--family cnn is not distilled: drop --teacher-hidden")
     from server.raster import rasterize  # the live pipeline's rasteriser, for the pen-stroke accuracy
 
-    if args.data != "embedded":
-        raise SystemExit("--family cnn trains on the embedded digits only (its reference samples index them)")
-    if args.teacher_hidden is not None:
-        raise SystemExit("--family cnn is not distilled: drop --teacher-hidden")
     defaults = CnnTrainConfig()
     config = CnnTrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment,
                             lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size)
