@@ -124,11 +124,12 @@ def cmd_train_cnn(args: argparse.Namespace) -> int:
 
     defaults = CnnTrainConfig()
     config = CnnTrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment,
-                            lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size)
+                            lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size,
+                            redrawn=args.redrawn)
     images, labels = datasets.load_embedded()
     train_idx, val_idx = datasets.split_indices(labels, args.val_size, seed=0)
     train_set, val_set = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
-    result = train_cnn(config, train_set, val_set, progress=not args.quiet)
+    result = train_cnn(config, train_set, val_set, progress=not args.quiet, rasterize=rasterize)
     val_pen = evaluate(result.model, redraw(val_set[0], rasterize), val_set[1])["accuracy"]
     details: dict[str, Any] = {
         "training_data": {"name": datasets.EMBEDDED_NAME, "n": int(len(labels)), "train": int(len(train_idx)),
@@ -191,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--augment", default="elastic", help="none, mild, affine or elastic")
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: mlp 1e-3, cnn 3e-3)")
     tr.add_argument("--batch-size", type=int, default=None, help="default: mlp 128, cnn 64")
+    tr.add_argument("--redrawn", action="store_true",
+                    help="cnn: also train on every training digit redrawn as pen strokes by the server's rasteriser")
     tr.add_argument("--teacher-hidden", type=int, default=None, help="mlp: distil from a teacher of this width")
     tr.add_argument("--teacher-epochs", type=int, default=600, help="mlp: the teachers' epochs")
     tr.add_argument("--teachers", type=int, default=1, help="mlp: distil from the mean of this many teachers")
