@@ -15,7 +15,7 @@ import torch
 from . import datasets
 from .cnn_training import CnnTrainConfig, train_cnn
 from .evaluate import REDRAW_SEED, REDRAW_SIZES, evaluate, redraw, redrawn_test_sample
-from .families import CNN, FAMILIES, MLP
+from .families import CNN, FAMILIES, MLP, family_of
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
 from .manifest import ModelStoreError, read_manifest
 from .references import compute_references, register_references
@@ -32,18 +32,18 @@ def _mnist_dir(args: argparse.Namespace) -> Path | None:
 def cmd_list(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.store)
     models = [
-        {"name": name, "hidden": entry["hidden"], "val_accuracy": entry.get("val_accuracy"),
+        {"name": name, "family": family_of(entry), "hidden": entry["hidden"], "val_accuracy": entry.get("val_accuracy"),
          "test_accuracy": entry.get("test_accuracy"), "default": name == manifest.get("default")}
         for name, entry in sorted(manifest["models"].items())
     ]
     if args.json:
         print(json.dumps({"default": manifest.get("default"), "models": models}))
         return 0
-    print(f"{'model':<12} {'hidden':>6} {'val acc':>8} {'test acc':>9}")
+    print(f"{'model':<12} {'family':<6} {'hidden':>6} {'val acc':>8} {'test acc':>9}")
     for m in models:
         test = f"{m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else "-"
         val = f"{m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "-"
-        print(f"{m['name'] + (' *' if m['default'] else ''):<12} {m['hidden']:>6} {val:>8} {test:>9}")
+        print(f"{m['name'] + (' *' if m['default'] else ''):<12} {m['family']:<6} {m['hidden']:>6} {val:>8} {test:>9}")
     return 0
 
 
