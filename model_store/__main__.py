@@ -139,9 +139,12 @@ def cmd_train_cnn(args: argparse.Namespace) -> int:
         "val_pen_stroke_accuracy": round(val_pen, 4),
         "train_seconds": round(result.seconds, 1),
         "command": "python -m model_store " + shlex.join(sys.argv[1:]),
-        "pen_stroke_protocol": f"digits skeletonised into strokes (model_store.strokes), drawn at sizes "
-                               f"{REDRAW_SIZES[0]}-{REDRAW_SIZES[1]} of the canvas at random positions (seed "
-                               f"{REDRAW_SEED}) and rasterised by server.raster (model_store.evaluate.redraw)",
+        "pen_stroke_protocol": f"1,000 official test digits, chosen and drawn under seed {REDRAW_SEED} "
+                               "(model_store.evaluate.redrawn_test_sample, the sample tests/test_raster.py draws): "
+                               "each skeletonised into strokes (model_store.strokes), drawn at a random size of "
+                               f"{REDRAW_SIZES[0]}-{REDRAW_SIZES[1]} of the canvas at a random position and "
+                               "rasterised by server.raster; validation: the 500 held-out digits redrawn the same "
+                               f"way (model_store.evaluate.redraw, seed {REDRAW_SEED})",
     }
     directory = _mnist_dir(args)
     if directory is not None and "test" in datasets.available_splits(directory):

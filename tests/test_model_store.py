@@ -111,7 +111,7 @@ def test_missing_file_is_refused(store: Path) -> None:
 
 
 def test_unknown_name_is_refused_with_the_known_names(store: Path) -> None:
-    with pytest.raises(ModelStoreError, match=r"unknown model 'nope'; the store holds: default, h16"):
+    with pytest.raises(ModelStoreError, match=r"unknown model 'nope'; the store holds: cnn, default, h16"):
         load_model("nope", store)
 
 
@@ -246,7 +246,10 @@ def test_shipped_manifest_is_consistent() -> None:
     for name, entry in manifest["models"].items():
         data = (STORE_DIR / entry["file"]).read_bytes()
         assert (len(data), sha256_of(data)) == (entry["size_bytes"], entry["sha256"]), name
-        assert entry["architecture"]["layers"] == [784, entry["hidden"], 10]
+        if entry.get("family", "mlp") == "mlp":
+            assert entry["architecture"]["layers"] == [784, entry["hidden"], 10]
+        else:
+            assert entry["architecture"]["shapes"] == output_shapes(entry["family"], entry["hidden"])
         assert entry["training_data"]["name"] == datasets.EMBEDDED_NAME
         assert entry["command"].startswith("python -m model_store train ")
         assert 0.9 < entry["val_accuracy"] <= 1.0
@@ -491,3 +494,47 @@ def test_cli_train_cnn_refuses_what_it_cannot_honour(store: Path) -> None:
     result = _cli("--store", str(store), "train", "--family", "cnn", "--name", "x", "--data", "mnist-train")
     assert result.returncode == 2 and "embedded digits only" in result.stderr
     assert "x" not in read_manifest(store)["models"]
+
+
+# ---- the shipped cnn -------------------------------------------------------------------------------------
+
+# The issue's floors for the cnn: >= 99.0 % of the official test set (goal 99.3 %), and its pen-stroke figure
+# as recorded at registration, 1,000 redrawn official test digits (goal 98 %).
+CNN_TEST_FLOOR = 0.99
+
+
+def test_shipped_cnn_is_registered_with_its_provenance() -> None:
+    entry = read_manifest()["models"]["cnn"]
+    assert entry["family"] == "cnn" and read_manifest()["default"] != "cnn"
+    assert entry["command"].startswith("python -m model_store train --family cnn ")
+    assert entry["training_data"] == {"name": datasets.EMBEDDED_NAME, "n": 5000, "train": 4500, "validation": 500,
+                                      "split_seed": 0}
+    for key in ("val_accuracy", "val_pen_stroke_accuracy", "test_accuracy", "pen_stroke_accuracy", "train_seconds"):
+        assert isinstance(entry[key], (int, float)), key
+    assert entry["test_accuracy"] >= CNN_TEST_FLOOR
+    assert entry["references"]["composite"] == "EpsilonPlusFlat"
+    model = load_model("cnn")
+    assert [name for name, _ in model.named_children()] == list(CNN_LAYER_NAMES)
+    assert model.fc1.out_features == entry["hidden"] == entry["config"]["hidden"]
+
+
+@needs_mnist
+def test_shipped_cnn_accuracy_on_official_test_set() -> None:
+    from model_store.evaluate import evaluate
+
+    images, labels = datasets.load_idx(MNIST_DIR, "test")
+    accuracy = evaluate(load_model("cnn"), images, labels)["accuracy"]
+    assert accuracy == pytest.approx(read_manifest()["models"]["cnn"]["test_accuracy"], abs=1e-4)
+    assert accuracy >= CNN_TEST_FLOOR
+
+
+@needs_mnist
+def test_shipped_cnn_pen_stroke_accuracy_is_the_recorded_one() -> None:
+    """The figure in the manifest, re-measured by the same protocol: 1,000 official test digits redrawn as
+    strokes through server.raster (the sample test_raster.py draws)."""
+    from model_store.evaluate import evaluate, redrawn_test_sample
+    from server.raster import rasterize
+
+    images, labels = redrawn_test_sample(*datasets.load_idx(MNIST_DIR, "test"), rasterize)
+    accuracy = evaluate(load_model("cnn"), images, labels)["accuracy"]
+    assert accuracy == pytest.approx(read_manifest()["models"]["cnn"]["pen_stroke_accuracy"], abs=1e-4)
