@@ -35,8 +35,8 @@ function make(tag, className, text) {
   return node;
 }
 
-function figure(caption, className = "card-figure") {
-  const box = make("figure", className);
+function figure(caption) {
+  const box = make("figure", "card-figure");
   const canvas = make("canvas", "pixelated");
   box.append(canvas, make("figcaption", "", caption));
   return { box, canvas };
@@ -48,10 +48,10 @@ function figure(caption, className = "card-figure") {
  * @param {{onChannel: (layer: string, channel: number) => void}} handlers  a feed tapped: select it
  */
 export function buildConceptCard(element, { onChannel }) {
-  const hint = make("p", "card-hint", "Tap a channel tile in the network to see what it has learned.");
-  const body = make("div", "card-body");
-  const heading = make("h3", "card-title");
-  const facts = make("p", "card-facts");
+  const hint = make("p", "concept-hint", "Tap a channel tile in the network to see what it has learned.");
+  const body = make("div", "concept-body");
+  const heading = make("h3", "concept-title");
+  const facts = make("p", "concept-facts");
   facts.dataset.part = "channel-facts";
   const live = figure("Its map in your drawing (CRP)");
   const now = figure("Its feature map now");
@@ -65,7 +65,7 @@ export function buildConceptCard(element, { onChannel }) {
   const actmaxTitle = make("h4", "", "Training digits that make it fire most (ActMax)");
   const actmax = make("div", "concept-samples");
   actmax.dataset.part = "actmax";
-  const samplesHint = make("p", "card-hint",
+  const samplesHint = make("p", "concept-hint",
     "Each sample: the patch the channel sees (top) and that digit's own map for this channel (bottom; red for, blue against its label).");
   body.append(heading, facts, row, feedsTitle, feeds, relmaxTitle, relmax, actmaxTitle, actmax, samplesHint);
   element.replaceChildren(hint, body);
@@ -179,7 +179,7 @@ export function updateConceptCard(view, card, selection, frame, empty) {
   view.shown = key;
   if (!ready) {
     const text = card?.status === "error" ? `Reference samples unavailable: ${card.error}` : "Loading reference samples…";
-    view.relmax.replaceChildren(make("p", "card-hint", text));
+    view.relmax.replaceChildren(make("p", "concept-hint", text));
     view.actmax.replaceChildren();
     return;
   }

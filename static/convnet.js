@@ -160,14 +160,20 @@ export function buildConvnet(container, layout) {
     return { button, canvas, rank };
   })]));
   const { cell, percent, positions } = layout.outputs;
+  // The output layer's box (the stage's tests find it by .output-layer, as in the MLP's diagram).
+  const left = Math.min(...positions.map((p) => p.x));
+  const top = Math.min(...positions.map((p) => p.y));
+  const bottom = Math.max(...positions.map((p) => p.y)) + cell + (percent ? PERCENT_PX : 0);
+  const right = Math.max(...positions.map((p) => p.x)) + cell;
+  const layer = html("div", "output-layer", root, { left: px(left), top: px(top), width: px(right - left), height: px(bottom - top) });
   const outputs = positions.map(({ x, y }, c) => {
-    const button = html("button", "convnet-output", root, { left: px(x), top: px(y), width: px(cell), height: px(cell) });
+    const button = html("button", "convnet-output", layer, { left: px(x - left), top: px(y - top), width: px(cell), height: px(cell) });
     button.type = "button";
     button.dataset.output = String(c);
     button.setAttribute("aria-pressed", "false");
     button.setAttribute("aria-label", `Output for digit ${c}`);
     button.textContent = String(c);
-    const probability = percent ? html("span", "convnet-percent", root, { left: px(x), top: px(y + cell), width: px(cell) }) : null;
+    const probability = percent ? html("span", "convnet-percent", layer, { left: px(x - left), top: px(y - top + cell), width: px(cell) }) : null;
     return { button, probability };
   });
   container.replaceChildren(root);
