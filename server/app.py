@@ -22,7 +22,7 @@ from .health import healthz, metrics_endpoint, readyz
 from .inference.jobs import EngineFactory, default_engine_factory
 from .lifespan import lifespan
 from .metrics import create_metrics
-from .neuron_api import api_models, api_neuron, api_weights
+from .neuron_api import api_concept, api_models, api_neuron, api_weights
 from .replica import Replica
 from .runtime import Runtime
 from .settings import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         # raises inside the router (Python's int-conversion limit), a 500.
         Route("/api/models/{name}/neurons/{neuron}", api_neuron),
         Route("/api/models/{name}/weights", api_weights),
+        Route("/api/models/{name}/concepts/{layer}/{channel}", api_concept),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]

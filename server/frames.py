@@ -20,6 +20,8 @@ from .protocol import MAX_COMPARE_METHODS, PROTOCOL_VERSION, ErrorCode, Limits, 
 
 U8_SCALE = 1.0 / 255.0
 I8_MAX = 127
+U4_MAX = 15
+TILE_PX = 6  # a feature-map tile's side in a frame: conv1's 12 × 12 maps are max-pooled by 2 to fit 4,000 bytes
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -43,6 +45,18 @@ def encode_u8_scaled(values: np.ndarray) -> dict[str, Any]:
     quantised = np.zeros(values.shape, dtype=np.uint8) if scale == 0.0 else \
         np.clip(np.rint(values / scale), 0, 255).astype(np.uint8)
     return {"dtype": "u8", "shape": list(values.shape), "scale": scale, "data": _base64(quantised)}
+
+
+def encode_u4_scaled(values: np.ndarray) -> dict[str, Any]:
+    """Non-negative values as 4-bit ``round(v / scale)``, ``scale = max(v) / 15``, two per byte (the first in
+    the high nibble; an odd count pads the last low nibble with 0): a display quantity at half a byte."""
+    largest = float(values.max()) if values.size else 0.0
+    scale = largest / U4_MAX
+    quantised = np.zeros(values.size + values.size % 2, dtype=np.uint8)
+    if scale > 0.0:
+        quantised[:values.size] = np.clip(np.rint(values.ravel() / scale), 0, U4_MAX)
+    packed = (quantised[0::2] << 4) | quantised[1::2]
+    return {"dtype": "u4", "shape": list(values.shape), "scale": scale, "data": _base64(packed)}
 
 
 def encode_i8(values: np.ndarray) -> dict[str, Any]:
@@ -134,9 +148,10 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "prediction": int(data.prediction),
         "probabilities": _floats(data.probabilities),
         "logits": _floats(data.logits),
-        "activations": encode_u8_scaled(np.asarray(data.activations)),
-        "hidden_relevance": encode_i8(np.asarray(data.hidden_relevance)),
-        "edges": encode_i8(np.asarray(data.edges)[:, int(data.target)]),
+        # A cnn's diagram draws its channels, not fc1's units: their bytes go to the channels' tiles.
+        "activations": None if data.channels else encode_u8_scaled(np.asarray(data.activations)),
+        "hidden_relevance": None if data.channels else encode_i8(np.asarray(data.hidden_relevance)),
+        "edges": None if data.channels else encode_i8(np.asarray(data.edges)[:, int(data.target)]),
         "input": encode_u8(image),
         "heatmap": None if pending else encode_i8(np.asarray(data.heatmap)),
         "conservation": {key: float(conservation[key]) for key in ("input_sum", "hidden_sum", "logit")},
@@ -145,16 +160,25 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "neuron_silent": data.neuron_silent,
         "pending": pending,
         "channels": _channels(data.channels),
+        "feeds": None if data.feeds is None else {"layer": data.feeds[0], "relevance": encode_i8(data.feeds[1])},
         "compute_ms": round(compute_ms, 3),
     })
 
 
 def _channels(channels: Any) -> dict[str, Any] | None:
-    """A cnn's conv layers: each channel's pooled feature map (one byte a value) and relevance; else ``None``."""
+    """A cnn's conv layers: each channel's feature-map tile (:func:`tiles`, 4 bits a value) and relevance;
+    ``None`` for an MLP."""
     if channels is None:
         return None
-    return {layer: {"activations": encode_u8_scaled(np.asarray(data.activations)),
+    return {layer: {"activations": encode_u4_scaled(tiles(np.asarray(data.activations))),
                     "relevance": encode_i8(np.asarray(data.relevance))} for layer, data in channels.items()}
+
+
+def tiles(maps: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` feature maps max-pooled to at most :data:`TILE_PX` on a side (by a whole factor)."""
+    factor = max(1, -(-maps.shape[-1] // TILE_PX))
+    channels, height, width = maps.shape
+    return maps.reshape(channels, height // factor, factor, width // factor, factor).max(axis=(2, 4))
 
 
 def _optional_float(value: float | None) -> float | None:
@@ -180,6 +204,20 @@ def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> byte
         "passes": {"randomization": report.passes_randomization, "deletion": report.passes_deletion},
         "empty": report.empty,
         "verdict": report.verdict,
+        "compute_ms": round(compute_ms, 3),
+    })
+
+
+def encode_concepts(view: View, layer: str, frames: list[Any], compute_ms: float) -> bytes:
+    """The ``concepts`` message: each channel ``k`` of ``layer``'s CRP map (``frames[k]``, ``FrameData``) on
+    one shared scale, and each channel's relevance for the class."""
+    target = int(frames[0].target)
+    return _dumps({
+        "type": "concepts",
+        "seq": view.seq,
+        "model": view.model, "rule": view.rule, "layer": layer, "target": target,
+        "maps": encode_i8(np.stack([np.asarray(frame.heatmap) for frame in frames])),
+        "relevance": encode_i8(np.asarray(frames[0].channels[layer].relevance)),
         "compute_ms": round(compute_ms, 3),
     })
 

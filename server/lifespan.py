@@ -14,6 +14,7 @@ from torch import nn
 
 from model_store import load_model, model_names, model_record, read_manifest
 from model_store.manifest import store_dir_from_env
+from model_store.references import References, load_references
 from model_store.strokes import load_golden_digits
 from server.explain.engine import METHODS
 from server.explain.family import FAMILIES, family_of
@@ -46,6 +47,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     settings = runtime.settings
     torch.set_num_threads(1)  # see server.inference.jobs.one_torch_thread
     catalog, models = load_store(settings)
+    runtime.references = load_concepts(settings, models)
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
     batcher = Batcher(runtime.threads, runtime.metrics, workers=settings.workers,
                       batch_max=settings.batch_max if settings.coalesce else 1,
@@ -113,6 +115,16 @@ def load_store(settings: Settings) -> tuple[Catalog, dict[str, nn.Module]]:
         models: dict[str, nn.Module] = {name: load_model(name, store_dir) for name in model_names(store_dir)}
         return build_catalog(settings, models), models
     except ValueError as error:  # ModelStoreError included: each names its file, model and field
+        raise StartupError(str(error)) from error
+
+
+def load_concepts(settings: Settings, models: dict[str, nn.Module]) -> dict[str, dict[str, dict[str, References]]]:
+    """The verified reference samples of every cnn of the store (served from memory, :mod:`server.neuron_api`)."""
+    store_dir = settings.model_store_dir or store_dir_from_env()
+    try:
+        return {name: load_references(name, store_dir) for name, model in models.items()
+                if family_of(model).conv_layers}
+    except ValueError as error:  # ModelStoreError: names the file and the defect
         raise StartupError(str(error)) from error
 
 

@@ -1,6 +1,8 @@
-"""The model and neuron API: ``/api/models``, ``/api/models/{name}/neurons/{j}`` (a neuron's card) and its weights."""
+"""The model and neuron API: ``/api/models``, ``/api/models/{name}/neurons/{j}`` (a neuron's card), its weights,
+and a cnn channel's reference samples ``/api/models/{name}/concepts/{layer}/{k}``."""
 
 import asyncio
+from typing import Any
 
 import numpy as np
 from starlette import status
@@ -8,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from model_store.architecture import linear_layer
+from model_store.references import References
 from model_store.sizes import IMAGE_PX
 
 from . import neurons
-from .frames import encode_i8
+from .frames import encode_i8, encode_u8
 from .inference.jobs import InferenceError
 from .runtime import Runtime, engines_of, runtime_of, services_of
 
@@ -35,6 +38,8 @@ async def api_neuron(request: Request) -> Response:
     if neuron is None:
         return JSONResponse({"error": f"no hidden neuron {text[:12]!r} in model {name[:40]!r}"},
                             status_code=status.HTTP_404_NOT_FOUND)
+    if models[name].family != "mlp":
+        return not_pixel_weights(name)
     try:
         scan = await neuron_scan(runtime, name)
     except InferenceError as error:  # a deadline passed, or no engine thread is left: try again later
@@ -42,6 +47,13 @@ async def api_neuron(request: Request) -> Response:
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     images, labels = runtime.digits.get()
     return JSONResponse(neurons.card(name, neuron, scan, images, labels))
+
+
+def not_pixel_weights(name: str) -> Response:
+    """404 for a neuron card or weight templates of a cnn: its fc1 reads feature maps, not pixels."""
+    return JSONResponse({"error": f"model {name!r} is a cnn: its fc1 units read feature maps, not pixels; "
+                         f"their reference samples are at /api/models/{name}/concepts/fc1/{{j}}"},
+                        status_code=status.HTTP_404_NOT_FOUND)
 
 
 def parse_index(text: str, size: int) -> int | None:
@@ -60,8 +72,11 @@ async def api_weights(request: Request) -> Response:
     """Every hidden neuron's weight template ``W1[j]`` at once, for the page's diagram (docs/protocol.md)."""
     runtime = runtime_of(request)
     name = request.path_params["name"]
-    if name not in services_of(runtime).catalog.models:
+    models = services_of(runtime).catalog.models
+    if name not in models:
         return JSONResponse({"error": f"no model {name[:40]!r}"}, status_code=status.HTTP_404_NOT_FOUND)
+    if models[name].family != "mlp":
+        return not_pixel_weights(name)
     first_layer = linear_layer(engines_of(runtime).models[name], "fc1")
     weights = first_layer.weight.detach().numpy()
     return JSONResponse({"model": name, "weights": encode_i8(weights.reshape(-1, IMAGE_PX, IMAGE_PX))})
@@ -90,3 +105,25 @@ async def _scan(runtime: Runtime, model: str) -> neurons.NeuronScan:
 
 def _scan_chunk_on_thread(runtime: Runtime, model: str, images: np.ndarray) -> neurons.ScanPart:
     return neurons.scan_chunk(engines_of(runtime).engine(model), images)
+
+
+async def api_concept(request: Request) -> Response:
+    """A channel's (or ``fc1`` unit's) reference samples: RelMax and ActMax (docs/protocol.md)."""
+    runtime = runtime_of(request)
+    name, layer, text = (request.path_params[key] for key in ("name", "layer", "channel"))
+    layers = runtime.references.get(name, {})
+    kinds = layers.get(layer)
+    channel = parse_index(text, len(kinds["relevance"].index)) if kinds is not None else None
+    if kinds is None or channel is None:
+        return JSONResponse({"error": f"no concept {text[:12]!r} of layer {layer[:12]!r} in model {name[:40]!r}"},
+                            status_code=status.HTTP_404_NOT_FOUND)
+    return JSONResponse({"model": name, "layer": layer, "channel": channel,
+                         "relmax": reference_samples(kinds["relevance"], channel),
+                         "actmax": reference_samples(kinds["activation"], channel)})
+
+
+def reference_samples(samples: References, channel: int) -> dict[str, Any]:
+    """One channel's samples, best first: digit indices, scores, receptive-field boxes, patches, heatmaps."""
+    return {"index": samples.index[channel].tolist(), "score": samples.score[channel].tolist(),
+            "box": samples.box[channel].tolist(), "patch": encode_u8(samples.patch[channel]),
+            "heatmap": encode_i8(samples.heatmap[channel])}

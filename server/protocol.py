@@ -132,6 +132,14 @@ class SanityCheck:
 
 
 @dataclass(frozen=True)
+class ConceptMaps:
+    """Ask for every channel's CRP map of conv layer ``layer`` for the current drawing and class."""
+
+    seq: int
+    layer: str
+
+
+@dataclass(frozen=True)
 class Teach:
     """Store the current drawing as the digit ``label`` (0–9); the visitor consented (docs/protocol.md)."""
 
@@ -139,7 +147,8 @@ class Teach:
     label: int
 
 
-Message = Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck | Teach
+Message = (Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck | ConceptMaps
+           | Teach)
 
 
 @dataclass(frozen=True)
@@ -332,6 +341,13 @@ def _decode_forget(document: dict[str, Any], seq: int | None) -> Forget:
     return Forget(token, seq)
 
 
+def _decode_concepts(document: dict[str, Any], seq: int) -> ConceptMaps:
+    layer = _optional_str(document, "layer", seq)
+    if layer is None:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "'layer' is missing: the name of a conv layer", seq)
+    return ConceptMaps(seq, layer)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "stroke": _decode_stroke,
     "select": _decode_select,
@@ -341,6 +357,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "compare": _decode_compare,
     "counterfactual": _decode_counterfactual,
     "sanity": lambda document, seq: SanityCheck(seq),
+    "concepts": _decode_concepts,
     "teach": _decode_teach,
 }
 
@@ -409,6 +426,7 @@ class Effect:
     state right after the request) for ``target`` (``None``: the runner-up).
     ``sanity``: the sanity checks of the current map.
     ``teach``: store the drawing of ``view`` with a label (:mod:`server.teaching`).
+    ``concepts``: every channel's map of this conv layer for the current drawing.
     """
 
     welcome: bool = False
@@ -417,6 +435,7 @@ class Effect:
     counterfactual: "CounterfactualAsk | None" = None
     sanity: bool = False
     teach: "TeachAsk | None" = None
+    concepts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -514,6 +533,10 @@ class VisitorState:
                 return Effect(frame=False, counterfactual=CounterfactualAsk(view, message.target))
             case SanityCheck():
                 return Effect(frame=False, sanity=True)
+            case ConceptMaps():
+                conv_layers = [name for name in self.model_options.layers if name != HIDDEN_LAYER]
+                self._check_names("conv layer", (message.layer,), conv_layers, message.seq)
+                return Effect(frame=False, concepts=message.layer)
             case Teach():
                 if not self.strokes:
                     raise ProtocolError(ErrorCode.EMPTY_DRAWING, "the pad is empty: draw a digit first", message.seq)

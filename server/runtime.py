@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
+from model_store.references import References
+
 from . import neurons
 from .inference.jobs import EngineFactory, EngineThreads
 from .logs import RateLimitedEvent
@@ -34,6 +36,8 @@ class Runtime:
     sessions: int = 0
     scans: dict[str, asyncio.Task[neurons.NeuronScan]] = field(default_factory=dict)
     digits: neurons.Digits = field(default_factory=neurons.Digits)
+    # A cnn's reference samples ({model: {layer: {kind: References}}}), loaded once at start-up.
+    references: dict[str, dict[str, dict[str, References]]] = field(default_factory=dict)
     # A peer can be refused at will: one log line per reason per window, counting the ones left out.
     refusal_logs: dict[str, RateLimitedEvent] = field(default_factory=lambda: {
         reason: RateLimitedEvent("connection_refused", level=logging.INFO) for reason in REFUSAL_REASONS})

@@ -48,7 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .catalog import Catalog
 from .counterfactuals import Counterfactuals
-from .frames import encode_comparison, encode_error, encode_frame, encode_sanity, encode_welcome
+from .frames import encode_comparison, encode_concepts, encode_error, encode_frame, encode_sanity, encode_welcome
 from .inference.batcher import Batcher
 from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .logs import event
@@ -188,6 +188,7 @@ class Session:
         self.counterfactual_due: CounterfactualAsk | None = None
         self.counterfactual_wanted = asyncio.Event()
         self.sanity_due = False
+        self.concepts_due: str | None = None
         self.desk = Desk(services.teacher, self.settings.max_teach_per_minute, now)
         self.raster = RasterCache()  # the canvas of the last frame's drawing: a frame draws only new ink
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
@@ -312,6 +313,9 @@ class Session:
         if effect.sanity:
             self.sanity_due = True
             self.compare_wanted.set()
+        if effect.concepts is not None:
+            self.concepts_due = effect.concepts
+            self.compare_wanted.set()
         self.caught_up.clear()
         self.wakeup.set()
         if not self.settings.coalesce:
@@ -366,6 +370,7 @@ class Session:
             self.compare_wanted.clear()
             methods, self.compare_due = self.compare_due, ()
             sanity, self.sanity_due = self.sanity_due, False
+            concepts, self.concepts_due = self.concepts_due, None
             if methods:
                 view = self.state.view()
                 try:
@@ -377,6 +382,8 @@ class Session:
                     await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
             if sanity:
                 await self._send_sanity(self.state.view())
+            if concepts is not None:
+                await self._send_concepts(self.state.view(), concepts)
 
     async def _counterfactual_loop(self) -> None:
         """Send one ``counterfactual`` (or its ``error``) per request, for the drawing as it was asked about;
@@ -449,6 +456,15 @@ class Session:
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
+
+    async def _send_concepts(self, view: View, layer: str) -> None:
+        """Every channel's CRP map of ``layer`` towards the frame's class: one job of one spec per channel."""
+        channels = self.services.catalog.models[view.model].channels[layer]
+        specs = tuple(Spec(view.output, k, "lrp", view.rule, knockout=view.knockout, layer=layer)
+                      for k in range(channels))
+        result = await self.services.batcher.compute(Job(view.model, view.strokes, specs), slow=True)
+        if self.state.model == view.model:
+            await self._send(encode_concepts(view, layer, result.frames, result.compute_ms))
 
     # Sending and closing
 

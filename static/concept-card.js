@@ -78,11 +78,6 @@ export function buildConceptCard(element, { onChannel }) {
 
 /** The selected channel's relevance for the explained class, its rank and its feature map, from the frame. */
 function liveFacts(frame, layer, channel) {
-  if (layer === null) {
-    const relevance = frame.edges[channel];
-    const rank = 1 + Array.from(frame.edges).filter((r) => r > relevance).length;
-    return { relevance, rank, of: frame.edges.length, map: null };
-  }
   const { activations, relevance } = frame.channels[layer];
   const [, rows, cols] = activations.shape;
   const top = Math.max(...activations.values, 1e-9); // the layer's scale, as on its tiles
@@ -157,7 +152,8 @@ export function updateConceptCard(view, card, selection, frame, empty) {
   if (!open) return;
   const name = layer === null ? `fc1 unit ${hidden}` : `${layer} channel ${hidden}`;
   view.heading.textContent = name;
-  const answered = frame?.channels && frame.hidden === hidden && (frame.layer ?? null) === layer;
+  // A cnn's frame carries its conv layers only (fc1's arrays are null): an fc1 unit has its samples, no live facts.
+  const answered = frame?.channels?.[layer] && frame.hidden === hidden && frame.layer === layer;
   if (answered && !empty) {
     const facts = liveFacts(frame, layer, hidden);
     const rank = facts.rank === null ? "not among those for it" : `rank ${facts.rank} of ${facts.of}`;

@@ -208,8 +208,13 @@ def server_process(env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 def decode_array(array: dict[str, Any]) -> np.ndarray:
     """A protocol array (``{"dtype", "shape", "scale"?, "data"}``) as float32, exactly as docs/protocol.md."""
     raw = base64.b64decode(array["data"], validate=True)
-    dtype = {"u8": np.uint8, "i8": np.int8, "f32": "<f4"}[array["dtype"]]
-    values = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    count = int(np.prod(array["shape"]))
+    if array["dtype"] == "u4":  # two values a byte, the first in the high nibble
+        packed = np.frombuffer(raw, dtype=np.uint8)
+        values = np.stack([packed >> 4, packed & 15], axis=1).ravel()[:count].astype(np.float32)
+    else:
+        dtype = {"u8": np.uint8, "i8": np.int8, "f32": "<f4"}[array["dtype"]]
+        values = np.frombuffer(raw, dtype=dtype).astype(np.float32)
     return (values * np.float32(array.get("scale", 1.0))).reshape(array["shape"])
 
 

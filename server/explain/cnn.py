@@ -140,8 +140,12 @@ def conv_relevance(rule: LayerRule, x: torch.Tensor, weight: torch.Tensor, bias:
             return (x * F.conv_transpose2d(scaled, weight) - low * F.conv_transpose2d(scaled, positive)
                     - high * F.conv_transpose2d(scaled, negative))
         case "flat":
-            ones = torch.ones_like(weight)
-            return share(torch.ones_like(x), ones, None, STABILIZER)
+            # Every weight is 1: each output's share spreads over its field whatever its channel, so the
+            # channels are summed first and one transposed convolution of one channel spreads them (C× fewer
+            # operations).  The denominator is the field's size, the same at every position.
+            field = stabilize(torch.full((), float(weight[0].numel()), dtype=x.dtype), STABILIZER)
+            ones = torch.ones((1, x.shape[1], *weight.shape[2:]), dtype=x.dtype)
+            return F.conv_transpose2d(relevance.sum(dim=1, keepdim=True) / field, ones)
     raise ValueError(f"unknown LRP rule kind {rule.kind!r} for a convolution")
 
 
@@ -260,15 +264,18 @@ class ConvBackend:
         maps, _ = self.backward(_conv(forward), rule, start, channels)
         return edges, maps
 
-    def channels(self, forward: Forward, rule: str, targets: Sequence[int]) -> dict[str, torch.Tensor]:
+    def channels(self, forward: Forward, rule: str, targets: Sequence[int],
+                 conditions: Sequence[tuple[str, int] | None] | None = None) -> dict[str, torch.Tensor]:
         """``{layer: (B, C)}``: each conv channel's relevance for class ``targets[b]`` (LRP from its logit).
 
         The sum of the relevance at the layer's output over the channel's positions: zennit-crp's
-        ``ChannelConcept.attribute`` without its normalisation.
+        ``ChannelConcept.attribute`` without its normalisation.  ``conditions[b]``: a channel (CRP's
+        condition) that sample ``b``'s relevance must pass through first; the layers below it then give
+        how much each of their channels feeds it (the edges of zennit-crp's ``AttributionGraph``).
         """
         edges = self.edges(forward, rule)
         start = edges[torch.arange(len(targets)), :, list(targets)]
-        _, recorded = self.backward(_conv(forward), rule, start)
+        _, recorded = self.backward(_conv(forward), rule, start, conditions)
         return {layer: relevance.sum(dim=(2, 3)) for layer, relevance in recorded.items()}
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:

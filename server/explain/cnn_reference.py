@@ -75,9 +75,15 @@ class ConvReferenceBackend:
         return heatmap.detach().reshape(len(conditions), -1)
 
     def recorded(self, x: torch.Tensor, targets: Sequence[int], rule: str, layers: list[str],
-                 keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The relevance at each of ``layers``' outputs for the LRP of class ``targets[n]``."""
-        result = self._attribute(x, [{"y": [c]} for c in targets], rule, keep, record_layer=layers)
+                 keep: torch.Tensor | None = None, through: Sequence[tuple[str, int] | None] | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """The relevance at each of ``layers``' outputs for the LRP of class ``targets[n]``, conditioned on
+        channel ``through[n]`` (``None``: unconditioned)."""
+        conditions: list[dict[str, list[int]]] = []
+        for n, c in enumerate(targets):
+            channel = through[n] if through else None
+            conditions.append({"y": [c], **({channel[0]: [channel[1]]} if channel else {})})
+        result = self._attribute(x, conditions, rule, keep, record_layer=layers)
         relevances: dict[str, torch.Tensor] = result.relevances  # type: ignore[attr-defined]
         return {layer: relevances[layer].detach() for layer in layers}
 
@@ -87,9 +93,11 @@ class ConvReferenceBackend:
         return torch.stack([self.recorded(forward.x, [c] * batch, rule, ["fc1"], forward.keep)["fc1"]
                             for c in range(N_CLASSES)], dim=2)
 
-    def channels(self, forward: Forward, rule: str, targets: Sequence[int]) -> dict[str, torch.Tensor]:
-        """``{layer: (B, C)}``: ``ChannelConcept.attribute`` (unnormalised) of each conv layer for ``targets``."""
-        recorded = self.recorded(forward.x, targets, rule, list(CONV_LAYERS), forward.keep)
+    def channels(self, forward: Forward, rule: str, targets: Sequence[int],
+                 conditions: Sequence[tuple[str, int] | None] | None = None) -> dict[str, torch.Tensor]:
+        """``{layer: (B, C)}``: ``ChannelConcept.attribute`` (unnormalised) of each conv layer for ``targets``,
+        through channel ``conditions[b]`` if given (AttributionGraph's edges into it)."""
+        recorded = self.recorded(forward.x, targets, rule, list(CONV_LAYERS), forward.keep, conditions)
         return {layer: relevance.sum(dim=(2, 3)) for layer, relevance in recorded.items()}
 
     def relevance(

@@ -147,6 +147,10 @@ class FrameData:
         share and effect (:class:`~server.explain.knockout.KnockoutEffect`); else ``None``.
     channels:
         A convolutional network's conv layers by name (:class:`ChannelData`); ``None`` for an MLP.
+    feeds:
+        With a channel of a conv layer selected in mode ``crp``: ``(layer below, (C,))``, each channel of the
+        conv layer below by how much of the selected channel's relevance for the class it carries (the
+        edges into it of zennit-crp's ``AttributionGraph``); ``None`` otherwise.
     """
 
     prediction: int
@@ -165,6 +169,7 @@ class FrameData:
     neuron_silent: bool | None = None
     knockout: KnockoutEffect | None = None
     channels: dict[str, ChannelData] | None = None
+    feeds: tuple[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -361,7 +366,8 @@ class Engine:
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
         return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
-                            class_max_abs.tolist(), self._channels(forward, requests, targets))
+                            class_max_abs.tolist(), self._channels(forward, requests, targets),
+                            self._feeds(forward, requests, targets, modes))
 
     def _channels(self, forward: Forward, requests: Sequence[Request], targets: list[int]
                   ) -> list[dict[str, ChannelData]] | None:
@@ -381,9 +387,26 @@ class Engine:
                     per_request[b][layer] = ChannelData(activations[index], scores[index])
         return per_request
 
+    def _feeds(self, forward: Forward, requests: Sequence[Request], targets: list[int], modes: list[Mode]
+               ) -> list[tuple[str, np.ndarray] | None]:
+        """For each request conditioned on a channel with a conv layer below it, that layer's channels'
+        relevance through the selected channel (:attr:`FrameData.feeds`)."""
+        layers = list(self.channels)
+        feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
+        for b, (request, mode) in enumerate(zip(requests, modes)):
+            layer, channel = request.selection.layer, request.selection.hidden
+            if mode != "crp" or layer not in layers[1:] or channel is None:
+                continue
+            below = layers[layers.index(layer) - 1]
+            relevance = self._relevance.channels(forward.rows([b]), request.rule,  # type: ignore[attr-defined]
+                                                 [targets[b]], [(layer, channel)])
+            feeds[b] = (below, relevance[below][0].float().numpy())
+        return feeds
+
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
                 modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray, class_max_abs: list[float],
-                channels: list[dict[str, ChannelData]] | None = None) -> list[FrameData]:
+                channels: list[dict[str, ChannelData]] | None = None,
+                feeds: list[tuple[str, np.ndarray] | None] | None = None) -> list[FrameData]:
         """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
         z1, logits = forward.z1.numpy(), forward.logits.numpy()
         probabilities = torch.softmax(forward.logits, dim=1).float().numpy()
@@ -431,6 +454,7 @@ class Engine:
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
                 knockout=knockout_effect(z1[b], self._w2, self._b2, request.knockout) if request.knockout else None,
                 channels=None if channels is None else channels[b],
+                feeds=None if feeds is None else feeds[b],
             ))
         return frames
 
