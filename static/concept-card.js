@@ -108,12 +108,13 @@ function renderFeeds(view, frame, layer, channel) {
     button.type = "button";
     button.dataset.layer = feeds.layer;
     button.dataset.channel = String(k);
-    button.setAttribute("aria-label", `${feeds.layer} channel ${k}: feeds ${signed(feeds.relevance[k])}; select it`);
+    button.title = `Select ${feeds.layer} channel ${k}`;
     const canvas = make("canvas", "pixelated");
     canvas.style.borderColor = css(diverging(feeds.relevance[k] / maxFeed));
     const map = below.values.subarray(k * rows * cols, (k + 1) * rows * cols);
     writePixels(canvas, [rows, cols], (i) => sequential(map[i] / top));
-    button.append(canvas, make("span", "", `${feeds.layer} #${k} · ${signed(feeds.relevance[k])}`));
+    canvas.setAttribute("aria-hidden", "true");
+    button.append(canvas, make("span", "", `${feeds.layer} channel ${k} · ${signed(feeds.relevance[k])}`));
     return button;
   }));
 }
