@@ -229,7 +229,7 @@ def test_switching_models_on_a_phone_rebuilds_the_diagram_and_the_pickers(browse
 
 
 @pytest.mark.parametrize("size", [PHONE, TABLET], ids=["phone-390x844", "tablet-820x1180"])
-def test_the_cnn_stage_is_one_screen_with_44px_targets(browser: Browser, server: str, golden: dict[int, Strokes],
+def test_cnn_screenshots_one_screen_with_44px_targets(browser: Browser, server: str, golden: dict[int, Strokes],
                                                        size: tuple[int, int]) -> None:
     visit = open_cnn(browser, server, *size)
     try:
@@ -237,7 +237,7 @@ def test_the_cnn_stage_is_one_screen_with_44px_targets(browser: Browser, server:
         draw_with_touch(visit, golden[3])
         frame = settle(visit)
         assert outside_viewport(page) == [] and scroll_y(page) == 0
-        tap_channel(visit, frame, "conv1")
+        tap_channel(visit, frame, "conv2")  # with its feeds: lines from conv1 into it
         page.wait_for_selector("[data-part=relmax] .concept-sample", timeout=WAIT_MS)
         page.evaluate("() => window.scrollTo(0, 0)")
         assert outside_viewport(page) == [] and scroll_y(page) == 0
