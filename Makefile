@@ -53,7 +53,7 @@ bench-engine: $(INSTALLED)
 
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: $(INSTALLED)
-	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py tests/test_page_questions.py -k "screenshots or comparison or counterfactual or kiosk_resets"
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_page.py tests/test_page_questions.py tests/test_page_cnn.py -k "screenshots or comparison or counterfactual or kiosk_resets"
 
 # axe-core for the accessibility tests (package.json; injected by tests/test_page.py, never served).
 # Without npm those tests are skipped, each with the reason.

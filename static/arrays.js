@@ -42,7 +42,8 @@ export function maxAbs(values) {
 /**
  * A `frame` message with its arrays decoded; `heatmap` stays null while an on-pause method is pending.
  * `activations`, `hidden_relevance` and `edges` (R(j→target) of each hidden neuron j) become Float32Arrays of H
- * (null in a cnn's frame, which carries `channels` instead).
+ * (null in a cnn's frame, which carries `channels` instead); a cnn's `channels` and `feeds` are decoded too
+ * (null for an MLP, and `feeds` without a conv2 channel selected).
  */
 export function decodeFrame(message) {
   const optional = (array) => (array ? decode(array).values : null);
@@ -53,7 +54,18 @@ export function decodeFrame(message) {
     edges: optional(message.edges),
     input: decode(message.input),
     heatmap: message.heatmap ? decode(message.heatmap) : null,
+    channels: message.channels ? decodeChannels(message.channels) : null,
+    feeds: message.feeds ? { layer: message.feeds.layer, relevance: decode(message.feeds.relevance).values } : null,
   };
+}
+
+/**
+ * A cnn frame's `channels` ({layer: {activations: u4 [C, h, w], relevance: i8 [C]}}, docs/protocol.md):
+ * each layer's activations as {values, shape} and its relevance as a Float32Array of C.
+ */
+function decodeChannels(channels) {
+  return Object.fromEntries(Object.entries(channels).map(([layer, { activations, relevance }]) =>
+    [layer, { activations: decode(activations), relevance: decode(relevance).values }]));
 }
 
 /** A `comparison` message with each map's heatmap decoded. */

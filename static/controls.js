@@ -4,6 +4,11 @@ function percent(accuracy) {
   return typeof accuracy === "number" ? ` · ${(accuracy * 100).toFixed(1)} % correct` : "";
 }
 
+/** A model in words: a cnn by its kind (its channels are in the diagram), an MLP by its hidden width. */
+function modelKind(model) {
+  return model.family === "cnn" ? "Convolutional (LeNet)" : `${model.hidden} neurons`;
+}
+
 function fill(select, options, value) {
   select.replaceChildren(
     ...options.map(({ value: optionValue, label, title }) => {
@@ -24,7 +29,7 @@ function fill(select, options, value) {
  * @param {{model: string, method: string, rule: string}} config
  */
 export function fillControls(selects, welcome, config) {
-  fill(selects.model, welcome.models.map((m) => ({ value: m.name, label: `${m.hidden} neurons${percent(m.test_accuracy)}` })), config.model);
+  fill(selects.model, welcome.models.map((m) => ({ value: m.name, label: `${modelKind(m)}${percent(m.test_accuracy)}` })), config.model);
   fill(selects.method, welcome.methods.map((m) => ({ value: m.name, label: m.cost === "on-pause" ? `${m.label} · when you pause` : m.label })), config.method);
   fill(selects.rule, welcome.rules.map((r) => ({ value: r.name, label: r.label, title: r.description })), config.rule);
   showConfig(selects, welcome, config);

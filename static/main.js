@@ -27,6 +27,8 @@ import { createPaintTimer } from "./timing.js";
 import { createQuestions } from "./questions.js";
 import { conditionsOnHidden, createSelectionPanel } from "./selection.js";
 import { createTrust } from "./trust.js";
+import { channelSelection, listenConvnet, outputSelection, renderConvnet, showFamily } from "./convnet.js";
+import { buildConceptCard, cardUrl, updateConceptCard } from "./concept-card.js";
 
 const $ = (id) => document.getElementById(id);
 const store = createStore();
@@ -283,6 +285,10 @@ $("network-all").addEventListener("click", () => {
   relayout();
 });
 $("network-sheet-close").addEventListener("click", () => sheet.close());
+// A cnn's diagram (convnet.js) and channel card (concept-card.js): a tap selects a channel or a class.
+const onChannel = (layer, channel) => select(channelSelection(store.get().selection, layer, channel));
+listenConvnet(networkBox, { onChannel, onOutput: (c) => select(outputSelection(store.get().selection, c)), onReset: reset });
+const conceptCard = buildConceptCard($("concept"), { onChannel });
 $("alone").addEventListener("change", (event) => alone(store.get().selection.hidden, event.target.checked));
 $("reset").addEventListener("click", reset);
 $("overlay").addEventListener("change", (event) => store.dispatch({ type: "overlay", on: event.target.checked }));
@@ -367,30 +373,31 @@ $("compare").addEventListener("click", requestComparison);
 // ---------- neuron card data ----------
 const cards = new Map(); // "model/j" → card JSON, computed once per model by the server
 
-async function loadCard(model, hidden) {
-  const key = `${model}/${hidden}`;
+async function loadCard(model, hidden, layer, url) {
+  const key = `${model}/${layer}/${hidden}`;
   if (cards.has(key)) {
-    store.dispatch({ type: "card", card: { model, hidden, status: "ready", data: cards.get(key) } });
+    store.dispatch({ type: "card", card: { model, hidden, layer, status: "ready", data: cards.get(key) } });
     return;
   }
-  store.dispatch({ type: "card", card: { model, hidden, status: "loading" } });
+  store.dispatch({ type: "card", card: { model, hidden, layer, status: "loading" } });
   try {
-    const response = await fetch(`/api/models/${encodeURIComponent(model)}/neurons/${hidden}`);
+    const response = await fetch(url);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     cards.set(key, await response.json());
-    store.dispatch({ type: "card", card: { model, hidden, status: "ready", data: cards.get(key) } });
+    store.dispatch({ type: "card", card: { model, hidden, layer, status: "ready", data: cards.get(key) } });
   } catch (error) {
     console.warn("xai: neuron card failed", key, error.message);
-    store.dispatch({ type: "card", card: { model, hidden, status: "error", error: error.message } });
+    store.dispatch({ type: "card", card: { model, hidden, layer, status: "error", error: error.message } });
   }
 }
 
 function syncCard(state) {
-  const hidden = state.selection.hidden;
+  const { hidden, layer = null } = state.selection;
   const model = state.config?.model;
-  if (hidden === null || !model) return;
-  if (state.card?.model === model && state.card.hidden === hidden) return;
-  loadCard(model, hidden);
+  // The welcome must describe the model (a cnn's card comes from its concepts route).
+  if (hidden === null || !model || state.welcome?.model.name !== model) return;
+  if (state.card?.model === model && state.card.hidden === hidden && (state.card.layer ?? null) === layer) return;
+  loadCard(model, hidden, layer, cardUrl(state.welcome, layer, hidden));
 }
 
 // ---------- timeline ----------
@@ -588,6 +595,7 @@ function render() {
   if (state.welcome && state.welcome !== before.welcome) {
     fillControls(selects, state.welcome, state.config);
     renderSizes(modelSizes(state.welcome));
+    showFamily(state.welcome.model.family === "cnn");
   } else if (state.welcome && state.config !== before.config) showConfig(selects, state.welcome, state.config);
 
   const empty = isEmpty(state.drawing);
@@ -601,7 +609,8 @@ function render() {
     renderExplanation(state, empty);
   }
   if (state.frame !== before.frame || state.selection !== before.selection || state.card !== before.card) {
-    updateCard(card, state.card, state.selection.hidden, state.frame);
+    if (state.welcome?.model.family === "cnn") updateConceptCard(conceptCard, state.card, state.selection, state.frame, empty);
+    else updateCard(card, state.card, state.selection.hidden, state.frame);
   }
   renderSelectionControls(state);
   questions.render(state);
@@ -655,6 +664,7 @@ function renderNetwork(diagram, state, before, { fit }) {
   // The window's height below the box's top, minus what the box's panel keeps below it (--fit-reserve).
   const reserve = Number.parseFloat(getComputedStyle(diagram.box).getPropertyValue("--fit-reserve")) || 0;
   const budget = window.innerHeight - diagram.box.getBoundingClientRect().top - window.scrollY - reserve;
+  if (model.family === "cnn") return renderConvnet(diagram, state, width, budget, isEmpty(state.drawing));
   const layout = layoutNetwork(modelSizes(state.welcome), width, budget, { full: !fit });
   const key = `${model.name}/${model.hidden}/${layout.width}/${layout.strip}/${layout.cols}/${layout.cell}/${layout.height}`;
   if (key !== diagram.key) {
@@ -716,7 +726,7 @@ function renderExplanation(state, empty) {
 function renderSelectionControls(state) {
   const { hidden, alone: isAlone } = state.selection;
   const lrp = state.config?.method === "lrp";
-  $("alone").disabled = hidden === null || !lrp;
+  $("alone").disabled = hidden === null || !lrp || Boolean(state.selection.layer); // a channel is never alone
   $("alone").checked = hidden !== null && isAlone;
   $("reset").disabled = state.selection.output === null && hidden === null;
 }

@@ -24,11 +24,14 @@ export function strokeMessages(id, points, maxPerMessage) {
 
 /**
  * The `select` message of a selection. "Neuron alone" sends `output: null`
- * with the hidden neuron (docs/protocol.md, "select", last row of the table).
+ * with the hidden neuron (docs/protocol.md, "select", last row of the table);
+ * a selection with a `layer` (a cnn's conv channel) names it.
  */
-export function selectMessage({ output, hidden, alone, versus = null }) {
+export function selectMessage({ output, hidden, alone, versus = null, layer = null }) {
   const classless = alone && hidden !== null;
   const message = { type: "select", output: classless ? null : output, hidden };
+  // A cnn's channel: `hidden` of conv layer `layer`; absent means fc1 (docs/protocol.md, "select")
+  if (layer !== null && hidden !== null) message.layer = layer;
   // "why output and not versus" (docs/protocol.md, "Contrast"); absent: no contrast
   if (versus !== null && !classless && output !== null) message.versus = versus;
   return message;

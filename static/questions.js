@@ -311,7 +311,8 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
     versusPicker.value = versus === null ? "" : String(versus);
     const target = shownTarget(state);
     for (const option of versusPicker.options) option.disabled = option.value !== "" && Number(option.value) === target;
-    versusPicker.disabled = state.config?.method !== "lrp" || state.selection.alone || target === null;
+    // A contrast goes through a unit of fc1 or the whole network, never a conv channel (docs/protocol.md, "select").
+    versusPicker.disabled = state.config?.method !== "lrp" || state.selection.alone || target === null || Boolean(state.selection.layer);
     renderTargets(state);
     if (answer && answer.model !== state.config?.model) {
       // Another model now reads the drawing: this answer was the old model's.

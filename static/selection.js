@@ -19,11 +19,12 @@ export function conditionsOnHidden(method) {
 
 /** The words of both selections and the note for the method. Pure. */
 export function selectionWords(state) {
-  const { hidden, output, alone, implicit } = state.selection;
+  const { hidden, output, alone, implicit, layer = null } = state.selection;
   const method = state.config?.method ?? "lrp";
   const prediction = state.frame?.prediction;
   const classless = alone && hidden !== null;
-  const hiddenText = hidden === null ? "none" : `neuron ${hidden}${classless ? " (alone)" : ""}`;
+  const unit = layer ? `${layer} channel ${hidden}` : `neuron ${hidden}`; // a cnn's conv channel names its layer
+  const hiddenText = hidden === null ? "none" : `${unit}${classless ? " (alone)" : ""}`;
   const outputText = classless ? "none (the neuron alone)"
     : output === null || implicit ? `none: the prediction${prediction === undefined ? "" : ` '${prediction}'`}`
       : `'${output}'`;

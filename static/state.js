@@ -100,11 +100,16 @@ const reducers = {
       || !serves(message.methods, state.config.method) || !serves(message.rules, state.config.rule);
     const defaults = { model: message.state.model, method: message.state.method, rule: message.state.rule, knockout: [] };
     const requested = first ? servedRequest(state.requested, message) : null;
+    // Our model's welcome: a method or rule it cannot run fell back to its family's default (docs/protocol.md).
+    const fallback = !first && message.model.name === state.config.model
+      ? { method: serves(message.methods, state.config.method) ? state.config.method : message.state.method,
+          rule: serves(message.rules, state.config.rule) ? state.config.rule : message.state.rule }
+      : {};
     return {
       ...state,
       welcome: ours ? message : state.welcome,
       notice: null, // a fresh connection: earlier refusals no longer apply
-      config: first ? { ...defaults, ...(requested?.config ?? {}) } : state.config,
+      config: first ? { ...defaults, ...(requested?.config ?? {}) } : { ...state.config, ...fallback },
       selection: first
         ? requested?.selection ?? { output: message.state.output, hidden: message.state.hidden, alone: false, implicit: false,
             versus: message.state.versus ?? null }

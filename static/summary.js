@@ -35,7 +35,9 @@ export function heatmapTitle(frame, welcome) {
         ? `Why ${target} and not '${frame.versus}'`
         : `Why ${target} and not '${frame.versus}', through hidden neuron ${frame.hidden}`;
     case "crp":
-      return `CRP: what hidden neuron ${frame.hidden} contributes to ${target}`;
+      return frame.layer
+        ? `CRP: what ${frame.layer} channel ${frame.hidden} contributes to ${target}`
+        : `CRP: what hidden neuron ${frame.hidden} contributes to ${target}`;
     case "hidden":
       return `Hidden neuron ${frame.hidden} alone: what it responds to in your drawing`;
     case "attribution":
@@ -84,6 +86,22 @@ function hiddenShare(frame) {
   return `Hidden neuron ${j} adds nothing to ${frame.target} for this drawing: it is silent or does not feed ${frame.target}.`;
 }
 
+/** What channel `frame.hidden` of conv layer `frame.layer` adds to class `frame.target` (frame.channels). */
+function channelShare(frame) {
+  const k = frame.hidden;
+  const name = `Channel ${k} of ${frame.layer}`;
+  const relevance = frame.channels[frame.layer].relevance;
+  const support = relevance.reduce((sum, r) => sum + Math.max(r, 0), 0);
+  const rank = 1 + relevance.filter((r) => r > relevance[k]).length;
+  if (relevance[k] > 0 && support > 0) {
+    const share = relevance[k] / support;
+    const percent = share < 0.01 ? "<\u00a01" : String(Math.round(100 * share));
+    return `${name} carries ${percent}\u00a0% of the relevance reaching ${frame.layer} for ${frame.target} (rank ${rank} of ${relevance.length}); red pixels are where it found evidence, blue pixels argued against.`;
+  }
+  if (relevance[k] < 0) return `${name} argues against ${frame.target}; red pixels are where it still found evidence, blue pixels are what it holds against it.`;
+  return `${name} adds nothing to ${frame.target} for this drawing: it is silent here or does not feed ${frame.target}.`;
+}
+
 function readingSentence(frame) {
   const [first, second] = topTwo(frame.probabilities);
   const p = frame.probabilities;
@@ -105,7 +123,7 @@ export function summarize(frame, empty, welcome) {
   if (empty) return "Draw a digit from 0 to 9 in the box. The network reads it while you draw.";
   const reading = readingSentence(frame);
   const t = frame.target;
-  if (frame.mode === "crp") return `${reading} ${hiddenShare(frame)}`;
+  if (frame.mode === "crp") return `${reading} ${frame.layer ? channelShare(frame) : hiddenShare(frame)}`;
   if (frame.mode === "contrast") {
     const margin = frame.logits[t] - frame.logits[frame.versus];
     const lead = margin >= 0 ? `it scores ${t} ${margin.toFixed(1)} above ${frame.versus}` : `it scores ${frame.versus} ${(-margin).toFixed(1)} above ${t}`;
