@@ -19,6 +19,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .logs import RateLimitedEvent
+from .sockets import reset
 
 _log_header_timeout = RateLimitedEvent("header_timeout_closed", level=logging.INFO)
 
@@ -62,6 +63,6 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             return
         _log_header_timeout(timeout_s=self.header_timeout_s)
         if self.transport.get_write_buffer_size():
-            self.transport.abort()  # close() would wait for a peer that does not read to drain the buffer
+            reset(self.transport)  # close() would wait for a peer that does not read to drain the buffer
         else:
             self.transport.close()
