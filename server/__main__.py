@@ -38,7 +38,7 @@ from uvicorn.supervisors import Multiprocess
 
 from model_store.manifest import ModelStoreError, verify_files
 
-from .httpprotocol import HeaderTimeoutProtocol
+from .httpprotocol import RequestTimeoutProtocol
 from .logs import event, log_config
 from .replica import METRICS_DIR_ENV, REPLICA_DIR_ENV
 from .settings import Settings, SettingsError
@@ -67,7 +67,8 @@ def uvicorn_config(app: Starlette | str, settings: Settings, configure_logging: 
         workers=settings.processes if isinstance(app, str) else None,
         host=settings.host,
         port=settings.port,
-        **{**STACK_OPTIONS, "http": partial(HeaderTimeoutProtocol, header_timeout_s=settings.header_timeout_s)},
+        **{**STACK_OPTIONS, "http": partial(RequestTimeoutProtocol, header_timeout_s=settings.header_timeout_s,
+                                            body_timeout_s=settings.body_timeout_s)},
         ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
