@@ -2,12 +2,14 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from . import neurons
+from .healing import terminate_self
 from .inference.jobs import EngineFactory, EngineThreads
 from .logs import RateLimitedEvent
 from .metrics import Metrics
@@ -27,6 +29,8 @@ class Runtime:
     engine_factory: EngineFactory
     metrics: Metrics
     replica: Replica
+    # How this process ends itself once it cannot compute frames (server.healing); tests stop their server.
+    end_process: Callable[[], None] = terminate_self
     services: Services | None = None
     threads: EngineThreads | None = None
     ready: bool = False
