@@ -8,6 +8,7 @@ page), ``/ws`` (one WebSocket per visitor: :mod:`server.gate`, then
 the state they share: :mod:`server.runtime`.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -18,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from .gate import websocket_endpoint
+from .healing import terminate_self
 from .health import healthz, metrics_endpoint, readyz
 from .inference.jobs import EngineFactory, default_engine_factory
 from .lifespan import lifespan
@@ -32,14 +34,18 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PLACEHOLDER_PAGE = "<!doctype html><title>xai-live</title><p>The page is not built yet: connect to /ws.</p>"
 
 
-def create_app(settings: Settings | None = None, engine_factory: EngineFactory = default_engine_factory) -> Starlette:
+def create_app(settings: Settings | None = None, engine_factory: EngineFactory = default_engine_factory,
+               end_process: Callable[[], None] = terminate_self) -> Starlette:
     """The app for ``settings`` (default: from the environment).
 
     ``engine_factory(model, backend)`` builds one engine per worker thread
     and model; tests pass a wrapper to inject inference failures.
+    ``end_process()`` is called once no engine thread is left (:mod:`server.healing`); by default the
+    process sends itself SIGTERM, a server inside a test process is stopped instead.
     """
     settings = settings or Settings.from_env()
-    runtime = Runtime(settings, engine_factory, create_metrics(), Replica.from_env(settings.processes))
+    runtime = Runtime(settings, engine_factory, create_metrics(), Replica.from_env(settings.processes),
+                      end_process)
     routes = [
         Route("/", homepage),
         Route("/healthz", healthz),

@@ -22,13 +22,14 @@ from server.explain.rules import DEFAULT_RULE
 
 from .catalog import Catalog, MethodInfo, ModelInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
+from .healing import end_when_unserviceable
 from .inference.batcher import Batcher
 from .inference.jobs import EngineThreads, Job, Spec
 from .logs import event
 from .metrics import Metrics
 from .protocol import DEFAULT_METHOD, Limits
 from .replica import HEARTBEAT_S
-from .runtime import Runtime, publish_own_status
+from .runtime import Runtime, healthy, publish_own_status
 from .session import Services
 from .settings import Settings
 from .startup import StartupError
@@ -66,6 +67,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher)
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
+    healing = asyncio.create_task(end_when_unserviceable(lambda: healthy(runtime), lambda: end_process(runtime),
+                                                         HEARTBEAT_S))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)
     # What start-up built (torch, scikit-learn, captum, models, engines: ~320,000 tracked objects) lives
     # as long as the process: out of the collector's way.  A full collection walks every tracked object
@@ -83,6 +86,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         lag_probe.cancel()
         heartbeat.cancel()
+        healing.cancel()
         runtime.replica.withdraw()
         for scan in runtime.scans.values():
             scan.cancel()
@@ -174,6 +178,14 @@ async def probe_event_loop_lag(metrics: Metrics) -> None:
         started = loop.time()
         await asyncio.sleep(LAG_PROBE_S)
         metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - started - LAG_PROBE_S))
+
+
+def end_process(runtime: Runtime) -> None:
+    """No engine thread is left: this process ends itself, to be replaced (server.healing)."""
+    publish_own_status(runtime)  # red at once, for the probes answered while it shuts down
+    event("engine_threads_exhausted", logging.ERROR, action="exiting to be replaced",
+          deadline_s=runtime.settings.compute_deadline_s)
+    runtime.end_process()
 
 
 async def publish_status(runtime: Runtime) -> None:

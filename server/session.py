@@ -286,14 +286,17 @@ class Session:
     async def _handle_text(self, text: str) -> None:
         now = self.loop.time()
         try:
-            if not self.bucket.admit(now):
-                raise ProtocolError(ErrorCode.RATE_LIMITED,
-                                    f"more than {self.settings.max_messages_per_s} messages per second")
             message = decode_message(text)
             if isinstance(message, Ack):
+                # Exempt from the message rate: acks are bounded on their own (only a frame sent and not yet
+                # acknowledged may be, so no more acks than frames), and one refused would leave flow control
+                # waiting for it.  A bogus one is refused and counts toward the refusal limit.
                 self.schedule.acknowledge(message.frame, now)
                 self.wakeup.set()  # a credit may be free
                 return
+            if not self.bucket.admit(now):
+                raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                    f"more than {self.settings.max_messages_per_s} messages per second")
             if isinstance(message, Forget):
                 self.desk.submit(message, now)
                 return

@@ -66,8 +66,14 @@ class Settings:
             long after the connection opened (or after its first byte, on a
             kept-alive connection) has its connection closed, s
             (:mod:`server.httpprotocol`).
+        body_timeout_s: a request whose body is not complete this long after
+            its headers has its connection closed, s (``Content-Length:
+            100000`` sent at a byte a second held a connection open for good).
         shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
             within this, s; below docker compose's default stop timeout (10 s).
+        max_unhealthy_s: a replica whose ``/healthz`` stays red this long
+            without a break exits (status 4) to be replaced, s
+            (``PROCESSES`` > 1: the supervisor watches; :mod:`server.healing`).
     Processes
         processes: complete server processes sharing the listening socket
             (``python -m server`` only; default: the cores this process may
@@ -131,7 +137,9 @@ class Settings:
     ping_timeout_s: float = 20.0
     send_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
+    max_unhealthy_s: float = 30.0
     processes: int = field(default_factory=usable_cores)
     # One frame thread: a second one in the same process only contends for its GIL (two processes on
     # 2 cores, 50 visitors drawing continuously: p99 11-29 ms with two, 6-14 ms with one; docs/benchmarks.md).
@@ -153,7 +161,8 @@ class Settings:
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
-                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s",
+                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "body_timeout_s",
+                     "shutdown_grace_s", "max_unhealthy_s",
                      "compute_deadline_s", "fair_share"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
