@@ -4,7 +4,8 @@ Routes (docs/protocol.md, "HTTP endpoints"): ``/`` and ``/static`` (the
 page), ``/ws`` (one WebSocket per visitor: :mod:`server.gate`, then
 :mod:`server.session`), ``/healthz``, ``/readyz``, ``/metrics``
 (:mod:`server.health`), ``/api/models`` and ``/api/models/{name}/neurons/{j}``
-(:mod:`server.neuron_api`).  Start-up and shutdown: :mod:`server.lifespan`;
+(:mod:`server.neuron_api`), ``/learn`` and its API behind a curator login
+(:mod:`server.curator.routes`; nothing of it is reachable from ``/ws``).  Start-up and shutdown: :mod:`server.lifespan`;
 the state they share: :mod:`server.runtime`.
 """
 
@@ -17,6 +18,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from .curator.routes import Curator, curator_routes
 from .gate import websocket_endpoint
 from .health import healthz, metrics_endpoint, readyz
 from .inference.jobs import EngineFactory, default_engine_factory
@@ -51,10 +53,12 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         Route("/api/models/{name}/neurons/{neuron}", api_neuron),
         Route("/api/models/{name}/weights", api_weights),
         WebSocketRoute("/ws", websocket_endpoint),
+        *curator_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(QuietStartupFailure)])
     app.state.runtime = runtime
+    app.state.curator = Curator.from_settings(settings)
     return app
 
 

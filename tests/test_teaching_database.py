@@ -26,7 +26,7 @@ def test_migrate_command_is_idempotent_and_sqlite_is_in_wal_mode(tmp_path: Path)
         assert done.stdout.strip().endswith(f"is at schema revision {head_revision()}")
     with sqlite3.connect(tmp_path / SQLITE_FILE) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
 
 
 def test_concurrent_migrations_of_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
