@@ -1,4 +1,4 @@
-"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist}``."""
+"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist,learn,rollback,export}``."""
 
 import argparse
 import json
@@ -15,6 +15,7 @@ import torch
 from . import datasets
 from .evaluate import evaluate
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
+from .learn_cli import add_commands as add_learning_commands
 from .manifest import ModelStoreError, read_manifest
 from .store import load_model, register_model
 from .training import SELECTIONS, TrainConfig, train
@@ -159,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("--base-url", default=DEFAULT_BASE_URL)
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     fetch.set_defaults(run=cmd_fetch)
+    add_learning_commands(sub)  # learn, rollback, export (model_store/learn_cli.py)
     return root
 
 
