@@ -40,7 +40,7 @@ def database_of(args: argparse.Namespace) -> str:
 
     settings = Settings.from_env()
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-    return database_url(args.database_url or settings.database_url, data_dir)
+    return database_url(args.database_url or settings.database_url, data_dir, settings.database_url_file)
 
 
 async def _drawings(url: str, accept_proposed: bool) -> list[Any]:

@@ -94,7 +94,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     Raises :class:`~server.startup.StartupError` when it cannot be opened or its schema is out of date.
     """
     try:
-        url = database_url(settings.database_url, settings.data_dir)
+        url = database_url(settings.database_url, settings.data_dir, settings.database_url_file)
         await asyncio.to_thread(prepare, url)
     except (SchemaOutOfDate, SQLAlchemyError, OSError) as error:
         raise StartupError(f"teaching database: {error}") from error

@@ -103,6 +103,8 @@ class Settings:
         data_dir: where the embedded SQLite database lives (created if missing).
         database_url: a SQLAlchemy async URL (``postgresql+asyncpg://…``);
             empty: SQLite (WAL) in ``data_dir``.
+        database_url_file: a file holding that URL (a secret: it carries the
+            database password); read when ``database_url`` is empty.
         max_teach_per_minute: ``teach`` messages one visitor may send per
             minute (a burst of that many at once); beyond: ``rate_limited``.
     Curation (``/learn``, docs/curation.md)
@@ -155,7 +157,8 @@ class Settings:
     fair_share: float = 0.02
     coalesce: bool = True
     data_dir: Path = Path("data")
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
+    database_url_file: Path | None = None
     max_teach_per_minute: int = 20
     curator_password: str = field(default="", repr=False)
     curator_password_file: Path | None = None
