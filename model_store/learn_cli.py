@@ -103,8 +103,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             "test_accuracy": evaluations["official_test"]["after"] if "official_test" in evaluations else None,
             "provenance": {"drawings": data["visitor_train_ids"], "held_out": data["visitor_held_out_ids"],
                            "accept_proposed": args.accept_proposed,
-                           "evaluations": {name: {k: v for k, v in result.items() if not k.startswith("confusion")}
-                                           for name, result in evaluations.items()},
+                           "evaluations": evaluations,
                            "command": "python -m model_store learn"}}, args.store)
         version = {"sha256": entry["sha256"], "file": entry["file"], "round": entry["round"],
                    "parent_sha256": entry["parent"]["sha256"]}

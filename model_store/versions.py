@@ -53,6 +53,19 @@ def promote(model: nn.Module, name: str, details: dict[str, Any], store_dir: Pat
     return entry
 
 
+def history(name: str, store_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The versions of ``name``, current first, down to the one never fine-tuned here: each entry without its
+    ``parent`` (the list is the chain)."""
+    entry: Any = read_manifest(store_dir or store_dir_from_env())["models"].get(name)
+    if entry is None:
+        raise ModelStoreError(f"unknown model {name!r}")
+    chain = []
+    while isinstance(entry, dict):
+        chain.append({key: value for key, value in entry.items() if key != "parent"})
+        entry = entry.get("parent")
+    return chain
+
+
 def rollback(name: str, store_dir: Path | None = None) -> dict[str, Any]:
     """Make ``name``'s parent version current again; returns it.  Raises :class:`ModelStoreError` if the
     current version has no parent (it was never fine-tuned here)."""

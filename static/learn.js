@@ -151,3 +151,46 @@ function failed(error) {
 $("strategy").addEventListener("change", () => refresh().catch(failed));
 $("count").addEventListener("change", () => refresh().catch(failed));
 refresh().catch(failed);
+
+// ---------- training rounds (python -m model_store learn): per held-out set, before → after ----------
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(1)} %`;
+}
+
+function confusionTable(matrix, caption) {
+  const table = make("table", { class: "learn-confusion" });
+  table.append(make("caption", {}, caption));
+  const head = make("tr");
+  head.append(make("th", { scope: "col" }, "true \\ read"), ...matrix.map((_, c) => make("th", { scope: "col" }, String(c))));
+  table.append(head);
+  matrix.forEach((row, t) => {
+    const tr = make("tr");
+    tr.append(make("th", { scope: "row" }, String(t)), ...row.map((count, c) => make("td", { class: c === t ? "hit" : "" }, String(count))));
+    table.append(tr);
+  });
+  return table;
+}
+
+function roundItem(entry, serving) {
+  const item = make("article", { class: "learn-round", "data-round": String(entry.round) });
+  const title = entry.round === 0 ? "Shipped version" : `Round ${entry.round}: ${entry.drawings} visitor drawings`;
+  item.append(make("h3", {}, `${title} · ${entry.sha256.slice(0, 12)}${entry.sha256 === serving ? " (serving)" : ""}`));
+  for (const [set, e] of Object.entries(entry.evaluations)) {
+    const details = make("details");
+    details.append(make("summary", {}, `${set.replaceAll("_", " ")}: ${percent(e.before)} → ${percent(e.after)} ` +
+      `(n = ${e.n}, noise ±${percent(e.noise)})${e.blocked ? " — blocked" : ""}`));
+    const classes = make("p", {}, "Per class, before → after: " + e.per_class_before
+      .map((before, c) => `${c}: ${percent(before)} → ${percent(e.per_class_after[c])}`).join(", "));
+    details.append(classes);
+    if (e.confusion_before) details.append(confusionTable(e.confusion_before, "Confusion before"), confusionTable(e.confusion_after, "Confusion after"));
+    item.append(details);
+  }
+  return item;
+}
+
+async function loadRounds() {
+  const { rounds, serving_sha256: serving } = await api("/learn/api/rounds");
+  $("rounds").replaceChildren(...rounds.map((entry) => roundItem(entry, serving)));
+}
+
+loadRounds().catch((error) => ($("rounds").textContent = `Could not load the rounds: ${error.message}`));

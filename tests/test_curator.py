@@ -22,7 +22,7 @@ from server.teaching.drawings import DrawingStore, Reading
 from support import Visitor, server_process
 
 PASSWORD = "correct horse battery staple"
-ROUTES = [("GET", "/learn/api/pool"), ("GET", "/learn/api/drawings/1"), ("POST", "/learn/api/drawings/1"),
+ROUTES = [("GET", "/learn/api/pool"), ("GET", "/learn/api/rounds"), ("GET", "/learn/api/drawings/1"), ("POST", "/learn/api/drawings/1"),
           ("POST", "/learn/logout")]
 
 
@@ -251,3 +251,33 @@ def test_strategies_follow_their_definitions() -> None:
     assert {pick // 10 for pick in picks} == {1, 2}
     cold = strategies.propose("ranked_batch", np.tile(sure[0], (30, 1)), blobs, np.zeros((0, 2)), 1)
     assert cold[0] // 10 == 1  # the most central blob first
+
+
+def test_the_rounds_of_the_serving_model(tmp_path: Path) -> None:
+    """A store whose default model went through a round (its entry has a parent and provenance): /learn/api/rounds
+    lists both versions, newest first, with what the round measured."""
+    import shutil
+
+    from model_store.manifest import store_dir_from_env
+
+    store = tmp_path / "store"
+    shutil.copytree(store_dir_from_env(), store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    shipped = manifest["models"]["default"]
+    measured = {"embedded_validation": {"n": 500, "before": 0.98, "after": 0.982, "change": 0.002, "noise": 0.006,
+                                        "blocked": False, "per_class_before": [0.98] * 10,
+                                        "per_class_after": [0.982] * 10, "confusion_before": [[50] * 10] * 10,
+                                        "confusion_after": [[50] * 10] * 10}}
+    # Same weights (so the server's checks pass), recorded as round 1 on top of the shipped version.
+    manifest["models"]["default"] = {**shipped, "round": 1, "parent": shipped,
+                                     "provenance": {"drawings": [1, 2, 3], "evaluations": measured}}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    env = {"DATA_DIR": str(tmp_path / "data"), "CURATOR_PASSWORD": PASSWORD, "MODEL_STORE_DIR": str(store)}
+    with server_process(env) as server:
+        client = Client(server.url)
+        assert client.request("GET", "/learn/api/rounds").status == 401
+        client.log_in()
+        answer = client.request("GET", "/learn/api/rounds").json()
+    assert answer["model"] == "default" and answer["serving_sha256"] == shipped["sha256"]
+    assert [(r["round"], r["drawings"]) for r in answer["rounds"]] == [(1, 3), (0, 0)]
+    assert answer["rounds"][0]["evaluations"] == measured and answer["rounds"][1]["evaluations"] == {}

@@ -45,6 +45,7 @@ def test_a_curator_logs_in_explains_and_confirms(browser: Browser, learn_server:
         page.wait_for_url(url + "/learn", timeout=WAIT_MS)
         page.wait_for_selector("[data-part=proposed] button", timeout=WAIT_MS)
         assert page.locator("[data-part=pool-map] circle").count() == 10
+        page.wait_for_selector("[data-part=rounds] [data-round='0']", timeout=WAIT_MS)  # the shipped version
         page.select_option("[data-part=strategy]", "ranked_batch")
         page.wait_for_function("() => document.getElementById('pool-summary').textContent.includes('ranked batch')",
                                timeout=WAIT_MS)

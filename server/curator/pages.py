@@ -44,4 +44,8 @@ def learn_page(csrf: str) -> str:
             '<section class="panel" aria-labelledby="map-title"><h2 id="map-title">The pool, mapped</h2>'
             '<p class="hint">Each dot a drawing, placed by the first two principal components of its hidden '
             'activations, coloured by uncertainty (1 − max p: light sure, dark unsure).</p>'
-            '<div id="map" data-part="pool-map"></div></section></main></body></html>')
+            '<div id="map" data-part="pool-map"></div></section>'
+            '<section class="panel learn-rounds" aria-labelledby="rounds-title"><h2 id="rounds-title">Training rounds'
+            '</h2><p class="hint">Run a round with <code>python -m model_store learn</code>; each promoted version '
+            'of the serving model, newest first, with what its round measured on the held-out sets.</p>'
+            '<div id="rounds" data-part="rounds"></div></section></main></body></html>')

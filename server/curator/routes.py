@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from model_store.versions import history
 from server.logs import event
 from server.runtime import runtime_of, services_of
 from server.settings import Settings
@@ -59,6 +60,7 @@ def curator_routes() -> list[BaseRoute]:
         Route("/learn/api/pool", curator_only(api_pool), methods=["GET"]),
         Route("/learn/api/drawings/{drawing}", curator_only(api_drawing), methods=["GET"]),
         Route("/learn/api/drawings/{drawing}", curator_only(api_moderate), methods=["POST"]),
+        Route("/learn/api/rounds", curator_only(api_rounds), methods=["GET"]),
     ]
 
 
@@ -217,6 +219,20 @@ async def api_pool(request: Request, session: Session) -> Response:
         "map": [{"id": item["id"], "x": round(float(x), 4), "y": round(float(y), 4),
                  "uncertainty": item["uncertainty"]["least_confidence"]} for item, (x, y) in zip(items, points)],
     }, headers={"cache-control": "no-store"})
+
+
+async def api_rounds(request: Request, session: Session) -> Response:
+    """The serving model's training rounds, newest first: each version's round, sha256, date and what its round
+    measured (per held-out set: accuracy before and after, noise, per-class accuracy, confusion matrices)."""
+    runtime = runtime_of(request)
+    model = services_of(runtime).catalog.default_model
+    chain = await asyncio.to_thread(history, model, runtime.settings.model_store_dir)
+    serving = services_of(runtime).catalog.models[model].sha256
+    return JSONResponse({"model": model, "serving_sha256": serving, "rounds": [
+        {"round": entry.get("round", 0), "sha256": entry["sha256"], "created": entry.get("created"),
+         "drawings": len(entry.get("provenance", {}).get("drawings", [])),
+         "evaluations": entry.get("provenance", {}).get("evaluations", {})} for entry in chain]},
+        headers={"cache-control": "no-store"})
 
 
 def drawing_id(request: Request) -> int | None:
