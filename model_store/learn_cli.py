@@ -72,6 +72,42 @@ def labelled(rows: list[Any]) -> list[LabelledDrawing]:
             for row in rows]
 
 
+MAPS_PER_ROUND = 6  # round drawings whose LRP maps (old and new version) the provenance keeps
+
+
+def quantised(heatmap: np.ndarray) -> dict[str, Any]:
+    """A ``(28, 28)`` map as 784 int8 values and the scale that restores it (``value · scale``)."""
+    scale = float(np.abs(heatmap).max()) / 127 or 1.0
+    return {"scale": round(scale, 8), "values": np.round(heatmap / scale).astype(int).ravel().tolist()}
+
+
+def round_maps(old: Any, new: Any, drawings: list[LabelledDrawing]) -> list[dict[str, Any]]:
+    """LRP maps of the visitor's label under the old and the new version (the serving rule preset), for the
+    ``MAPS_PER_ROUND`` training drawings whose probability of their label changed most."""
+    import torch
+
+    from server.explain.engine import Engine, Request, Selection
+    from server.protocol import DEFAULT_RULE
+
+    if not drawings:
+        return []
+    images, labels = stack(drawings)
+    with torch.no_grad():
+        before = torch.softmax(old(torch.from_numpy(images)), 1).numpy()[np.arange(len(labels)), labels]
+        after = torch.softmax(new(torch.from_numpy(images)), 1).numpy()[np.arange(len(labels)), labels]
+    chosen = np.argsort(-np.abs(after - before), kind="stable")[:MAPS_PER_ROUND]
+    engines = [Engine(model, randomized=False) for model in (old, new)]
+    maps = []
+    for i in chosen:
+        request = Request(images[i], Selection(int(labels[i]), None), method="lrp", rule=DEFAULT_RULE)
+        frames = [engine.explain([request])[0] for engine in engines]
+        maps.append({"id": drawings[i].id, "label": int(labels[i]),
+                     **{side: {"prediction": int(frame.prediction), "p_label": round(float(p), 4),
+                               "heatmap": quantised(frame.heatmap)}
+                        for side, frame, p in (("old", frames[0], before[i]), ("new", frames[1], after[i]))}})
+    return maps
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     started = time.monotonic()
     url = database_of(args)
@@ -103,7 +139,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             "test_accuracy": evaluations["official_test"]["after"] if "official_test" in evaluations else None,
             "provenance": {"drawings": data["visitor_train_ids"], "held_out": data["visitor_held_out_ids"],
                            "accept_proposed": args.accept_proposed,
-                           "evaluations": evaluations,
+                           "evaluations": evaluations, "maps": round_maps(old, new, train_v),
                            "command": "python -m model_store learn"}}, args.store)
         version = {"sha256": entry["sha256"], "file": entry["file"], "round": entry["round"],
                    "parent_sha256": entry["parent"]["sha256"]}

@@ -185,6 +185,21 @@ function roundItem(entry, serving) {
     if (e.confusion_before) details.append(confusionTable(e.confusion_before, "Confusion before"), confusionTable(e.confusion_after, "Confusion after"));
     item.append(details);
   }
+  if (entry.maps?.length) {
+    const maps = make("div", { class: "learn-round-maps", "data-part": "round-maps" });
+    for (const { id, label, old, new: after } of entry.maps) {
+      const rows = (side) => {
+        const values = side.heatmap.values.map((v) => v * side.heatmap.scale);
+        return Array.from({ length: 28 }, (_, r) => values.slice(r * 28, r * 28 + 28));
+      };
+      const figure = make("figure", { class: "learn-round-map" });
+      figure.append(mapCanvas(rows(old), `Drawing ${id}: LRP for ${label}, old version`),
+        mapCanvas(rows(after), `Drawing ${id}: LRP for ${label}, new version`),
+        make("figcaption", {}, `#${id}, a ${label}: p = ${percent(old.p_label)} → ${percent(after.p_label)}`));
+      maps.append(figure);
+    }
+    item.append(make("p", { class: "hint" }, "LRP maps of the taught digit, old version | new version, for the round's drawings whose reading changed most:"), maps);
+  }
   return item;
 }
 

@@ -253,14 +253,14 @@ def test_strategies_follow_their_definitions() -> None:
     assert cold[0] // 10 == 1  # the most central blob first
 
 
-def test_the_rounds_of_the_serving_model(tmp_path: Path) -> None:
-    """A store whose default model went through a round (its entry has a parent and provenance): /learn/api/rounds
-    lists both versions, newest first, with what the round measured."""
+def store_with_a_round(directory: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]], str]:
+    """A copy of the store whose default model went through a round (same weights, so the server's checks pass):
+    the store, the round's evaluations and maps, the shipped sha256."""
     import shutil
 
     from model_store.manifest import store_dir_from_env
 
-    store = tmp_path / "store"
+    store = directory / "store"
     shutil.copytree(store_dir_from_env(), store)
     manifest = json.loads((store / "manifest.json").read_text())
     shipped = manifest["models"]["default"]
@@ -268,16 +268,26 @@ def test_the_rounds_of_the_serving_model(tmp_path: Path) -> None:
                                         "blocked": False, "per_class_before": [0.98] * 10,
                                         "per_class_after": [0.982] * 10, "confusion_before": [[50] * 10] * 10,
                                         "confusion_after": [[50] * 10] * 10}}
-    # Same weights (so the server's checks pass), recorded as round 1 on top of the shipped version.
+    heatmap = {"scale": 0.01, "values": [0] * 783 + [127]}
+    maps = [{"id": 2, "label": 4, "old": {"prediction": 9, "p_label": 0.3, "heatmap": heatmap},
+             "new": {"prediction": 4, "p_label": 0.8, "heatmap": heatmap}}]
     manifest["models"]["default"] = {**shipped, "round": 1, "parent": shipped,
-                                     "provenance": {"drawings": [1, 2, 3], "evaluations": measured}}
+                                     "provenance": {"drawings": [1, 2, 3], "evaluations": measured, "maps": maps}}
     (store / "manifest.json").write_text(json.dumps(manifest))
+    return store, measured, maps, shipped["sha256"]
+
+
+def test_the_rounds_of_the_serving_model(tmp_path: Path) -> None:
+    """A store whose default model went through a round: /learn/api/rounds lists both versions, newest first,
+    with what the round measured and its maps."""
+    store, measured, maps, shipped = store_with_a_round(tmp_path)
     env = {"DATA_DIR": str(tmp_path / "data"), "CURATOR_PASSWORD": PASSWORD, "MODEL_STORE_DIR": str(store)}
     with server_process(env) as server:
         client = Client(server.url)
         assert client.request("GET", "/learn/api/rounds").status == 401
         client.log_in()
         answer = client.request("GET", "/learn/api/rounds").json()
-    assert answer["model"] == "default" and answer["serving_sha256"] == shipped["sha256"]
+    assert answer["model"] == "default" and answer["serving_sha256"] == shipped
     assert [(r["round"], r["drawings"]) for r in answer["rounds"]] == [(1, 3), (0, 0)]
     assert answer["rounds"][0]["evaluations"] == measured and answer["rounds"][1]["evaluations"] == {}
+    assert answer["rounds"][0]["maps"] == maps and answer["rounds"][1]["maps"] == []

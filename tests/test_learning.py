@@ -86,6 +86,13 @@ def test_a_round_promotes_with_its_provenance_and_rolls_back(tmp_path: Path) -> 
     assert entry["sha256"] == result["version"]["sha256"] != before
     assert (entry["round"], entry["parent"]["sha256"]) == (1, before)
     assert entry["provenance"]["drawings"] == data["visitor_train_ids"]
+    maps = entry["provenance"]["maps"]  # the LRP maps of the round's most changed drawings, old and new version
+    assert len(maps) == 6 and {m["id"] for m in maps} <= set(data["visitor_train_ids"])
+    for shown in maps:
+        for side in ("old", "new"):
+            values = np.array(shown[side]["heatmap"]["values"])
+            assert values.shape == (784,) and np.abs(values).max() == 127
+        assert shown["old"]["heatmap"] != shown["new"]["heatmap"]
     assert load_model("default", store) is not None  # the new file verifies against its recorded hash
     back = model_store("--store", str(store), "rollback", data_dir=data_dir)
     assert back.returncode == 0, back.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser
-from test_curator import PASSWORD, seed
+from test_curator import PASSWORD, seed, store_with_a_round
 from test_page import WAIT_MS, browser, run_axe  # noqa: F401
 
 from model_store.strokes import load_golden_digits
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def learn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     data_dir = tmp_path_factory.mktemp("learn-page")
-    with server_process({"DATA_DIR": str(data_dir), "CURATOR_PASSWORD": PASSWORD}) as server:
+    store, _, _, _ = store_with_a_round(data_dir)
+    with server_process({"DATA_DIR": str(data_dir), "CURATOR_PASSWORD": PASSWORD, "MODEL_STORE_DIR": str(store)}) \
+            as server:
         golden = load_golden_digits()
         drawings = [(tuple(tuple(map(tuple, s)) for s in golden[d]), d) for d in range(10)]
         # Playwright's sync API runs an event loop in this thread: seed from another.
@@ -46,6 +48,8 @@ def test_a_curator_logs_in_explains_and_confirms(browser: Browser, learn_server:
         page.wait_for_selector("[data-part=proposed] button", timeout=WAIT_MS)
         assert page.locator("[data-part=pool-map] circle").count() == 10
         page.wait_for_selector("[data-part=rounds] [data-round='0']", timeout=WAIT_MS)  # the shipped version
+        assert page.locator("[data-round='1'] [data-part=round-maps] canvas").count() == 2  # old | new
+        assert "embedded validation: 98.0 % → 98.2 %" in page.locator("[data-round='1']").inner_text()
         page.select_option("[data-part=strategy]", "ranked_batch")
         page.wait_for_function("() => document.getElementById('pool-summary').textContent.includes('ranked batch')",
                                timeout=WAIT_MS)

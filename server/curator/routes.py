@@ -231,7 +231,8 @@ async def api_rounds(request: Request, session: Session) -> Response:
     return JSONResponse({"model": model, "serving_sha256": serving, "rounds": [
         {"round": entry.get("round", 0), "sha256": entry["sha256"], "created": entry.get("created"),
          "drawings": len(entry.get("provenance", {}).get("drawings", [])),
-         "evaluations": entry.get("provenance", {}).get("evaluations", {})} for entry in chain]},
+         "evaluations": entry.get("provenance", {}).get("evaluations", {}),
+         "maps": entry.get("provenance", {}).get("maps", [])} for entry in chain]},
         headers={"cache-control": "no-store"})
 
 
