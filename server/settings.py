@@ -107,6 +107,8 @@ class Settings:
             database password); read when ``database_url`` is empty.
         max_teach_per_minute: ``teach`` messages one visitor may send per
             minute (a burst of that many at once); beyond: ``rate_limited``.
+        version_poll_s: how often the store's manifest is read for a newly
+            promoted version of a served model (``server.versions``), s.
     Curation (``/learn``, docs/curation.md)
         curator_password: the curator's password (empty: see the next two);
             hashed with argon2 at start-up, never stored or logged.
@@ -160,6 +162,7 @@ class Settings:
     database_url: str = field(default="", repr=False)
     database_url_file: Path | None = None
     max_teach_per_minute: int = 20
+    version_poll_s: float = 10.0
     curator_password: str = field(default="", repr=False)
     curator_password_file: Path | None = None
     curator_password_hash: str = field(default="", repr=False)
@@ -178,7 +181,8 @@ class Settings:
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
                      "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s",
-                     "compute_deadline_s", "fair_share", "curator_session_s", "curator_lockout_s"):
+                     "compute_deadline_s", "fair_share", "curator_session_s", "curator_lockout_s",
+                     "version_poll_s"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
         # More engine threads than cores only adds contention (each runs torch with one thread).

@@ -227,7 +227,7 @@ async def api_rounds(request: Request, session: Session) -> Response:
     runtime = runtime_of(request)
     model = services_of(runtime).catalog.default_model
     chain = await asyncio.to_thread(history, model, runtime.settings.model_store_dir)
-    serving = services_of(runtime).catalog.models[model].sha256
+    serving = services_of(runtime).versions.serving(model)
     return JSONResponse({"model": model, "serving_sha256": serving, "rounds": [
         {"round": entry.get("round", 0), "sha256": entry["sha256"], "created": entry.get("created"),
          "drawings": len(entry.get("provenance", {}).get("drawings", [])),
