@@ -203,9 +203,31 @@ function roundItem(entry, serving) {
   return item;
 }
 
-async function loadRounds() {
-  const { rounds, serving_sha256: serving } = await api("/learn/api/rounds");
-  $("rounds").replaceChildren(...rounds.map((entry) => roundItem(entry, serving)));
+function roundStatus(running, last) {
+  if (running) return "A round is running (a worker process; a minute or so)…";
+  if (!last) return "";
+  if (last.error) return `The last round failed: ${last.error.join(" ")}`;
+  return last.promoted ? `The last round was promoted (round ${last.version.round}); servers switch within seconds.`
+    : `The last round was not promoted: it would have dropped on ${last.blocked_by.join(", ")}.`;
 }
+
+async function loadRounds() {
+  const { rounds, serving_sha256: serving, running, last } = await api("/learn/api/rounds");
+  $("rounds").replaceChildren(...rounds.map((entry) => roundItem(entry, serving)));
+  $("round-status").textContent = roundStatus(running, last);
+  $("start-round").disabled = running;
+  if (running) setTimeout(() => loadRounds().catch(failed), 3000);
+}
+
+$("start-round").addEventListener("click", async () => {
+  $("start-round").disabled = true;
+  try {
+    await api("/learn/api/rounds", { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf },
+      body: JSON.stringify({ accept_proposed: $("accept-proposed").checked }) });
+  } catch (error) {
+    $("round-status").textContent = `Could not start: ${error.message}`;
+  }
+  await loadRounds();
+});
 
 loadRounds().catch((error) => ($("rounds").textContent = `Could not load the rounds: ${error.message}`));

@@ -291,3 +291,44 @@ def test_the_rounds_of_the_serving_model(tmp_path: Path) -> None:
     assert [(r["round"], r["drawings"]) for r in answer["rounds"]] == [(1, 3), (0, 0)]
     assert answer["rounds"][0]["evaluations"] == measured and answer["rounds"][1]["evaluations"] == {}
     assert answer["rounds"][0]["maps"] == maps and answer["rounds"][1]["maps"] == []
+
+
+def test_the_curator_starts_a_round_in_a_worker_process(tmp_path: Path) -> None:
+    """POST /learn/api/rounds runs `python -m model_store learn` beside the server: one at a time, CSRF needed,
+    its result reported by GET, and the promoted version served by the same process afterwards."""
+    import shutil
+    import time
+
+    from model_store.manifest import store_dir_from_env
+
+    store, data_dir = tmp_path / "store", tmp_path / "data"
+    shutil.copytree(store_dir_from_env(), store)
+    env = {"DATA_DIR": str(data_dir), "CURATOR_PASSWORD": PASSWORD, "MODEL_STORE_DIR": str(store),
+           "VERSION_POLL_S": "1"}
+    with server_process(env) as server:
+        golden = load_golden_digits()
+        asyncio.run(seed(data_dir, [(tuple(tuple(map(tuple, s)) for s in golden[d]), d) for d in range(10)] * 3))
+        client = Client(server.url)
+        client.log_in()
+        token = re.search(rb'name="csrf-token" content="([^"]+)"', client.request("GET", "/learn").body).group(1)
+        body = json.dumps({"accept_proposed": True, "epochs": 2}).encode()
+        assert client.request("POST", "/learn/api/rounds", body, {"content-type": "application/json"}).status == 403
+        headers = {"content-type": "application/json", "x-csrf-token": token.decode()}
+        assert client.request("POST", "/learn/api/rounds", b'{"epochs": 0}', headers).status == 400
+        assert client.request("POST", "/learn/api/rounds", body, headers).status == 202
+        assert client.request("POST", "/learn/api/rounds", body, headers).status == 409
+        deadline = time.monotonic() + 240
+        while (state := client.request("GET", "/learn/api/rounds").json())["running"]:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        last = state["last"]
+        assert "error" not in last, last
+        assert last["data"]["visitor_train"] + last["data"]["visitor_held_out"] == 30
+        assert set(last["evaluations"]) == {"embedded_validation", "visitor_held_out"}
+        if last["promoted"]:
+            sha = last["version"]["sha256"]
+            while client.request("GET", "/learn/api/rounds").json()["serving_sha256"] != sha:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        else:
+            assert last["blocked_by"]

@@ -48,4 +48,7 @@ def learn_page(csrf: str) -> str:
             '<section class="panel learn-rounds" aria-labelledby="rounds-title"><h2 id="rounds-title">Training rounds'
             '</h2><p class="hint">Run a round with <code>python -m model_store learn</code>; each promoted version '
             'of the serving model, newest first, with what its round measured on the held-out sets.</p>'
+            '<p><button id="start-round" type="button" data-part="start-round">Run a training round now</button> '
+            '<label><input id="accept-proposed" type="checkbox"> count unreviewed proposals as confirmed</label></p>'
+            '<p id="round-status" class="hint" role="status"></p>'
             '<div id="rounds" data-part="rounds"></div></section></main></body></html>')

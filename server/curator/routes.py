@@ -4,6 +4,8 @@ the session's CSRF token (a form field, or the ``X-CSRF-Token`` header of the AP
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ class Curator:
     failed: FailedLogins
     verifying: asyncio.Semaphore
     pool: Pool | None = None
+    training: "asyncio.Task[dict[str, Any]] | None" = None  # the round this process started, if any
+    last_round: dict[str, Any] | None = None  # what the last one it started printed (or why it failed)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Curator":
@@ -61,6 +65,7 @@ def curator_routes() -> list[BaseRoute]:
         Route("/learn/api/drawings/{drawing}", curator_only(api_drawing), methods=["GET"]),
         Route("/learn/api/drawings/{drawing}", curator_only(api_moderate), methods=["POST"]),
         Route("/learn/api/rounds", curator_only(api_rounds), methods=["GET"]),
+        Route("/learn/api/rounds", curator_only(api_start_round), methods=["POST"]),
     ]
 
 
@@ -228,12 +233,78 @@ async def api_rounds(request: Request, session: Session) -> Response:
     model = services_of(runtime).catalog.default_model
     chain = await asyncio.to_thread(history, model, runtime.settings.model_store_dir)
     serving = services_of(runtime).versions.serving(model)
-    return JSONResponse({"model": model, "serving_sha256": serving, "rounds": [
+    curator = curator_of(request)
+    running = curator.training is not None and not curator.training.done()
+    return JSONResponse({"model": model, "serving_sha256": serving, "running": running,
+                         "last": curator.last_round, "rounds": [
         {"round": entry.get("round", 0), "sha256": entry["sha256"], "created": entry.get("created"),
          "drawings": len(entry.get("provenance", {}).get("drawings", [])),
          "evaluations": entry.get("provenance", {}).get("evaluations", {}),
          "maps": entry.get("provenance", {}).get("maps", [])} for entry in chain]},
         headers={"cache-control": "no-store"})
+
+
+MAX_ROUND_EPOCHS = 200
+
+
+async def api_start_round(request: Request, session: Session) -> Response:
+    """Start ``python -m model_store learn`` in a worker process: ``{"accept_proposed": bool, "epochs": int}``
+    (both optional).  202 once started; 409 while this process's previous round runs."""
+    curator = curator_of(request)
+    if curator.training is not None and not curator.training.done():
+        return JSONResponse({"error": "a round is already running"}, status.HTTP_409_CONFLICT)
+    body = await request.body()
+    try:
+        document = orjson.loads(body) if body and len(body) <= MAX_FORM_BYTES else {}
+    except orjson.JSONDecodeError:
+        document = None
+    epochs = document.get("epochs", 20) if isinstance(document, dict) else None
+    if not isinstance(document, dict) or not isinstance(document.get("accept_proposed", False), bool) \
+            or not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_ROUND_EPOCHS:
+        return JSONResponse({"error": f"expected {{\"accept_proposed\": bool, \"epochs\": 1 .. {MAX_ROUND_EPOCHS}}}"},
+                            status.HTTP_400_BAD_REQUEST)
+    settings = runtime_of(request).settings
+    command = training_command(settings, services_of(runtime_of(request)).catalog.default_model,
+                               document.get("accept_proposed", False), epochs)
+    curator.training = asyncio.create_task(run_round(command, settings))
+    curator.training.add_done_callback(lambda task: finished_round(curator, task))
+    event("training_round_started", epochs=epochs)
+    return JSONResponse({"status": "running"}, status.HTTP_202_ACCEPTED)
+
+
+def training_command(settings: Settings, model: str, accept_proposed: bool, epochs: int) -> list[str]:
+    store = ["--store", str(settings.model_store_dir)] if settings.model_store_dir is not None else []
+    return [sys.executable, "-m", "model_store", *store, "learn", "--json", "--name", model, "--epochs", str(epochs),
+            "--data-dir", str(settings.data_dir), *(["--accept-proposed"] if accept_proposed else [])]
+
+
+async def run_round(command: list[str], settings: Settings) -> dict[str, Any]:
+    """Run the round's command (its own process: training never runs in a server's event loop or GIL)."""
+    # The database URL travels in the environment, never on a command line others can read (ps).
+    environment = {**os.environ, "DATABASE_URL": settings.database_url}
+    if settings.database_url_file is not None:
+        environment["DATABASE_URL_FILE"] = str(settings.database_url_file)
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE, env=environment)
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        return {"error": err.decode(errors="replace").strip().splitlines()[-1:] or ["failed"],
+                "status": process.returncode}
+    result: dict[str, Any] = orjson.loads(out)
+    return {key: result[key] for key in ("promoted", "blocked_by", "version", "seconds", "data")
+            if key in result} | {"evaluations": {name: {k: v for k, v in e.items() if k in ("n", "before", "after",
+                                                                                          "change", "noise", "blocked")}
+                                                 for name, e in result.get("evaluations", {}).items()}}
+
+
+def finished_round(curator: Curator, task: "asyncio.Task[dict[str, Any]]") -> None:
+    if task.cancelled():
+        curator.last_round = {"error": ["cancelled (the server stopped)"]}
+        return
+    error = task.exception()
+    curator.last_round = {"error": [f"{type(error).__name__}: {error}"]} if error is not None else task.result()
+    event("training_round_finished", logging.INFO if error is None else logging.ERROR,
+          promoted=curator.last_round.get("promoted"), error=curator.last_round.get("error"))
 
 
 def drawing_id(request: Request) -> int | None:
