@@ -1,4 +1,4 @@
-"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist}``."""
+"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist,learn,rollback,export}``."""
 
 import argparse
 import json
@@ -17,6 +17,7 @@ from .cnn_training import CnnTrainConfig, train_cnn
 from .evaluate import REDRAW_SEED, REDRAW_SIZES, evaluate, redraw, redrawn_test_sample
 from .families import CNN, FAMILIES, MLP, family_of
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
+from .learn_cli import add_commands as add_learning_commands
 from .manifest import ModelStoreError, read_manifest
 from .references import compute_references, register_references
 from .store import load_model, register_model
@@ -218,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("--base-url", default=DEFAULT_BASE_URL)
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     fetch.set_defaults(run=cmd_fetch)
+    add_learning_commands(sub)  # learn, rollback, export (model_store/learn_cli.py)
     return root
 
 

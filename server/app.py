@@ -4,7 +4,8 @@ Routes (docs/protocol.md, "HTTP endpoints"): ``/`` and ``/static`` (the
 page), ``/ws`` (one WebSocket per visitor: :mod:`server.gate`, then
 :mod:`server.session`), ``/healthz``, ``/readyz``, ``/metrics``
 (:mod:`server.health`), ``/api/models`` and ``/api/models/{name}/neurons/{j}``
-(:mod:`server.neuron_api`).  Start-up and shutdown: :mod:`server.lifespan`;
+(:mod:`server.neuron_api`), ``/learn`` and its API behind a curator login
+(:mod:`server.curator.routes`; nothing of it is reachable from ``/ws``).  Start-up and shutdown: :mod:`server.lifespan`;
 the state they share: :mod:`server.runtime`.
 """
 
@@ -18,6 +19,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from .curator.routes import Curator, curator_routes
 from .gate import websocket_endpoint
 from .healing import terminate_self
 from .health import healthz, metrics_endpoint, readyz
@@ -58,10 +60,12 @@ def create_app(settings: Settings | None = None, engine_factory: EngineFactory =
         Route("/api/models/{name}/weights", api_weights),
         Route("/api/models/{name}/concepts/{layer}/{channel}", api_concept),
         WebSocketRoute("/ws", websocket_endpoint),
+        *curator_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(QuietStartupFailure)])
     app.state.runtime = runtime
+    app.state.curator = Curator.from_settings(settings)
     return app
 
 

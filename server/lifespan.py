@@ -37,6 +37,7 @@ from .teaching.database import database_url, open_engine
 from .teaching.drawings import DrawingStore
 from .teaching.migrate import SchemaOutOfDate, prepare
 from .teaching.teacher import Teacher
+from .versions import Versions
 
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
 
@@ -63,8 +64,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # first counterfactual is not the one that meets the compute deadline.
     await asyncio.to_thread(counterfactuals.prepare)
     database = await open_database(settings)
-    teacher = Teacher(DrawingStore(database), batcher, catalog)
-    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher)
+    versions = Versions(runtime.threads.models,
+                        {name: info.sha256 or "unknown" for name, info in catalog.models.items()},
+                        {name: info.hidden for name, info in catalog.models.items()})
+    teacher = Teacher(DrawingStore(database), batcher, versions)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher,
+                                versions)
+    watcher = asyncio.create_task(versions.watch(settings.model_store_dir, settings.version_poll_s))
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
     healing = asyncio.create_task(end_when_unserviceable(lambda: healthy(runtime), lambda: end_process(runtime),
@@ -87,6 +93,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         lag_probe.cancel()
         heartbeat.cancel()
         healing.cancel()
+        watcher.cancel()
         runtime.replica.withdraw()
         for scan in runtime.scans.values():
             scan.cancel()
@@ -101,7 +108,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     Raises :class:`~server.startup.StartupError` when it cannot be opened or its schema is out of date.
     """
     try:
-        url = database_url(settings.database_url, settings.data_dir)
+        url = database_url(settings.database_url, settings.data_dir, settings.database_url_file)
         await asyncio.to_thread(prepare, url)
     except (SchemaOutOfDate, SQLAlchemyError, OSError) as error:
         raise StartupError(f"teaching database: {error}") from error

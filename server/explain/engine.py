@@ -70,8 +70,8 @@ class Request:
     """One drawing to explain.
 
     ``image``: ``(28, 28)`` float32 in [0, 1] (from ``server.raster.rasterize``);
-    ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a key
-    of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges);
+    ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a preset of
+    the model's family (used by ``"lrp"`` and for the edges), ``None`` for the family's default;
     ``knockout``: distinct hidden units in 0…H−1 (at most H) whose outputs are
     forced to zero; ``heatmap``: ``False`` computes every number but the map (an on-pause method while the
     visitor draws: mode ``attribution``, an all-zero heatmap).
@@ -80,7 +80,7 @@ class Request:
     image: np.ndarray
     selection: Selection
     method: str = "lrp"
-    rule: str = "epsilon"
+    rule: str | None = "epsilon"
     knockout: tuple[int, ...] = ()
     heatmap: bool = True
 
@@ -326,6 +326,8 @@ class Engine:
         wrong shape, NaN, values outside [0, 1], unknown class, neuron, method
         or rule) before any tensor reaches the model.
         """
+        requests = [dataclasses.replace(request, rule=self.family.default_rule)
+                    if isinstance(request, Request) and request.rule is None else request for request in requests]
         for index, request in enumerate(requests):
             check_request(request, index, self.hidden, self.family, self.channels)
         if not requests:
@@ -343,7 +345,7 @@ class Engine:
         class_channels = {layer: torch.zeros(len(requests), width, dtype=DTYPE)
                           for layer, width in self.channels.items()}
         feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
-        for rule in {request.rule for request in requests}:
+        for rule in {request.rule or self.family.default_rule for request in requests}:  # normalised above
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
             starts = [start_of(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus,
                                requests[b].selection.layer) if requests[b].heatmap else None for b in rows]
@@ -453,6 +455,8 @@ class Engine:
         Raises ``ValueError`` as :meth:`explain` does, or if the engine was
         built with ``randomized=False``.
         """
+        if isinstance(request, Request) and request.rule is None:
+            request = dataclasses.replace(request, rule=self.family.default_rule)
         check_request(request, 0, self.hidden, self.family, self.channels)
         if not self._randomized:
             raise ValueError("sanity: this engine was built without randomised copies (randomized=False)")

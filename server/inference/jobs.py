@@ -43,7 +43,7 @@ class Spec:
     output: int | None
     hidden: int | None
     method: str
-    rule: str
+    rule: str | None  # None: the model's default preset
     heatmap: bool = True
     versus: int | None = None
     knockout: tuple[int, ...] = ()
