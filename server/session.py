@@ -51,11 +51,13 @@ from .inference.batcher import Batcher
 from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .logs import event
 from .metrics import Metrics
+from .photo import prepare_upload
 from .protocol import (
     Ack,
     CounterfactualAsk,
     ErrorCode,
     Limits,
+    Photo,
     ProtocolError,
     Stroke,
     View,
@@ -287,6 +289,8 @@ class Session:
                 self.schedule.acknowledge(message.frame, now)
                 self.wakeup.set()  # a credit may be free
                 return
+            if isinstance(message, Photo):
+                message = await asyncio.to_thread(prepare_upload, message)  # decoding: ms of CPU, not on the loop
             effect = self.state.apply(message)
         except ProtocolError as error:
             await self._refuse(error, now)
@@ -396,7 +400,7 @@ class Session:
     async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
         slow = self.services.catalog.on_pause(view.method) and not ticket.pending
         job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket),
-                  owner=self.visitor, raster=self.raster)
+                  owner=self.visitor, raster=self.raster, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(rendered(result))
         self.schedule.sent(ticket.number, self.loop.time())
@@ -419,7 +423,8 @@ class Session:
         target: int | None = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),)),
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),),
+                    photo=view.photo),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
@@ -430,7 +435,7 @@ class Session:
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
         job = Job(view.model, view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
-                  sanity=True)
+                  sanity=True, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
