@@ -17,7 +17,7 @@ from torch import nn
 
 from server.explain.counterfactual import CounterfactualSearch
 from server.explain.family import family_of
-from server.raster import rasterize
+from server.photo import model_input
 
 from .frames import encode_counterfactual, encode_error
 from .neurons import Digits
@@ -58,7 +58,7 @@ class Counterfactuals:
         """The ``counterfactual`` message for ``ask`` (or its ``error``), as text."""
         view = ask.view
         search = self.search(view.model)
-        image = rasterize(view.strokes)
+        image = model_input(view.strokes, view.photo)
         target = ask.target if ask.target is not None else runner_up(search, image, view.knockout)
         found = search.find(image, target, view.knockout)
         if found is None:

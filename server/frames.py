@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from .catalog import Catalog
+from .photo import MAX_SIDE_PX
 from .protocol import MAX_COMPARE_METHODS, PROTOCOL_VERSION, ErrorCode, Limits, View
 
 U8_SCALE = 1.0 / 255.0
@@ -114,7 +115,7 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    "max_points": limits.max_points, "max_strokes": limits.max_strokes,
                    "max_frames_per_s": timing["max_frames_per_s"], "idle_timeout_s": timing["idle_timeout_s"],
                    "ping_interval_s": timing["ping_interval_s"], "pause_ms": timing["pause_ms"],
-                   "max_compare_methods": MAX_COMPARE_METHODS},
+                   "max_compare_methods": MAX_COMPARE_METHODS, "max_photo_side_px": MAX_SIDE_PX},
     })
 
 

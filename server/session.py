@@ -53,6 +53,7 @@ from .inference.batcher import Batcher
 from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .logs import event
 from .metrics import Metrics
+from .photo import prepare_upload
 from .protocol import (
     Ack,
     Clear,
@@ -60,6 +61,7 @@ from .protocol import (
     ErrorCode,
     Forget,
     Limits,
+    Photo,
     ProtocolError,
     Stroke,
     View,
@@ -302,6 +304,8 @@ class Session:
             if not self.bucket.admit(now):
                 raise ProtocolError(ErrorCode.RATE_LIMITED,
                                     f"more than {self.settings.max_messages_per_s} messages per second")
+            if isinstance(message, Photo):
+                message = await asyncio.to_thread(prepare_upload, message)  # decoding: ms of CPU, not on the loop
             if isinstance(message, Forget):
                 self.desk.submit(message, now)
                 return
@@ -427,8 +431,7 @@ class Session:
     async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
         slow = self.services.catalog.on_pause(view.method) and not ticket.pending
         job = Job(self.pins[view.model], view.strokes, (self._spec(view, ticket.pending),),
-                  render=FrameRenderer(view, ticket),
-                  owner=self.visitor, raster=self.raster)
+                  render=FrameRenderer(view, ticket), owner=self.visitor, raster=self.raster, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(rendered(result))
         self.schedule.sent(ticket.number, self.loop.time())
@@ -452,7 +455,8 @@ class Session:
         for method in methods:
             result = await self.services.batcher.compute(
                 Job(self.pins[view.model], view.strokes,
-                    (Spec(target, None, method, view.rule, knockout=view.knockout, layer=view.layer),)),
+                    (Spec(target, None, method, view.rule, knockout=view.knockout, layer=view.layer),),
+                    photo=view.photo),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
@@ -463,7 +467,7 @@ class Session:
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
         job = Job(self.pins[view.model], view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
-                  sanity=True)
+                  sanity=True, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
@@ -473,7 +477,8 @@ class Session:
         channels = self.services.catalog.models[view.model].channels[layer]
         specs = tuple(Spec(view.output, k, "lrp", view.rule, knockout=view.knockout, layer=layer)
                       for k in range(channels))
-        result = await self.services.batcher.compute(Job(self.pins[view.model], view.strokes, specs), slow=True)
+        result = await self.services.batcher.compute(Job(self.pins[view.model], view.strokes, specs, photo=view.photo),
+                                                     slow=True)
         if self.state.model == view.model:
             await self._send(encode_concepts(view, layer, result.frames, result.compute_ms))
 
