@@ -16,7 +16,6 @@ import numpy as np
 from torch import nn
 
 from server.explain.counterfactual import CounterfactualSearch
-from server.explain.family import family_of
 from server.photo import model_input
 
 from .frames import encode_counterfactual, encode_error
@@ -43,9 +42,8 @@ class Counterfactuals:
 
     def prepare(self) -> None:
         """Build every model's search now (blocking), rather than on its first request."""
-        for model, network in self.models.items():
-            if family_of(network).name == "mlp":
-                self.search(model)
+        for model in self.models:
+            self.search(model)
 
     def search(self, model: str) -> CounterfactualSearch:
         """The search of ``model``, built by the first caller."""

@@ -33,7 +33,8 @@ threshold, then clip).  Van Looveren & Klaise search ``c`` by bisection; here
 ``t``, and a candidate stops changing once it is: the first mask to get there
 from ``m = 0`` is a sparse one.  At ``m = 1`` a candidate *is* its prototype,
 which the model reads as ``t``.  The candidates run as one numpy batch
-(float32; the network is 784 × H × 10).  The answer is the successful
+(float32; an MLP is 784 × H × 10); a cnn's convolutions below ``fc1`` run in torch, its gradient
+taken back through them by autograd (:class:`ConvFeatures`).  The answer is the successful
 candidate with the least ``β‖m‖₁ + γ·smoothness + θ·prototype`` loss,
 checked on the image as sent (quantised to bytes).  Should no mask get
 there, the even blends ``m = α·1`` (α = 0.1, 0.2, …, 1) are tried, the
@@ -42,15 +43,20 @@ and no clock in the search (it stops after ``steps`` iterations or once every ca
 read as ``t``): the same drawing gives the same answer on any machine.
 """
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from model_store.architecture import linear_layer
 from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
+
+from .family import family_of
 
 BELOW_MARGIN = 1e6  # added to the loss of a mask read as the target only between threshold and margin
 
@@ -102,20 +108,66 @@ class Counterfactual:
     compute_ms: float
 
 
+class ConvFeatures:
+    """A cnn's layers below ``fc1`` (its convolutions, ReLUs and max-pools) as a function of the pixels, and
+    its vector-Jacobian product (torch autograd, float32): what ``fc1`` reads instead of the pixels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        names = [name for name, _ in model.named_children()]
+        below = nn.Sequential(*(model.get_submodule(name) for name in names[:names.index("fc1")]))
+        self.layers = copy.deepcopy(below).float().eval().requires_grad_(False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(R, F)`` features of ``x (R, 784)``."""
+        with torch.no_grad():
+            features: np.ndarray = self.layers(torch.from_numpy(x).reshape(-1, 1, *IMAGE_SHAPE)).numpy()
+        return features
+
+    def with_vjp(self, x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The features of ``x`` and their vector-Jacobian product at ``x``: ``(R, F)`` gradients → ``(R, 784)``,
+        from one forward pass."""
+        pixels = torch.from_numpy(x).reshape(-1, 1, *IMAGE_SHAPE).requires_grad_(True)
+        features = self.layers(pixels)
+
+        def back(gradient: np.ndarray) -> np.ndarray:
+            (pulled,) = torch.autograd.grad(features, pixels, torch.from_numpy(gradient))
+            result: np.ndarray = pulled.reshape(len(x), INPUT_SIZE).numpy()
+            return result
+
+        return features.detach().numpy(), back
+
+
 @dataclass(frozen=True)
 class Network:
-    """The model's weights as float32 numpy arrays, with a knock-out mask ``keep`` ``(H,)``."""
+    """The model's dense weights as float32 numpy arrays, with a knock-out mask ``keep`` ``(H,)``;
+    ``features``: what ``fc1`` reads of the pixels (a cnn's convolutions), ``None`` for the pixels themselves."""
 
     w1: np.ndarray
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
     keep: np.ndarray
+    features: ConvFeatures | None = None
 
     def hidden(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``z1`` and ``a`` of ``x (R, 784)``."""
-        z1 = x @ self.w1.T + self.b1
+        z1 = (x if self.features is None else self.features(x)) @ self.w1.T + self.b1
         return z1, np.maximum(z1, 0.0) * self.keep
+
+    def hidden_with_gradient(self, x: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """:meth:`hidden` of ``x`` and the map of a gradient ``(R, H)`` at ``z1`` back to the pixels ``(R, 784)``."""
+        if self.features is None:
+            features, back = x, None
+        else:
+            features, back = self.features.with_vjp(x)
+        z1 = features @ self.w1.T + self.b1
+
+        def to_pixels(d_z1: np.ndarray) -> np.ndarray:
+            d_features: np.ndarray = d_z1 @ self.w1
+            return d_features if back is None else back(d_features)
+
+        return z1, np.maximum(z1, 0.0) * self.keep, to_pixels
 
     def probabilities(self, a: np.ndarray) -> np.ndarray:
         """Softmax of the logits of hidden activations ``a (R, H)``."""
@@ -159,7 +211,8 @@ class CounterfactualSearch:
     Parameters
     ----------
     model:
-        ``Sequential(flatten, fc1, relu, fc2)``; its weights are copied, the model is not kept.
+        A store model of either family; its weights are copied (a cnn's layers below ``fc1`` as
+        :class:`ConvFeatures`), the model is not kept.
     images, labels:
         Training digits ``(N, 28, 28)`` in [0, 1] and their classes (the embedded 5,000).  Float32
         ``images`` are kept as they are, not copied: they must not change afterwards.
@@ -175,17 +228,18 @@ class CounterfactualSearch:
         self.w1, self.b1 = fc1.weight.detach().float().numpy().copy(), fc1.bias.detach().float().numpy().copy()
         self.w2, self.b2 = fc2.weight.detach().float().numpy().copy(), fc2.bias.detach().float().numpy().copy()
         self.hidden = len(self.b1)
+        self.features = ConvFeatures(model) if family_of(model).conv_layers else None
         self.objective = objective
         # A view of ``images`` when they are float32 (the shared embedded digits), not a copy per model.
         self.images = np.asarray(images, dtype=np.float32).reshape(len(images), INPUT_SIZE)
-        activations = np.maximum(self.images @ self.w1.T + self.b1, 0.0)
+        _, activations = self.network().hidden(self.images)
         self.by_class = [(np.flatnonzero(labels == c), activations[labels == c]) for c in range(N_CLASSES)]
 
     def network(self, knockout: tuple[int, ...] = ()) -> Network:
         """The network with the hidden units ``knockout`` forced to zero."""
         keep = np.ones(self.hidden, dtype=np.float32)
         keep[list(knockout)] = 0.0
-        return Network(self.w1, self.b1, self.w2, self.b2, keep)
+        return Network(self.w1, self.b1, self.w2, self.b2, keep, self.features)
 
     def find(self, image: np.ndarray, target: int, knockout: tuple[int, ...] = ()) -> Counterfactual | None:
         """The counterfactual of ``image`` ``(28, 28)`` in [0, 1] for class ``target``, or ``None`` if no
@@ -247,7 +301,7 @@ class CounterfactualSearch:
               prototype: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """One proximal gradient step from ``mask`` for every candidate."""
         objective = self.objective
-        z1, a = network.hidden(x0 + mask * direction)
+        z1, a, to_pixels = network.hidden_with_gradient(x0 + mask * direction)
         probabilities = network.probabilities(a)
         # d/dlogits of c·max(0, −log p_t − κ) is c·(p − onehot_t) where the hinge is active.
         active = probabilities[:, target] < objective.margin_probability
@@ -255,7 +309,7 @@ class CounterfactualSearch:
         d_logits[:, target] -= 1.0
         d_logits *= weights * active[:, None]
         d_hidden = (d_logits @ network.w2 + 2.0 * objective.theta * (a - prototype)) * (z1 > 0) * network.keep
-        gradient = (d_hidden @ network.w1) * direction + objective.gamma * smoothness_gradient(mask)
+        gradient = to_pixels(d_hidden) * direction + objective.gamma * smoothness_gradient(mask)
         moved: np.ndarray = mask - objective.step_size * gradient
         moved = np.clip(moved - objective.step_size * objective.beta, 0.0, 1.0)  # prox of β‖m‖₁ on m ≥ 0, box
         return moved
