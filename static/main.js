@@ -357,7 +357,7 @@ const selectionPanel = createSelectionPanel($("selection-slot"), {
   },
 });
 const trust = createTrust({ send: (message) => (socket.wake(), socket.send(message)) });
-// "Teach it what you drew" (teach.js): under the pad, with its dialog and the list of taught drawings.
+// "Teach the network" (teach.js): a panel below the stage, its dialog and the list of taught drawings.
 const teaching = createTeaching({ send: (message) => socket.send(message), kiosk: kioskSettings(location.search) !== null });
 
 /** The methods a comparison asks for: every method the server offers, at most welcome.limits.max_compare_methods. */

@@ -1,9 +1,9 @@
 // Teach the network (issue 27; docs/protocol.md, "teach" and "forget"): after a reading, a visitor says
-// what they drew. Consent is asked each time, in words that say what is stored. The server answers
+// what they drew. A panel below the stage (the stage keeps its one-screen layout and its tab order). Consent is asked each time, in words that say what is stored. The server answers
 // `taught` with a deletion token once the drawing is stored; the page keeps the tokens (never in kiosk
 // mode: the next visitor could delete the drawing) and lists the drawings, each with a Forget button.
 
-import { addPanel, slot } from "./panels.js";
+import { addPanel } from "./panels.js";
 import { isEmpty } from "./state.js";
 
 /** What the visitor agrees to, shown beside the checkbox each time. */
@@ -57,7 +57,7 @@ function writeTaught(storage, list) {
 }
 
 /**
- * The teach button (under the pad), its dialog and, outside kiosk mode, the panel of taught drawings.
+ * The "Teach the network" panel: its button, the dialog it opens and, outside kiosk mode, the taught drawings.
  * @param {object} options
  * @param {(message: object) => (number|null)} options.send  sends a protocol message; its seq, null if offline
  * @param {boolean} options.kiosk  a shared screen: no token is kept
@@ -66,9 +66,11 @@ function writeTaught(storage, list) {
  *            render: (state: object) => void, reset: () => void}}
  */
 export function createTeaching({ send, kiosk, storage = kiosk ? null : window.localStorage }) {
+  const panel = addPanel({ id: "teach", title: "Teach the network", order: 4 });
   const open = make("button", { type: "button", class: "teach-open", "data-part": "teach", disabled: "" },
     "Teach it what you drew");
-  slot("draw").append(open);
+  panel.body.append(make("p", { class: "hint" }, "Did it read your digit right? Tell it what you drew: a curator " +
+    "checks it, and the network learns from it in its next training round."), open);
 
   const dialog = make("dialog", { class: "teach-dialog", "aria-labelledby": "teach-title", "data-part": "teach-dialog" });
   const form = make("form", { method: "dialog" });
@@ -92,10 +94,14 @@ export function createTeaching({ send, kiosk, storage = kiosk ? null : window.lo
   dialog.append(form);
   document.body.append(dialog);
 
-  const panel = kiosk ? null : addPanel({ id: "taught", title: "Drawings you taught", order: 7 });
+  // Outside kiosk mode: this browser's taught drawings, each with Forget (the tokens stay on this device).
+  const listing = kiosk ? null : make("div", { id: "taught", class: "taught" });
   const list = make("ul", { class: "taught-list", "data-part": "taught" });
   const panelStatus = make("p", { class: "hint", role: "status" });
-  panel?.body.append(list, panelStatus);
+  if (listing) {
+    listing.append(make("h3", {}, "Drawings you taught"), list, panelStatus);
+    panel.body.append(listing);
+  }
 
   let pending = []; // requests sent and not yet answered, in order: {seq, kind: "teach"|"forget", id?}
   let taught = readTaught(storage);
@@ -109,7 +115,7 @@ export function createTeaching({ send, kiosk, storage = kiosk ? null : window.lo
   }
 
   function renderList() {
-    if (!panel) return;
+    if (!listing) return;
     list.replaceChildren(...taught.map(({ id, label }) => {
       const item = make("li", {}, `Drawing #${id}, a ${label} `);
       const forget = make("button", { type: "button", "data-part": "forget", "data-id": String(id) }, "Forget it");
@@ -180,7 +186,7 @@ export function createTeaching({ send, kiosk, storage = kiosk ? null : window.lo
         renderList();
       }
       status.textContent = storage
-        ? `Thank you! Stored as drawing #${message.id}. You can delete it below, under "Drawings you taught".`
+        ? `Thank you! Stored as drawing #${message.id}. You can delete it under "Drawings you taught".`
         : `Thank you! Stored as drawing #${message.id}.`;
       form.reset();
       refreshSubmit();

@@ -8,9 +8,9 @@ parameters, argon2-cffi's defaults): callers run it on a thread.
 import hmac
 import os
 import secrets
+import tempfile
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -59,33 +59,26 @@ def session_key(settings: Settings) -> bytes:
     """The cookie-signing key: ``curator_session_secret_file``, else a key file in ``data_dir`` made once.
 
     Every process of a replica (and every replica sharing ``data_dir``) reads the same file, so a
-    login made on one process is valid on the others.  Created with ``O_EXCL`` and mode 0600: of
-    processes starting together, one writes it and the others read it.
+    login made on one process is valid on the others.  Written whole to a temporary file (mode 0600)
+    and linked into place, which fails if the name exists: of processes starting together, one key
+    wins, and nobody ever reads a half-written one.
     """
     path = settings.curator_session_secret_file or settings.data_dir / SESSION_KEY_FILE
     if settings.curator_session_secret_file is None and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
-    key = _read_key(path)
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            os.unlink(temporary)
+    key = path.read_bytes().strip()
     if len(key) < 32:
         raise ValueError(f"the session key in {path} is {len(key)} bytes, at least 32 are needed")
     return key
-
-
-def _read_key(path: Path) -> bytes:
-    # A second process may find the file created but not yet written: wait for its content briefly.
-    for _ in range(100):
-        key = path.read_bytes().strip()
-        if key:
-            return key
-        os.sched_yield()
-    return b""
 
 
 @dataclass(frozen=True)
