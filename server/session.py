@@ -368,7 +368,13 @@ class Session:
                     # The comparison only is lost; the live frames go on (their own deadline closes 1011).
                     await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
             if sanity:
-                await self._send_sanity(self.state.view())
+                view = self.state.view()
+                try:
+                    await self._send_sanity(view)
+                except InferenceError as error:
+                    if error.error_type != DEADLINE_EXCEEDED:
+                        raise
+                    await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
 
     async def _counterfactual_loop(self) -> None:
         """Send one ``counterfactual`` (or its ``error``) per request, for the drawing as it was asked about;
@@ -380,7 +386,7 @@ class Session:
             if ask is None:
                 continue
             try:
-                text = await self.services.batcher.call(self.services.counterfactuals.answer, ask)
+                text = await self.services.batcher.call(self.services.counterfactuals.answer, ask, owner=self.visitor)
             except InferenceError as error:
                 # A search past the compute deadline (a loaded server) ends this answer, not the session.
                 event("counterfactual_failed", logging.WARNING, visitor=self.visitor, error=error.error_type)
@@ -422,7 +428,8 @@ class Session:
         target: int | None = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),)),
+                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout),),
+                    owner=self.visitor),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
@@ -433,7 +440,7 @@ class Session:
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
         job = Job(view.model, view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
-                  sanity=True)
+                  sanity=True, owner=self.visitor)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
