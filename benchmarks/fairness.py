@@ -11,7 +11,14 @@ visitors doing the worst the limits allow, in alternating windows:
 * ``rescale``: a 4,032-point zig-zag inside (0.1, 0.1)–(0.9, 0.9), then a
   one-point stroke at (0, 0), ``undo``, again, at ``--rate`` per second: each
   message changes the drawing's bounding box, so no frame can reuse the
-  cached canvas and each draws all 4,033 points again.
+  cached canvas and each draws all 4,033 points again;
+* the slow-lane floods (issue 29.1): a real digit drawn, then at ``--rate``
+  per second ``sanity`` requests (method KernelSHAP, the costliest: three
+  maps each), ``compare`` requests (LIME and KernelSHAP), ``counterfactual``
+  requests (target cycling 0–9), ``onpause`` (method KernelSHAP and a
+  ``select`` each time: every frame of a still drawing computes the on-pause
+  map), or ``questions`` (the four, in turn).  Each flooder reads its
+  answers, and how many came back is reported (``abuser_answers_per_s``).
 
 Latency is per bystander message, from sending it to the first frame that
 reflects it (as in :mod:`benchmarks.latency`).  Frame rates are frames per
@@ -23,16 +30,21 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
-from .targets import KINDS, LocalServer
+from .targets import KINDS, REPO, LocalServer
 from .workload import load_drawings
 
-MODES = ("zigzag", "rescale")
+MODES = ("zigzag", "rescale", "sanity", "compare", "counterfactual", "onpause", "questions")
+FLOODS = ("sanity", "compare", "counterfactual", "onpause")
+SLOW_METHOD = "kernel_shap"
+ANSWERS = {"sanity", "comparison", "counterfactual"}  # the slow lane's answers (onpause: frames)
 MAX_POINTS_PER_MESSAGE = 512
 
 
@@ -44,6 +56,7 @@ class Phase:
     p99_ms: float
     bystander_fps: float
     abuser_fps: float | None
+    abuser_answers_per_s: float | None = None
 
 
 @dataclass
@@ -54,6 +67,7 @@ class Window:
     bystander_frames: int
     abuser_frames: list[int]
     elapsed_s: float
+    abuser_answers: list[int] = field(default_factory=list)
 
 
 def zigzag(points: int, low: float, high: float) -> list[list[float]]:
@@ -68,6 +82,7 @@ class Client:
         self.socket = socket
         self.seq = 0
         self.frames = 0
+        self.answers = 0  # sanity, comparison and counterfactual messages received
         self.sent: dict[int, float] = {}  # seq → send time, of messages whose latency is measured
         self.latency_ms: list[float] = []
 
@@ -80,6 +95,7 @@ class Client:
     async def receive(self) -> None:
         async for raw in self.socket:
             message = orjson.loads(raw)
+            self.answers += message["type"] in ANSWERS
             if message["type"] != "frame" or message["seq"] is None:
                 continue
             self.frames += 1
@@ -109,8 +125,42 @@ async def bystander_draws(client: Client, strokes: Sequence[Sequence[Sequence[fl
                 await asyncio.sleep(1 / 60)
 
 
-async def abuse(client: Client, mode: str, rate: float, stop: float) -> None:
+def flood_request(mode: str, index: int) -> dict:
+    """The ``index``-th request of a slow-lane flood of kind ``mode`` (``questions``: the kinds in turn)."""
+    kind = FLOODS[index % len(FLOODS)] if mode == "questions" else mode
+    if kind == "sanity":
+        return {"type": "sanity"}
+    if kind == "compare":
+        return {"type": "compare", "methods": ["lime", SLOW_METHOD]}
+    if kind == "counterfactual":
+        return {"type": "counterfactual", "target": index % 10}
+    return {"type": "select", "output": index % 10, "hidden": None}  # onpause: a still drawing's costly frame
+
+
+async def flood(client: Client, mode: str, strokes: Sequence[Sequence[Sequence[float]]], rate: float,
+                stop: float) -> None:
+    """A real digit, the costliest method, then ``mode``'s requests at ``rate`` per second."""
+    for stroke_id, stroke in enumerate(strokes):
+        for start in range(0, len(stroke), MAX_POINTS_PER_MESSAGE):
+            points = [list(point) for point in stroke[start:start + MAX_POINTS_PER_MESSAGE]]
+            await client.send({"type": "stroke", "id": stroke_id, "points": points})
+    await client.send({"type": "configure", "method": SLOW_METHOD})
+    started = time.monotonic()
+    for index in itertools.count():
+        if time.monotonic() >= stop:
+            return
+        await client.send(flood_request(mode, index))
+        await asyncio.sleep(max(0.0, started + (index + 1) / rate - time.monotonic()))
+
+
+async def abuse(client: Client, mode: str, rate: float, stop: float, digit: Sequence = ()) -> None:
     """The worst allowed thing (see the module's docstring), at ``rate`` messages per second."""
+    if mode not in ("zigzag", "rescale"):
+        try:
+            await flood(client, mode, digit, rate, stop)
+        except ConnectionClosed:
+            pass  # the server closed this flooder (e.g. refused messages); the others flood on
+        return
     total, low, high = (4096, 0.0, 1.0) if mode == "zigzag" else (4096 - 64, 0.1, 0.9)
     points = zigzag(total, low, high)
     for start in range(0, total, MAX_POINTS_PER_MESSAGE):
@@ -134,31 +184,37 @@ async def window(url: str, origin: str, strokes: Sequence, abusers: int, mode: s
     bystander, others = clients[0], clients[1:]
     receivers = [asyncio.create_task(client.receive()) for client in clients]
     try:
-        abusing = [asyncio.create_task(abuse(client, mode, rate, time.monotonic() + duration_s + 1.0))
+        digit = strokes[:2]  # the first drawing's strokes or so: a real digit for the flooders
+        abusing = [asyncio.create_task(abuse(client, mode, rate, time.monotonic() + duration_s + 1.0, digit))
                    for client in others]
         await asyncio.sleep(1.0 if others else 0.0)  # the abusers' drawings are in
         frames_before = [client.frames for client in clients]
+        answers_before = [client.answers for client in others]
         started = time.monotonic()
         await bystander_draws(bystander, strokes, started + duration_s)
         elapsed = time.monotonic() - started
         frames = [client.frames - before for client, before in zip(clients, frames_before)]
+        answers = [client.answers - before for client, before in zip(others, answers_before)]
         await asyncio.gather(*abusing)
         await asyncio.sleep(0.5)  # the last frames
     finally:
         for client in clients:
             await client.socket.close()
         await asyncio.gather(*receivers, return_exceptions=True)
-    return Window(bystander.latency_ms + [np.inf] * len(bystander.sent), frames[0], frames[1:], elapsed)
+    return Window(bystander.latency_ms + [np.inf] * len(bystander.sent), frames[0], frames[1:], elapsed, answers)
 
 
 def pooled(windows: list[Window]) -> Phase:
     samples = np.concatenate([np.asarray(item.latency_ms) for item in windows])
     elapsed = sum(item.elapsed_s for item in windows)
     abusers = [frames for item in windows for frames in item.abuser_frames]
+    answers = [count for item in windows for count in item.abuser_answers]
+    per_abuser_s = len(windows[0].abuser_frames) * elapsed
     return Phase(round(float(np.percentile(samples, 50, method="inverted_cdf")), 2),
                  round(float(np.percentile(samples, 99, method="inverted_cdf")), 2),
                  round(sum(item.bystander_frames for item in windows) / elapsed, 1),
-                 round(sum(abusers) / len(windows[0].abuser_frames) / elapsed, 1) if abusers else None)
+                 round(sum(abusers) / per_abuser_s, 1) if abusers else None,
+                 round(sum(answers) / per_abuser_s, 2) if abusers else None)
 
 
 async def measure(url: str, origin: str, abusers: int = 3, mode: str = "zigzag", rate: float = 120.0,
@@ -178,19 +234,29 @@ async def measure(url: str, origin: str, abusers: int = 3, mode: str = "zigzag",
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fairness", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=MODES, default="zigzag")
+    parser.add_argument("--mode", default="zigzag", help=f"comma separated, from {MODES}")
     parser.add_argument("--abusers", type=int, default=3)
     parser.add_argument("--rate", type=float, default=120.0, help="abusers' messages per second each")
     parser.add_argument("--duration", type=float, default=4.0, help="measuring window, seconds")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and abuse windows")
     parser.add_argument("--servers", default="server", help=f"comma separated, from {sorted(KINDS)}")
+    parser.add_argument("--repo", type=Path, action="append", default=[],
+                        help="also measure the server of this checkout (another commit), once per --repo")
     args = parser.parse_args(argv)
-    report = {}
-    for name in args.servers.split(","):
-        with LocalServer(KINDS[name], None, {}) as server:
-            report[name] = asyncio.run(measure(server.url, server.origin, args.abusers, args.mode, args.rate,
-                                               args.duration, args.rounds))
-    print(orjson.dumps({"mode": args.mode, "abusers": args.abusers, "rate": args.rate, **report},
+    modes = args.mode.split(",")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; known: {MODES}")
+    report: dict[str, dict] = {}
+    for repo in [REPO, *args.repo]:
+        for name in args.servers.split(","):
+            label = name if repo == REPO else f"{name}@{repo}"
+            # One server per mode: a flood's queued work must not spill into the next mode's windows.
+            for mode in modes:
+                with LocalServer(KINDS[name], None, {}, repo=repo) as server:
+                    report.setdefault(mode, {})[label] = asyncio.run(measure(
+                        server.url, server.origin, args.abusers, mode, args.rate, args.duration, args.rounds))
+    print(orjson.dumps({"abusers": args.abusers, "rate": args.rate, "modes": report},
                        option=orjson.OPT_INDENT_2).decode())
 
 

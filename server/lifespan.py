@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from .catalog import Catalog, MethodInfo, ModelInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
 from .healing import end_when_unserviceable
 from .inference.batcher import Batcher
+from .inference.budget import GIL_SWITCH_INTERVAL_S
 from .inference.jobs import EngineThreads, Job, Spec
 from .logs import event
 from .metrics import Metrics
@@ -48,6 +50,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
     torch.set_num_threads(1)  # see server.inference.jobs.one_torch_thread
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the loop and frame thread win the GIL back from a slow job
     catalog, models = load_store(settings)
     runtime.references = load_concepts(settings, models)
     runtime.threads = EngineThreads(models, settings.backend, runtime.engine_factory)
@@ -56,7 +59,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                       batch_wait_ms=settings.batch_wait_ms if settings.coalesce else 0.0,
                       # a frame, a comparison and a teach per connection, and the start-up check
                       max_jobs=3 * settings.max_connections + 1,
-                      deadline_s=settings.compute_deadline_s, fair_share=settings.fair_share)
+                      deadline_s=settings.compute_deadline_s, fair_share=settings.fair_share,
+                      slow_share=settings.slow_share, slow_budget=settings.slow_budget)
     batcher.start()
     limits = Limits(settings.max_points_per_message, settings.max_points, settings.max_strokes)
     counterfactuals = Counterfactuals(models, runtime.digits)

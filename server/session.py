@@ -40,6 +40,7 @@ WebSocket, and the receive loop sees the disconnect.
 import asyncio
 import itertools
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -395,9 +396,20 @@ class Session:
                     # The comparison only is lost; the live frames go on (their own deadline closes 1011).
                     await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
             if sanity:
-                await self._send_sanity(self.state.view())
+                view = self.state.view()
+                await self._within_deadline(view, self._send_sanity(view))
             if concepts is not None:
-                await self._send_concepts(self.state.view(), concepts)
+                view = self.state.view()
+                await self._within_deadline(view, self._send_concepts(view, concepts))
+
+    async def _within_deadline(self, view: View, answer: Coroutine[Any, Any, None]) -> None:
+        """Send ``answer``; one past the compute deadline is a ``compute_timeout`` error, the session goes on."""
+        try:
+            await answer
+        except InferenceError as error:
+            if error.error_type != DEADLINE_EXCEEDED:
+                raise
+            await self._send(encode_error(ErrorCode.COMPUTE_TIMEOUT, error.message, view.seq))
 
     async def _counterfactual_loop(self) -> None:
         """Send one ``counterfactual`` (or its ``error``) per request, for the drawing as it was asked about;
@@ -409,7 +421,7 @@ class Session:
             if ask is None:
                 continue
             try:
-                text = await self.services.batcher.call(self.services.counterfactuals.answer, ask)
+                text = await self.services.batcher.call(self.services.counterfactuals.answer, ask, owner=self.visitor)
             except InferenceError as error:
                 # A search past the compute deadline (a loaded server) ends this answer, not the session.
                 event("counterfactual_failed", logging.WARNING, visitor=self.visitor, error=error.error_type)
@@ -456,7 +468,7 @@ class Session:
             result = await self.services.batcher.compute(
                 Job(self.pins[view.model], view.strokes,
                     (Spec(target, None, method, view.rule, knockout=view.knockout, layer=view.layer),),
-                    photo=view.photo),
+                    photo=view.photo, owner=self.visitor),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
@@ -467,7 +479,7 @@ class Session:
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
         job = Job(self.pins[view.model], view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
-                  sanity=True, photo=view.photo)
+                  sanity=True, photo=view.photo, owner=self.visitor)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
@@ -477,8 +489,8 @@ class Session:
         channels = self.services.catalog.models[view.model].channels[layer]
         specs = tuple(Spec(view.output, k, "lrp", view.rule, knockout=view.knockout, layer=layer)
                       for k in range(channels))
-        result = await self.services.batcher.compute(Job(self.pins[view.model], view.strokes, specs, photo=view.photo),
-                                                     slow=True)
+        job = Job(self.pins[view.model], view.strokes, specs, photo=view.photo, owner=self.visitor)
+        result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send(encode_concepts(view, layer, result.frames, result.compute_ms))
 

@@ -102,6 +102,14 @@ class Settings:
             ~7 frames/s.  0.1, the first default, stopped binding once a
             redraw got cheap (solid pen, December 2026): three heavy visitors
             then kept 60 frames/s and raised a bystander's p99 1.6×.
+        slow_share: slow-lane CPU time (on-pause maps, comparisons, sanity
+            checks, counterfactual searches) a visitor may use, seconds per
+            second; above it, its next slow job waits
+            (server.inference.budget).
+        slow_budget: the fraction of one core the slow lane of a server
+            process may compute: after a slow job of c CPU seconds it stays
+            idle c · (1/slow_budget − 1), so that its thread holds the
+            process's GIL at most that fraction of the time.
         coalesce: ``True``: latest-wins frames and micro-batching. ``False``:
             the naive baseline, one frame per input message in order, batches
             of one (benchmark baseline (b)).
@@ -165,6 +173,8 @@ class Settings:
     batch_wait_ms: float = 0.0
     compute_deadline_s: float = 3.0
     fair_share: float = 0.02
+    slow_share: float = 0.1
+    slow_budget: float = 0.25
     coalesce: bool = True
     data_dir: Path = Path("data")
     database_url: str = field(default="", repr=False)
@@ -189,10 +199,11 @@ class Settings:
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
                      "ping_timeout_s", "send_timeout_s", "header_timeout_s", "body_timeout_s",
-                     "shutdown_grace_s", "max_unhealthy_s", "compute_deadline_s", "fair_share",
-                     "curator_session_s", "curator_lockout_s", "version_poll_s"):
+                     "shutdown_grace_s", "max_unhealthy_s", "compute_deadline_s", "fair_share", "slow_share",
+                     "slow_budget", "curator_session_s", "curator_lockout_s", "version_poll_s"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
+        _require("slow_budget", self.slow_budget <= 1, "at most 1 (one core)")
         # More engine threads than cores only adds contention (each runs torch with one thread).
         _require("workers", self.workers <= (os.cpu_count() or 1), f"at most the {os.cpu_count()} cores")
         _require("backend", self.backend in BACKENDS, f"one of {BACKENDS}")

@@ -9,9 +9,11 @@ engine call per model.  While every worker is busy, jobs pile up and the
 next batch is larger: batching grows with load instead of adding latency
 when the server is idle.
 
-Slow jobs (on-pause methods, comparisons, neuron scans) take a lane of
-their own, one job per call, on threads of their own of lower priority
-(``SLOW_NICE``), so that they never hold up a live frame.  So do the
+Slow jobs (on-pause methods, comparisons, sanity checks, counterfactual
+searches, neuron scans) take a lane of their own, one job per call, on
+threads of their own of lower priority (``SLOW_NICE``), so that they never
+hold up a live frame, within a CPU budget per visitor and per process
+(:mod:`server.inference.budget`): a job over either waits.  So do the
 frames of a visitor whose last frame was costly or whose recent engine
 time exceeds its fair share (:class:`server.inference.usage.Usage`): they
 are never batched with other visitors' frames, and a visitor over its share
@@ -30,6 +32,7 @@ from typing import Any, TypeVar
 
 from server.metrics import Metrics
 
+from .budget import SlowBudget
 from .jobs import DEADLINE_EXCEEDED, EngineThreads, InferenceError, Job, JobResult, as_inference_error
 from .lanes import Item, Lane
 from .usage import Usage
@@ -49,10 +52,13 @@ class Batcher:
 
     ``deadline_s``: an engine call not returned within it fails (see the module's docstring).
     ``fair_share``: engine time per second a visitor's frames may use (:mod:`server.inference.usage`).
+    ``slow_share``, ``slow_budget``: the slow lane's CPU budget per visitor (seconds per second) and per
+    process (fraction of one core) (:mod:`server.inference.budget`).
     """
 
     def __init__(self, threads: EngineThreads, metrics: Metrics, workers: int, batch_max: int,
-                 batch_wait_ms: float, max_jobs: int, deadline_s: float, fair_share: float) -> None:
+                 batch_wait_ms: float, max_jobs: int, deadline_s: float, fair_share: float,
+                 slow_share: float = 0.1, slow_budget: float = 0.25) -> None:
         self.threads = threads
         self.metrics = metrics
         self.batch_max = batch_max
@@ -64,6 +70,7 @@ class Batcher:
         self.slow_workers = Workers(slow, deadline_s, max_abandoned=slow, nice=SLOW_NICE, warm=threads.warm)
         self.max_jobs = max_jobs
         self.usage = Usage(fair_share)
+        self.budget = SlowBudget(slow_share, slow_budget)
         self.fast, self.slow = Lane(), Lane()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -98,6 +105,8 @@ class Batcher:
         # Fair share: a visitor over budget waits until its usage has decayed to the share; a costly
         # frame is computed alone, so that it holds up no other visitor's batch.
         now = time.monotonic()
+        if slow:  # held until the visitor's slow-lane usage has decayed to its share
+            await asyncio.sleep(self.budget.visitor_wait_s(job.owner, now))
         over = not slow and self.usage.over_share(job.owner, now)
         if over:
             await asyncio.sleep(self.usage.wait_s(job.owner, now))
@@ -108,10 +117,30 @@ class Batcher:
             self.usage.charge(job.owner, result.cost_s, result.raster_work_px, time.monotonic())
         return result
 
-    async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on a worker thread, as a slow job, within the deadline."""
+    async def call(self, function: Callable[..., T], *args: Any, owner: int = 0) -> T:
+        """Run ``function(*args)`` on a worker thread, as a slow job of visitor ``owner``, within the deadline
+        and the slow lane's budgets."""
+        await asyncio.sleep(self.budget.visitor_wait_s(owner, time.monotonic()))
         worker = await self.slow_workers.acquire()
-        return await self.slow_workers.run(worker, function, *args)
+        await self._within_lane_budget(worker)
+        started = time.monotonic()
+        try:
+            timed: tuple[T, float] = await self.slow_workers.run(worker, _thread_timed, function, args)
+        except InferenceError:
+            self.budget.charge(owner, time.monotonic() - started, time.monotonic())  # its CPU time is unknown
+            raise
+        result, cost_s = timed
+        self.budget.charge(owner, cost_s, time.monotonic())
+        return result
+
+    async def _within_lane_budget(self, worker: Worker) -> None:
+        """Wait, holding slow-lane thread ``worker``, until the process's slow-lane budget lets a job start
+        (idle in proportion to the last jobs' cost); ``worker`` is released if the wait is cancelled."""
+        try:
+            await asyncio.sleep(self.budget.lane_wait_s(time.monotonic()))
+        except BaseException:
+            self.slow_workers.release(worker)
+            raise
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -136,8 +165,10 @@ class Batcher:
         while True:
             item = await self.slow.take()
             worker = await self._acquire(self.slow_workers, self.slow, [item])
-            if worker is not None:
-                self._spawn(self._run([item], self.slow_workers, worker))
+            if worker is None:
+                continue
+            await self._within_lane_budget(worker)
+            self._spawn(self._run([item], self.slow_workers, worker))
 
     @staticmethod
     async def _acquire(workers: Workers, lane: Lane, waiting: list[Item]) -> Worker | None:
@@ -166,7 +197,12 @@ class Batcher:
                 self._retry_alone(live, workers)  # which job hung is unknown: the one that hangs again
                 return
             results = [error] * len(live)
-        self._settle(live, results, time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        if workers is self.slow_workers:
+            for (job, _), result in zip(live, results):  # a failed job's CPU time is unknown: its wall time
+                cost_s = result.cost_s if isinstance(result, JobResult) else elapsed_s
+                self.budget.charge(job.owner, cost_s, time.monotonic())
+        self._settle(live, results, elapsed_s)
 
     def _retry_alone(self, items: list[Item], workers: Workers) -> None:
         """Run each job of a batch that overran the deadline again on its own, side by side on any free
@@ -189,3 +225,10 @@ class Batcher:
                 future.set_exception(as_inference_error(result))
             else:
                 future.set_result(result)
+
+
+def _thread_timed(function: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, float]:
+    """``function(*args)`` and the CPU seconds this thread spent on it."""
+    started = time.thread_time()
+    result = function(*args)
+    return result, time.thread_time() - started
