@@ -504,9 +504,19 @@ let examples = [];
 loadExamples()
   .then((list) => {
     examples = list;
+    renderRequest ??= requestAnimationFrame(render); // the blank pad's "Show me an example"
     buildExamples(examplesPanel.body.lastElementChild, list, (example) => load({ strokes: example.strokes }, { animate: true }));
   })
   .catch((error) => console.warn("xai: examples unavailable", error.message));
+
+// The examples, from the stage: a blank pad offers to draw the next one.
+let shownExample = 0;
+$("example-now").addEventListener("click", () => {
+  if (!examples.length) return;
+  const example = examples[shownExample % examples.length];
+  shownExample += 1;
+  load({ strokes: example.strokes }, { animate: true });
+});
 
 const kiosk = kioskSettings(location.search);
 let attractTimer = null;
@@ -677,6 +687,9 @@ function render() {
   // A photo has no strokes to replay: the timeline is for drawings.
   if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty && !state.drawing.photo);
   $("pad-hint").hidden = !empty || !$("cta").hidden;
+  // A blank pad has nothing to replay: Example takes Replay's place (no layout change while drawing).
+  $("example-now").hidden = !empty || !$("cta").hidden || !examples.length;
+  $("replay").hidden = !$("example-now").hidden;
   if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
