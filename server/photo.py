@@ -102,7 +102,7 @@ def prepare_photo(data: bytes) -> np.ndarray:
 def prepare_upload(message: Photo) -> Photo:
     """``message`` with its image file prepared into the model's ``input``; a refused photo raises
     :class:`~server.protocol.ProtocolError` with the code and sentence of its :class:`PhotoError`.
-    CPU work of ~5–20 ms: the session runs it off the event loop."""
+    CPU work of ~30 ms (median) for a 480 × 640 photo here: the session runs it off the event loop."""
     if message.data is None:
         return message
     try:

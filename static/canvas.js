@@ -122,8 +122,11 @@ export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
     frameRequest = null;
   }
 
-  /** Size the backing store to the element (device pixels) and draw `strokes` again. */
-  function redraw(strokes) {
+  /**
+   * Size the backing store to the element (device pixels) and draw `strokes` again, over what
+   * `background(context)` paints first (a photo), if given.
+   */
+  function redraw(strokes, background = null) {
     const ratio = window.devicePixelRatio || 1;
     const size = Math.max(1, Math.round(canvas.clientWidth * ratio));
     if (canvas.width !== size || canvas.height !== size) {
@@ -131,6 +134,7 @@ export function createPad(canvas, { onStrokeStart, onPoints, onStrokeEnd }) {
       canvas.height = size;
     }
     context.clearRect(0, 0, canvas.width, canvas.height);
+    background?.(context);
     inkStyle();
     for (const stroke of strokes) {
       stroke.points.forEach((point, i) => (i ? drawSegment(stroke.points[i - 1], point) : drawDot(point)));

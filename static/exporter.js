@@ -4,6 +4,7 @@
 
 import { css, diverging } from "./colormap.js";
 import { maxAbs } from "./arrays.js";
+import { decodeBase64, encodeInput } from "./photo.js";
 
 /** `format` of an exported JSON file; `version` changes if its fields change meaning. */
 export const EXPORT_FORMAT = "xai-digit-export";
@@ -119,6 +120,8 @@ export function exportDocument(state, models) {
     config,
     selection,
     strokes: state.drawing.strokes.filter((stroke) => stroke.points.length).map((stroke) => stroke.points),
+    // a photo in place of strokes: its model input, u8 row-major, base64 (docs/protocol.md, "photo")
+    photo: state.drawing.photo?.input ? encodeInput(state.drawing.photo.input) : null,
     frame: frame && {
       seq: frame.seq, model: frame.model, method: frame.method, rule: frame.rule, mode: frame.mode,
       output: frame.output, hidden: frame.hidden, target: frame.target, prediction: frame.prediction,
@@ -130,7 +133,7 @@ export function exportDocument(state, models) {
 }
 
 /**
- * An exported document read back as {strokes, config, selection}; throws naming what is wrong.
+ * An exported document read back as {strokes, photo, config, selection}; throws naming what is wrong.
  * @param {string} text  the file's contents
  */
 export function readExport(text) {
@@ -143,5 +146,12 @@ export function readExport(text) {
     throw new Error("Expected strokes as lists of [x, y] in [0, 1]");
   }
   const { output = null, hidden = null, alone = false, implicit = false, versus = null } = document.selection ?? {};
-  return { strokes: document.strokes, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus } };
+  let photo = null;
+  if (document.photo !== undefined && document.photo !== null) {
+    const input = typeof document.photo === "string" ? decodeBase64(document.photo) : null;
+    const square = input && input.length > 0 && Number.isInteger(Math.sqrt(input.length));
+    if (!square) throw new Error("Expected photo as the base64 of a square input image's bytes");
+    photo = { data: null, input, preview: null };
+  }
+  return { strokes: document.strokes, photo, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus } };
 }

@@ -54,6 +54,9 @@ export function scaleNote(frame, { scale, own, shared }) {
       ? `${share}Drawn on the scale of the whole LRP map of '${frame.target}' (max |R| ${formatNumber(scale)}); this map's own peak is ${formatNumber(own)}.`
       : `${share}Drawn on this map's own scale (max |R| ${formatNumber(own)}); the LRP map of '${frame.target}' peaks at ${formatNumber(frame.class_max_abs ?? own)}.`;
   }
+  if (frame.mode === "hidden" && frame.knockout?.includes(frame.hidden)) {
+    return `Neuron ${frame.hidden} is switched off: it passes nothing on to the outputs.`;
+  }
   if (frame.mode === "hidden" && frame.neuron_silent) {
     return `Neuron ${frame.hidden} is silent for this drawing: the map splits its input (ε rule, whatever the rule chosen); red pushes it toward firing, blue away.`;
   }

@@ -19,6 +19,7 @@ import { addPanel } from "./panels.js";
 import { play, prefix } from "./playback.js";
 import { readShareLink, shareLink } from "./share.js";
 import { createTimeline } from "./timeline.js";
+import { inputBytes, paintPhoto, scalePhoto } from "./photo.js";
 import { answeredByFrame, createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, modelSizes, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
@@ -76,10 +77,14 @@ function receive(message) {
     case "welcome":
       store.dispatch({ type: "welcome", message });
       break;
-    case "frame":
-      store.dispatch({ type: "frame", frame: decodeFrame(message), stats: socket.stats() });
+    case "frame": {
+      const frame = decodeFrame(message);
+      // The frame answering a photo carries its 28 × 28 input: the photo's own from then on (share, replay).
+      const bytes = store.get().photoPending ? inputBytes(frame.input) : null;
+      store.dispatch({ type: "frame", frame, stats: socket.stats(), inputBytes: bytes });
       followPrediction(store.get());
       break;
+    }
     case "sanity":
       trust.receive(message);
       break;
@@ -97,6 +102,12 @@ function receive(message) {
       // One line, the code only: the refused message may hold a visitor's drawing.
       console.warn("xai: server refused a message", message.code, "seq", message.seq);
       if (questions.refused(message.seq, message.code) || teaching.refused(message.seq, message.code)) break;
+      if (message.seq !== null && message.seq === store.get().photoPending?.seq) {
+        // The server's sentence says why and states the limit (docs/protocol.md, "photo"); it holds no content.
+        store.dispatch({ type: "refused", seq: message.seq, notice: { code: message.code, text: `This photo could not be read: ${message.message}.` } });
+        redrawPad();
+        break;
+      }
       store.dispatch({ type: "refused", seq: message.seq,
                        notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
       break;
@@ -148,10 +159,19 @@ function addPoints(points, eventTimeMs) {
   }
 }
 
+/** Draw the pad again: the photo, if any, under the strokes. */
+function redrawPad() {
+  const { drawing } = store.get();
+  pad.redraw(drawing.strokes, drawing.photo ? (context) => paintPhoto(context, drawing.photo, redrawPad) : null);
+}
+
 const pad = createPad($("pad"), {
   onStrokeStart() {
     stopPlayback(); // a visitor's pen takes over from an example being drawn
-    return startStroke();
+    const photo = store.get().drawing.photo;
+    const started = startStroke();
+    if (started && photo) redrawPad(); // the pen starts a new drawing on a blank pad
+    return started;
   },
   onPoints: addPoints,
   onStrokeEnd: refreshComparison,
@@ -180,14 +200,14 @@ function sendLoaded(before) {
  * Show a drawing with its settings. animate: drawn point by point as a hand would, the network
  * answering live (examples, the kiosk's attract loop); onDone then follows its last stroke.
  */
-function load({ strokes, config = null, selection = null }, { animate = false, keepTimeline = false, onDone } = {}) {
+function load({ strokes, photo = null, config = null, selection = null }, { animate = false, keepTimeline = false, onDone } = {}) {
   stopPlayback();
   pad.endStroke();
   socket.wake();
   const before = store.get().config;
-  store.dispatch({ type: "load", strokes: animate ? [] : strokes, config, selection, keepTimeline });
+  store.dispatch({ type: "load", strokes: animate ? [] : strokes, photo, config, selection, keepTimeline });
   sendLoaded(before);
-  pad.redraw(store.get().drawing.strokes);
+  redrawPad();
   if (!animate) {
     refreshComparison();
     return;
@@ -196,7 +216,7 @@ function load({ strokes, config = null, selection = null }, { animate = false, k
     onStrokeStart: () => startStroke(keepTimeline),
     onPoints(points) {
       addPoints(points, performance.now());
-      pad.redraw(store.get().drawing.strokes);
+      redrawPad();
     },
     onStrokeEnd: refreshComparison,
     onDone() {
@@ -207,15 +227,15 @@ function load({ strokes, config = null, selection = null }, { animate = false, k
 }
 
 function undo() {
-  const { strokes } = store.get().drawing;
-  if (!strokes.length) return;
+  const { strokes, photo } = store.get().drawing;
+  if (!strokes.length && !photo) return;
   stopPlayback();
   pad.endStroke(); // undoing the stroke being drawn ends it
   socket.wake();
   store.dispatch({ type: "undo" });
   // A stroke without points was never sent: the server's last stroke is the one before it.
-  if (strokes[strokes.length - 1].points.length) socket.send({ type: "undo" });
-  pad.redraw(store.get().drawing.strokes);
+  if (photo || strokes[strokes.length - 1].points.length) socket.send({ type: "undo" });
+  redrawPad();
   refreshComparison();
 }
 
@@ -225,9 +245,56 @@ function clear() {
   socket.wake();
   store.dispatch({ type: "clear" });
   socket.send({ type: "clear" });
-  pad.redraw([]);
+  redrawPad();
   refreshComparison();
 }
+
+// ---------- bring your own digit: a photo or a picture file (photo.js) ----------
+/** Scale `file` down, show it on the pad and send it; a picture that cannot be sent says why. */
+async function sendPhoto(file) {
+  const state = store.get();
+  const limits = state.welcome?.limits;
+  if (!limits) {
+    notice("Not connected yet: try the photo again in a moment.");
+    return;
+  }
+  let scaled;
+  try {
+    scaled = await scalePhoto(file, { maxMessageBytes: limits.max_message_bytes, maxSidePx: limits.max_photo_side_px });
+  } catch (error) {
+    notice(error.message);
+    return;
+  }
+  stopPlayback();
+  pad.endStroke();
+  socket.wake();
+  store.dispatch({ type: "photo", ...scaled });
+  redrawPad();
+  const seq = socket.send({ type: "photo", data: scaled.data });
+  if (seq !== null) store.dispatch({ type: "photoSent", seq });
+  refreshComparison();
+}
+
+$("upload").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  event.target.value = ""; // the same file chosen again is a new photo
+  if (file) sendPhoto(file);
+});
+// A laptop: a picture file dropped on the pad.
+const padBox = $("pad").parentElement;
+padBox.addEventListener("dragover", (event) => {
+  if (![...event.dataTransfer.types].includes("Files")) return;
+  event.preventDefault();
+  padBox.classList.add("dropping");
+});
+padBox.addEventListener("dragleave", () => padBox.classList.remove("dropping"));
+padBox.addEventListener("drop", (event) => {
+  padBox.classList.remove("dropping");
+  const [file] = event.dataTransfer.files;
+  if (!file) return;
+  event.preventDefault();
+  sendPhoto(file);
+});
 
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clear);
@@ -437,7 +504,7 @@ function showTimeline(position) {
     if (had === points.length || (had === 0 && !startStroke(true))) return;
     addPoints(points.slice(had), performance.now());
   });
-  pad.redraw(store.get().drawing.strokes);
+  redrawPad();
 }
 
 // ---------- examples and the kiosk's attract loop ----------
@@ -451,9 +518,19 @@ let examples = [];
 loadExamples()
   .then((list) => {
     examples = list;
+    renderRequest ??= requestAnimationFrame(render); // the blank pad's "Show me an example"
     buildExamples(examplesPanel.body.lastElementChild, list, (example) => load({ strokes: example.strokes }, { animate: true }));
   })
   .catch((error) => console.warn("xai: examples unavailable", error.message));
+
+// The examples, from the stage: a blank pad offers to draw the next one.
+let shownExample = 0;
+$("example-now").addEventListener("click", () => {
+  if (!examples.length) return;
+  const example = examples[shownExample % examples.length];
+  shownExample += 1;
+  load({ strokes: example.strokes }, { animate: true });
+});
 
 const kiosk = kioskSettings(location.search);
 let attractTimer = null;
@@ -515,7 +592,7 @@ $("share").addEventListener("click", async () => {
   const state = store.get();
   if (!state.config) return;
   const strokes = state.drawing.strokes.map((stroke) => stroke.points).filter((points) => points.length);
-  const link = shareLink(location.origin + location.pathname, strokes, settings());
+  const link = shareLink(location.origin + location.pathname, strokes, settings(), state.drawing.photo?.input ?? null);
   if (!link) {
     $("share-note").textContent = "This drawing is too large for a link even simplified: download the data file instead.";
     return;
@@ -625,8 +702,12 @@ function render() {
   selectionPanel.render(state);
   trust.render(state);
   teaching.render(state);
-  if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty);
+  // A photo has no strokes to replay: the timeline is for drawings.
+  if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty && !state.drawing.photo);
   $("pad-hint").hidden = !empty || !$("cta").hidden;
+  // A blank pad has nothing to replay: Example takes Replay's place (no layout change while drawing).
+  $("example-now").hidden = !empty || !$("cta").hidden || !examples.length;
+  $("replay").hidden = !$("example-now").hidden;
   if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);
   if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
@@ -753,4 +834,4 @@ new ResizeObserver(relayout).observe(networkFull);
 const above = new ResizeObserver(() => (renderRequest ??= requestAnimationFrame(render)));
 for (const element of document.querySelectorAll(".topbar, .draw, .explain")) above.observe(element);
 window.addEventListener("resize", relayout); // a height change alone moves the fit budget
-new ResizeObserver(() => pad.redraw(store.get().drawing.strokes)).observe($("pad"));
+new ResizeObserver(redrawPad).observe($("pad"));

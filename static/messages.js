@@ -1,6 +1,8 @@
 // Client → server messages of docs/protocol.md, built from the state. Pure:
 // `socket.js` adds the `seq`.
 
+import { photoMessage } from "./photo.js";
+
 /** Canvas fractions carry 4 decimals: 1/10 000 of the pad is far below a screen pixel. */
 function round4(value) {
   return Math.round(value * 1e4) / 1e4;
@@ -52,6 +54,7 @@ export function replayMessages(state, welcome) {
   const knockout = state.config?.knockout ?? [];
   if (knockout.length) change.knockout = knockout;
   if (Object.keys(change).length) messages.push({ type: "configure", ...change });
+  if (state.drawing.photo) messages.push(photoMessage(state.drawing.photo)); // strokes after it start anew
   const maxPerMessage = welcome.limits.max_points_per_message;
   for (const stroke of state.drawing.strokes) {
     if (stroke.points.length) messages.push(...strokeMessages(stroke.id, stroke.points, maxPerMessage));

@@ -152,8 +152,9 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
 
   const gone = make("section", { class: "question", "aria-labelledby": "knockout-title" });
   gone.append(make("h3", { id: "knockout-title" }, "What if neurons were gone?"));
-  const knockHint = make("p", { class: "hint" },
-                         "Long-press a hidden neuron (or press k on it) to switch it off; everything recomputes without it.");
+  const knockHint = make("p", { class: "hint" }, "Long-press a hidden neuron");
+  knockHint.append(make("span", { class: "keys-only" }, " (or press k on it)"),
+                   " to switch it off; everything recomputes without it.");
   const knockList = make("ul", { class: "knockout-list", id: "knockout-list" });
   const knockSentence = make("p", { class: "summary", id: "knockout-sentence", "aria-live": "polite" });
   const restore = make("button", { type: "button", id: "knockout-restore" }, "Switch every neuron back on");

@@ -3,7 +3,8 @@
 // drawing too long for that is simplified (Douglas–Peucker) until it fits.
 //
 // Fragment: `#v=1&m=<model>&x=<method>&r=<rule>&k=<knocked-out neurons, comma-separated>&o=<output>&h=<hidden>
-// &c=<versus class>&a=<0|1>&i=<0|1>&s=<strokes>`;
+// &c=<versus class>&a=<0|1>&i=<0|1>&s=<strokes>`, or `&p=<photo>` in place of `s`: a photo's 28 × 28 model
+// input, base64url of its bytes (row-major, 0 paper … 255 ink; 1,046 characters);
 // `s` is base64url of, per stroke, its point count (2 bytes, big-endian) and each point as 12-bit
 // x and y (3 bytes): 1/4096 of the pad, far below a screen pixel.
 
@@ -11,6 +12,8 @@
  *  e-mail, chat clients); Chromium itself accepts 2 MB, older browsers and servers ~2,000. */
 export const MAX_LINK_CHARS = 2000;
 const FORMAT = "1";
+/** A photo's model input: 28 × 28 bytes (protocol.md, "photo"). */
+const PHOTO_BYTES = 784;
 const STEPS = 4095;
 /** Douglas–Peucker tolerances tried in turn, in pad fractions (the pen is ~0.055 wide). */
 const TOLERANCES = [0.0015, 0.003, 0.006, 0.012, 0.024];
@@ -83,7 +86,7 @@ export function simplifyStroke(points, tolerance) {
   return [...left.slice(0, -1), ...simplifyStroke(points.slice(index), tolerance)];
 }
 
-function fragment(strokes, { config, selection }) {
+function fragment(strokes, { config, selection }, photo) {
   const params = new URLSearchParams({ v: FORMAT, m: config.model, x: config.method, r: config.rule });
   if (config.knockout?.length) params.set("k", config.knockout.join(","));
   if (selection.output !== null) params.set("o", String(selection.output));
@@ -91,7 +94,8 @@ function fragment(strokes, { config, selection }) {
   if (selection.hidden !== null) params.set("h", String(selection.hidden));
   if (selection.alone) params.set("a", "1");
   if (selection.implicit) params.set("i", "1");
-  params.set("s", toBase64Url(packStrokes(strokes)));
+  if (photo) params.set("p", toBase64Url(photo));
+  else params.set("s", toBase64Url(packStrokes(strokes)));
   return `#${params}`;
 }
 
@@ -102,14 +106,19 @@ const countPoints = (strokes) => strokes.reduce((sum, points) => sum + points.le
  * @param {string} base  the page's address without fragment (location.origin + pathname + search)
  * @param {number[][][]} strokes  points per stroke
  * @param {{config: object, selection: object}} settings
+ * @param {Uint8Array|null} photo  a photo's model input (photo.js), shared in place of strokes
  * @returns {{url: string, points: number, kept: number}|null}  kept < points: simplified; null: no
  *   link fits MAX_LINK_CHARS even simplified
  */
-export function shareLink(base, strokes, settings) {
+export function shareLink(base, strokes, settings, photo = null) {
+  if (photo) {
+    const url = base + fragment([], settings, photo);
+    return url.length <= MAX_LINK_CHARS ? { url, points: 0, kept: 0 } : null;
+  }
   const points = countPoints(strokes);
   for (const tolerance of [0, ...TOLERANCES]) {
     const shown = tolerance ? strokes.map((stroke) => simplifyStroke(stroke, tolerance)) : strokes;
-    const url = base + fragment(shown, settings);
+    const url = base + fragment(shown, settings, null);
     if (url.length <= MAX_LINK_CHARS) return { url, points, kept: countPoints(shown) };
   }
   return null;
@@ -123,13 +132,14 @@ function index(params, key) {
 }
 
 /**
- * A share fragment read back: {strokes, config, selection}; null when the fragment is not a share
+ * A share fragment read back: {strokes, photo, config, selection} (photo: {data: null, input, preview: null}
+ * or null); null when the fragment is not a share
  * link; throws (naming the problem) when it is one but malformed.
  * @param {string} hash  location.hash
  */
 export function readShareLink(hash) {
   const params = new URLSearchParams(hash.replace(/^#/, ""));
-  if (params.get("v") !== FORMAT || !params.has("s")) return null;
+  if (params.get("v") !== FORMAT || !(params.has("s") || params.has("p"))) return null;
   const config = Object.fromEntries(
     [["model", "m"], ["method", "x"], ["rule", "r"]].filter(([, key]) => params.get(key)).map(([name, key]) => [name, params.get(key)]));
   const knockout = params.get("k") ? params.get("k").split(",").map((j) => index(new URLSearchParams({ k: j }), "k")) : [];
@@ -138,5 +148,10 @@ export function readShareLink(hash) {
     output: index(params, "o"), hidden: index(params, "h"), versus: index(params, "c"),
     alone: params.get("a") === "1", implicit: params.get("i") === "1",
   };
-  return { strokes: unpackStrokes(fromBase64Url(params.get("s"))), config, selection };
+  if (params.has("p")) {
+    const input = fromBase64Url(params.get("p"));
+    if (input.length !== PHOTO_BYTES) throw new Error(`Expected a photo of ${PHOTO_BYTES} bytes, got ${input.length}`);
+    return { strokes: [], photo: { data: null, input, preview: null }, config, selection };
+  }
+  return { strokes: unpackStrokes(fromBase64Url(params.get("s"))), photo: null, config, selection };
 }

@@ -15,7 +15,10 @@ export function initialState() {
     // chose; it follows the prediction as the drawing changes (README: "the selected, else predicted, class")
     // versus: the rival class of a contrast, "why output and not versus" (null: none)
     selection: { output: null, hidden: null, alone: false, implicit: false, versus: null },
-    drawing: { strokes: [], lastId: 0, version: 0 },
+    // photo: a photo or picture in place of strokes (photo.js): {data, input, preview}, else null
+    drawing: { strokes: [], lastId: 0, version: 0, photo: null },
+    // a photo sent and not yet answered: {seq, before: the drawing it replaced}, restored if refused
+    photoPending: null,
     frame: null, // last `frame`, arrays decoded (arrays.decodeFrame)
     heatmapFrame: null, // last frame that carried a heatmap (on-pause methods send null while drawing)
     comparison: null, // last `comparison`, maps decoded, with the drawing version it answered
@@ -23,7 +26,8 @@ export function initialState() {
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
     // ownScale: a CRP map on its own scale, not its class's (legend.js); templates: the diagram shows each W1[j]
     view: { overlay: false, ownScale: false, templates: false },
-    stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0 }, // sentSeq: the last seq sent
+    // sentSeq: the last seq sent; refusedSeq: the last seq the server refused (no frame answers it)
+    stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0, refusedSeq: 0 },
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
     defaults: null, // {model, method, rule}: the server's start state (first welcome), for a kiosk reset
     // {config, selection}: a shared link's or a loaded file's settings, applied at the first welcome
@@ -68,9 +72,9 @@ export function pointCount(drawing) {
   return drawing.strokes.reduce((sum, stroke) => sum + stroke.points.length, 0);
 }
 
-/** Whether the drawing has no ink. */
+/** Whether the drawing has no ink: no point and no photo. */
 export function isEmpty(drawing) {
-  return pointCount(drawing) === 0;
+  return pointCount(drawing) === 0 && !drawing.photo;
 }
 
 /**
@@ -121,10 +125,11 @@ const reducers = {
 
   // A drawing (and maybe settings) from an example, a share link, a file or the timeline: it
   // replaces the drawing; main.js sends it (clear, configure, strokes, select).
-  load(state, { strokes, config = null, selection = null, keepTimeline = false }) {
+  // photo: {data, input, preview} in place of strokes (a shared or saved photo), else null
+  load(state, { strokes, photo = null, config = null, selection = null, keepTimeline = false }) {
     const { lastId, version } = state.drawing;
     const loaded = strokes.map((points, k) => ({ id: lastId + 1 + k, points }));
-    const drawing = { strokes: loaded, lastId: lastId + loaded.length, version: version + 1 };
+    const drawing = { strokes: loaded, lastId: lastId + loaded.length, version: version + 1, photo };
     const timeline = keepTimeline ? state.timeline : null;
     if (state.config === null) return { ...state, drawing, timeline, requested: { config, selection } };
     const modelChanged = config !== null && config.model !== state.config.model;
@@ -141,9 +146,13 @@ const reducers = {
     };
   },
 
-  frame(state, { frame, stats }) {
+  // inputBytes: the frame's input as u8 (photo.js), kept as the photo's own once a frame answers it
+  frame(state, { frame, stats, inputBytes = null }) {
+    const pending = state.photoPending;
+    const answered = pending !== null && pending.seq !== null && (frame.seq ?? -1) >= pending.seq && state.drawing.photo;
     return {
       ...state,
+      ...(answered ? { photoPending: null, drawing: { ...state.drawing, photo: { ...state.drawing.photo, input: inputBytes } } } : {}),
       frame,
       heatmapFrame: frame.heatmap ? frame : state.heatmapFrame,
       stats: { ...state.stats, ...stats },
@@ -159,8 +168,30 @@ const reducers = {
 
   compareRequested: (state, { seq }) => ({ ...state, comparing: seq }),
 
-  // A refused compare is never answered: stop waiting for it. Other refusals only set the notice.
-  refused: (state, { seq, notice }) => ({ ...state, notice, comparing: seq === state.comparing ? null : state.comparing }),
+  // A refused compare is never answered: stop waiting for it. A refused photo gives the pad its drawing
+  // back (the server kept it). Other refusals only set the notice.
+  refused(state, { seq, notice }) {
+    // (Restored only while the pad still shows that photo: ink drawn since is the visitor's drawing now.)
+    const photo = state.photoPending?.seq === seq && state.drawing.photo ? state.photoPending : null;
+    return {
+      ...state, notice, comparing: seq === state.comparing ? null : state.comparing,
+      // a refused message gets no frame: nothing is pending for it (status.js, data-frame-seq)
+      stats: seq === null ? state.stats : { ...state.stats, refusedSeq: Math.max(seq, state.stats.refusedSeq ?? 0) },
+      ...(photo ? { photoPending: null, drawing: { ...photo.before, version: state.drawing.version + 1 } } : {}),
+    };
+  },
+
+  // A photo or picture replaces the drawing at once; `photoSent` then records its seq.
+  photo(state, { data, preview }) {
+    const { lastId, version } = state.drawing;
+    return {
+      ...state, notice: null, timeline: null, comparison: null, comparing: null,
+      photoPending: { seq: null, before: state.drawing },
+      drawing: { strokes: [], lastId, version: version + 1, photo: { data, input: null, preview } },
+    };
+  },
+
+  photoSent: (state, { seq }) => (state.photoPending ? { ...state, photoPending: { ...state.photoPending, seq } } : state),
 
   notice: (state, { notice }) => ({ ...state, notice }),
 
@@ -174,7 +205,8 @@ const reducers = {
     const stroke = { id: lastId + 1, points: [] };
     return {
       ...state, notice: null, timeline: keepTimeline ? state.timeline : null,
-      drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1 },
+      // a stroke after a photo starts a new drawing on a blank pad (docs/protocol.md, "photo")
+      drawing: { strokes: [...strokes, stroke], lastId: stroke.id, version: version + 1, photo: null },
     };
   },
 
@@ -193,17 +225,20 @@ const reducers = {
     const last = strokes[strokes.length - 1];
     if (!last) return state; // the stroke was undone or cleared while the pen was down
     const grown = { ...last, points: last.points.concat(points) };
-    return { ...state, drawing: { strokes: [...strokes.slice(0, -1), grown], lastId, version: version + 1 } };
+    return { ...state, drawing: { strokes: [...strokes.slice(0, -1), grown], lastId, version: version + 1, photo: null } };
   },
 
+  // A photo is one step: undone, the pad is blank.
   undo(state) {
-    const { strokes, lastId, version } = state.drawing;
-    return { ...state, notice: null, timeline: null, drawing: { strokes: strokes.slice(0, -1), lastId, version: version + 1 } };
+    const { strokes, lastId, version, photo } = state.drawing;
+    const kept = photo ? strokes : strokes.slice(0, -1);
+    return { ...state, notice: null, timeline: null, photoPending: null, drawing: { strokes: kept, lastId, version: version + 1, photo: null } };
   },
 
   clear(state) {
     // Stroke ids keep increasing after a clear (docs/protocol.md, "clear, undo").
-    return { ...state, notice: null, timeline: null, drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1 } };
+    return { ...state, notice: null, timeline: null, photoPending: null,
+             drawing: { strokes: [], lastId: state.drawing.lastId, version: state.drawing.version + 1, photo: null } };
   },
 
   select: (state, { selection }) => ({ ...state, selection }),

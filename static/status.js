@@ -57,8 +57,8 @@ export function describeStatus(connection, stats) {
 /**
  * Render the status line and the last notice. The line also carries, as data
  * attributes, the connection state, the last `seq` sent and the `seq` of the
- * frame on screen: when frame-seq ≥ sent-seq the page shows everything the
- * visitor did (the browser tests wait on this).
+ * frame on screen, or of a later refused message (which no frame answers; its notice shows): when
+ * frame-seq ≥ sent-seq the page shows everything the visitor did (the browser tests wait on this).
  * @param {{line: HTMLElement, notice: HTMLElement}} elements
  */
 export function renderStatus(elements, connection, stats, notice, frame) {
@@ -67,7 +67,7 @@ export function renderStatus(elements, connection, stats, notice, frame) {
   elements.line.dataset.tone = tone;
   elements.line.dataset.status = connection.status;
   elements.line.dataset.sentSeq = String(stats.sentSeq);
-  elements.line.dataset.frameSeq = String(frame?.seq ?? 0);
+  elements.line.dataset.frameSeq = String(Math.max(frame?.seq ?? 0, stats.refusedSeq ?? 0));
   elements.line.dataset.lagMs = stats.lagMs === null ? "" : String(Math.round(stats.lagMs));
   elements.notice.textContent = notice ? notice.text : "";
   elements.notice.hidden = !notice;

@@ -83,6 +83,7 @@ function hiddenShare(frame) {
   if (relevance[j] < 0) {
     return `Hidden neuron ${j} argues against ${frame.target}; red pixels are where it still found evidence for ${frame.target}, blue pixels are what it holds against it.`;
   }
+  if (frame.knockout?.includes(j)) return `Hidden neuron ${j} is switched off: it adds nothing to ${frame.target}.`;
   return `Hidden neuron ${j} adds nothing to ${frame.target} for this drawing: it is silent or does not feed ${frame.target}.`;
 }
 
@@ -131,6 +132,9 @@ export function summarize(frame, empty, welcome) {
   }
   if (frame.mode === "hidden") {
     const activation = frame.activations[frame.hidden];
+    if (frame.knockout?.includes(frame.hidden)) {
+      return `${reading} Hidden neuron ${frame.hidden} is switched off: it passes nothing on; the map shows what in the drawing drives its input (red toward firing, blue away).`;
+    }
     if (activation <= 0) return `${reading} Hidden neuron ${frame.hidden} is silent for this drawing: red pixels push it toward firing, blue pixels keep it off, and blue wins.`;
     return `${reading} Hidden neuron ${frame.hidden} fires at ${activation.toFixed(2)}; red pixels made it fire, blue pixels held it back.`;
   }

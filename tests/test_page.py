@@ -364,7 +364,7 @@ def test_keyboard_moves_the_selection(visit: Visit, golden: dict[int, Strokes]) 
     page, wire = visit.page, visit.wire
     draw_with_mouse(visit, golden[2])
     assert settle(visit)["prediction"] == 2
-    page.focus("#replay")
+    page.focus("#upload")  # the last of the pad's controls (Undo, Clear, Replay, Photo)
     page.keyboard.press("Tab")
     start = focused_neuron(page)
     assert start["kind"] == "hidden", "Tab after the pad's buttons does not enter the diagram"
@@ -1446,7 +1446,7 @@ def test_keyboard_focus_shows_on_a_selected_neuron(visit: Visit, golden: dict[in
     page = visit.page
     draw_with_mouse(visit, golden[2])
     settle(visit)
-    page.focus("#replay")
+    page.focus("#upload")  # the last of the pad's controls (Undo, Clear, Replay, Photo)
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")  # selects the focused neuron: its black frame and the focus ring coincide
     hidden = focused_neuron(page)["index"]

@@ -27,6 +27,8 @@ from test_page import (
     strongest_hidden,
 )
 
+from model_store.examples import load_examples
+
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "golden", "server"]  # module fixtures shared with test_page
 
@@ -197,5 +199,131 @@ def test_the_kiosk_reset_scrolls_back_to_the_top(browser: Browser, server: str, 
             "() => { const box = document.getElementById('cta').getBoundingClientRect();"
             " return { top: box.top, bottom: box.bottom, height: innerHeight }; }")
         assert 0 <= cta["top"] and cta["bottom"] <= cta["height"]
+    finally:
+        visit.context.close()
+
+
+# ---------- a first minute that teaches (part) ----------
+
+def test_keyboard_hints_only_where_there_is_a_keyboard(browser: Browser, server: str) -> None:
+    hints = "() => [...document.querySelectorAll('.keys-only')].map((e) => e.getClientRects().length > 0)"
+    for width, height, touch, shown in [(390, 844, True, False), (1366, 768, False, True)]:
+        visit = open_page(browser, server, width, height, touch=touch)
+        try:
+            visit.page.wait_for_selector("#knockout-title", state="attached", timeout=WAIT_MS)
+            seen = visit.page.evaluate(hints)
+            assert len(seen) >= 3 and set(seen) == {shown}, (width, seen)
+            assert ("Tab into the diagram" in visit.page.locator(".key").inner_text()) == shown
+        finally:
+            visit.context.close()
+
+
+@pytest.mark.parametrize("name", list(SCREEN_SIZES))
+def test_an_example_is_one_tap_away_on_a_blank_pad(browser: Browser, server: str, name: str) -> None:
+    width, height = SCREEN_SIZES[name]
+    visit = open_page(browser, server, width, height, touch=width < 1100)
+    try:
+        page, wire = visit.page, visit.wire
+        button = page.locator("#example-now")
+        button.wait_for(state="visible", timeout=WAIT_MS)
+        box = button.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height  # on the stage
+        before = len(wire.sent)
+        button.click()
+        first = load_examples()[0]
+        wire.wait_received(lambda m: m["type"] == "frame" and m["prediction"] == first["label"]
+                           and (m["seq"] or 0) > 0, after=0)
+        assert [m for m in wire.sent[before:] if m["type"] == "stroke"]
+        button.wait_for(state="hidden", timeout=WAIT_MS)  # the pad has ink: the offer goes
+    finally:
+        visit.context.close()
+
+
+# ---------- smaller defects (part) ----------
+
+def test_undo_and_replay_icons_differ_and_the_templates_label_is_one_block(laptop: Visit) -> None:
+    page = laptop.page
+    icon = "(id) => getComputedStyle(document.getElementById(id), '::before').content"
+    assert page.evaluate(icon, "undo") != page.evaluate(icon, "replay")
+    assert "↺" not in page.evaluate(icon, "replay")
+    # The label's words wrap as one paragraph beside the box, not as columns of separate flex items.
+    parts = page.evaluate("() => [...document.querySelector('.templates-toggle').childNodes]"
+                          ".filter((n) => n.nodeType === 1 || n.textContent.trim()).map((n) => n.nodeName)")
+    assert parts == ["INPUT", "SPAN"], parts
+
+
+def test_a_knocked_out_neuron_says_switched_off(laptop: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = laptop.page, laptop.wire
+    draw_with_mouse(laptop, golden[3])
+    j = strongest_hidden(settle(laptop))
+    click_neuron(page, "hidden", j)
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+    page.locator(".knockout-toggle").click()
+    wire.wait_received(lambda m: m["type"] == "frame" and j in m["knockout"] and m["hidden"] == j)
+    settle(laptop)
+    summary = page.locator("#summary").inner_text()
+    assert f"Hidden neuron {j} is switched off" in summary and "silent" not in summary, summary
+
+
+# ---------- contrast of every text on the page, the diagram's labels included ----------
+
+# Every visible text (an element's own non-blank text nodes, and SVG text) against the colour under it:
+# the nearest opaque background of its ancestors, or for a neuron's label its circle's fill. Disabled
+# controls are exempt (WCAG 2.2 SC 1.4.3). Large text: >= 24 px, or >= 18.66 px and bold.
+EVERY_TEXT_CONTRAST = """() => {
+  const rgba = (colour) => (colour.match(/[\\d.]+/g) || ['0', '0', '0', '0']).map(Number);
+  const luminance = ([r, g, b]) => [r, g, b].map((c) => { const s = c / 255;
+    return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; }).reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const blend = (colour, alpha, base) => colour.slice(0, 3).map((c, i) => c * alpha + base[i] * (1 - alpha));
+  const opacity = (element) => { let a = 1; for (let n = element; n; n = n.parentElement) a *= Number(getComputedStyle(n).opacity); return a; };
+  const under = (element) => {
+    const circle = element.closest('.neuron')?.querySelector('circle:not(.hit)');
+    if (element instanceof SVGElement && circle) {
+      const style = getComputedStyle(circle);
+      return blend(rgba(style.fill), Number(style.fillOpacity), [255, 255, 255]);
+    }
+    for (let node = element; node; node = node.parentElement) {
+      const colour = rgba(getComputedStyle(node).backgroundColor);
+      if (colour[3] === undefined || colour[3] >= 0.99) return colour;
+    }
+    return [255, 255, 255];
+  };
+  const texts = [...document.querySelectorAll('body *')].filter((element) =>
+    [...element.childNodes].some((node) => node.nodeType === 3 && node.textContent.trim()));
+  return texts.filter((element) => {
+    const box = element.getBoundingClientRect();
+    const style = getComputedStyle(element);
+    return box.width > 1 && box.height > 1 && style.visibility !== 'hidden' && element.getClientRects().length
+      && !element.closest(':disabled, .visually-hidden, [aria-hidden=true]');
+  }).map((element) => {
+    const style = getComputedStyle(element);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const colour = rgba(element instanceof SVGElement ? style.fill : style.color);
+    const base = under(element);
+    const shown = blend(colour, (colour[3] ?? 1) * opacity(element), base); // faded text reads as its blend
+    return { text: element.textContent.trim().slice(0, 40), ratio: ratio(shown, base), need: large ? 3 : 4.5 };
+  });
+}"""
+
+
+@pytest.mark.parametrize("name", ["phone-390x844", "laptop-1366x768"])
+def test_every_text_has_enough_contrast(browser: Browser, server: str, golden: dict[int, Strokes], name: str) -> None:
+    width, height = SCREEN_SIZES[name]
+    visit = open_page(browser, server, width, height, touch=width < 700)
+    try:
+        page, wire = visit.page, visit.wire
+        draw(visit, golden[4])
+        j = strongest_hidden(settle(visit))
+        click_neuron(page, "hidden", j)
+        wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+        page.locator(".knockout-toggle").click()  # a knocked-out label too (it measured 3.72:1)
+        wire.wait_received(lambda m: m["type"] == "frame" and j in m["knockout"])
+        settle(visit)
+        measured = page.evaluate(EVERY_TEXT_CONTRAST)
+        assert len(measured) > 100 and any(m["text"] == str(j) for m in measured)
+        low = [(m["text"], round(m["ratio"], 2)) for m in measured if m["ratio"] < m["need"]]
+        assert low == []
     finally:
         visit.context.close()
