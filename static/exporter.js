@@ -142,6 +142,7 @@ export function readExport(text) {
   if (!Array.isArray(document.strokes) || !document.strokes.every((stroke) => Array.isArray(stroke) && stroke.every(point))) {
     throw new Error("Expected strokes as lists of [x, y] in [0, 1]");
   }
-  const { output = null, hidden = null, alone = false, implicit = false, versus = null } = document.selection ?? {};
-  return { strokes: document.strokes, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus } };
+  const { output = null, hidden = null, alone = false, implicit = false, versus = null, layer = null } = document.selection ?? {};
+  if (layer !== null && typeof layer !== "string") throw new Error(`Expected selection.layer a layer name or null, got ${typeof layer}`);
+  return { strokes: document.strokes, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus, layer } };
 }

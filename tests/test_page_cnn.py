@@ -187,6 +187,26 @@ def test_a_conv2_card_lists_the_conv1_channels_feeding_it(phone: Visit, golden: 
     assert card_text(phone.page).startswith(f"conv1 channel {strongest}")
 
 
+def test_a_share_link_keeps_the_selected_channel(browser: Browser, server: str, phone: Visit,
+                                                  golden: dict[int, Strokes]) -> None:
+    draw_with_touch(phone, golden[2])
+    channel, original = tap_channel(phone, settle(phone), "conv2")
+    phone.page.click("#share")
+    phone.page.wait_for_function("() => document.getElementById('share-link').value.includes('#v=1')", timeout=WAIT_MS)
+    link = phone.page.locator("#share-link").input_value()
+    assert "l=conv2" in link and len(link) <= 2000
+    elsewhere = open_cnn(browser, link, *TABLET)
+    try:
+        frame = settle(elsewhere)
+        assert (frame["model"], frame["layer"], frame["hidden"], frame["mode"]) == (CNN, "conv2", channel, "crp")
+        assert heatmap_title(elsewhere.page) == f"CRP: what conv2 channel {channel} contributes to '2'"
+        assert tile(elsewhere.page, "conv2", channel).get_attribute("aria-pressed") == "true"
+        ours, theirs = decode_array(original["heatmap"]), decode_array(frame["heatmap"])
+        assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99, "the shared map differs"
+    finally:
+        elsewhere.context.close()
+
+
 def rule_options(page: Page) -> list[str]:
     return page.locator("#rule option").evaluate_all("(options) => options.map((o) => o.value)")
 
