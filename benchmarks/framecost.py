@@ -75,10 +75,12 @@ def messages(visitors: int, frames_each: int) -> list[list[bytes]]:
     return streams
 
 
-def replay(catalog: Catalog, threads: EngineThreads, streams: Sequence[Sequence[bytes]], batch: int) -> Cost:
-    """Every message of ``streams`` applied and answered by a frame; CPU time per frame."""
+def replay(catalog: Catalog, threads: EngineThreads, streams: Sequence[Sequence[bytes]], batch: int,
+           model: str = "") -> Cost:
+    """Every message of ``streams`` applied and answered by a frame on ``model`` (the default if empty);
+    CPU time per frame."""
     limits = Limits(Settings().max_points_per_message, Settings().max_points, Settings().max_strokes)
-    states = [VisitorState(catalog.options(), limits) for _ in streams]
+    states = [VisitorState(catalog.options(), limits, model=model) for _ in streams]
     caches = [RasterCache() for _ in streams]
     protocol_s = engine_s = 0.0
     frames = 0
@@ -125,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="frames per engine call (the server's BATCH_MAX)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="also a cProfile breakdown by part (slower)")
+    parser.add_argument("--models", default="",
+                        help="comma-separated models, each replayed in the same run (default: the default model); "
+                             "with two, the ratio of the second's frame to the first's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -134,10 +139,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     threads = EngineThreads(models, "fast", default_engine_factory)
     threads.warm()
     streams = messages(args.visitors, args.frames)
-    costs = sorted((replay(catalog, threads, streams, args.batch) for _ in range(args.repeats)),
-                   key=lambda cost: cost.total_us)
-    report: dict = {"visitors": args.visitors, "batch": args.batch, "median": asdict(costs[len(costs) // 2]),
-                    "best": asdict(costs[0])}
+    models = [name for name in args.models.split(",") if name] or [catalog.default_model]
+    report: dict = {"visitors": args.visitors, "batch": args.batch}
+    for model in models:
+        costs = sorted((replay(catalog, threads, streams, args.batch, model) for _ in range(args.repeats)),
+                       key=lambda cost: cost.total_us)
+        medians = {"median": asdict(costs[len(costs) // 2]), "best": asdict(costs[0])}
+        if len(models) == 1:
+            report.update(medians)  # the layout a single model has always had
+        else:
+            report[model] = medians
+    if len(models) == 2:
+        first, second = (report[model]["median"]["total_us"] for model in models)
+        report[f"{models[1]}_over_{models[0]}"] = round(second / first, 2)
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(replay, catalog, threads, streams, args.batch)

@@ -80,7 +80,9 @@ def upstream_group(upstreams: Sequence[str]) -> str:
     """``upstream replicas {…}`` for fixed ``host:port`` servers, balanced on open connections."""
     if not upstreams:
         raise ValueError("at least one upstream host:port is required")
-    servers = "".join(f"    server {address};\n" for address in upstreams)
+    # A replica that refuses one connection (an `error`, proxy_next_upstream) gets no new request for 10 s:
+    # nginx's defaults, written out because a self-healing replica relies on them (docs/deployment.md).
+    servers = "".join(f"    server {address} max_fails=1 fail_timeout=10s;\n" for address in upstreams)
     # Visitors hold one long WebSocket each: balance on open connections. The
     # zone shares the counts between worker processes.
     return (f"upstream {UPSTREAM_GROUP} {{\n    zone {UPSTREAM_GROUP} 64k;\n    least_conn;\n{servers}"

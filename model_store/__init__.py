@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .architecture import LAYER_NAMES, build_model
     from .manifest import ModelStoreError, model_names, model_record, read_manifest
+    from .references import References, load_references
     from .store import load_model
 
 _MODULE_OF = {
@@ -21,9 +22,11 @@ _MODULE_OF = {
     "model_record": "manifest",
     "read_manifest": "manifest",
     "load_model": "store",
+    "load_references": "references",
+    "References": "references",
 }
-__all__ = ["LAYER_NAMES", "ModelStoreError", "build_model", "load_model", "model_names", "model_record",
-           "read_manifest"]  # a literal, for linters: the keys of _MODULE_OF
+__all__ = ["LAYER_NAMES", "ModelStoreError", "References", "build_model", "load_model", "load_references",
+           "model_names", "model_record", "read_manifest"]  # a literal, for linters: the keys of _MODULE_OF
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist}``."""
+"""Command line of the model store: ``python -m model_store {list,eval,train,fetch-mnist,learn,rollback,export}``."""
 
 import argparse
 import json
@@ -15,8 +15,9 @@ import torch
 from . import datasets
 from .cnn_training import CnnTrainConfig, train_cnn
 from .evaluate import REDRAW_SEED, REDRAW_SIZES, evaluate, redraw, redrawn_test_sample
-from .families import CNN, FAMILIES, MLP
+from .families import CNN, FAMILIES, MLP, family_of
 from .fetch import DEFAULT_BASE_URL, FetchError, fetch_mnist
+from .learn_cli import add_commands as add_learning_commands
 from .manifest import ModelStoreError, read_manifest
 from .references import compute_references, register_references
 from .store import load_model, register_model
@@ -32,18 +33,18 @@ def _mnist_dir(args: argparse.Namespace) -> Path | None:
 def cmd_list(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.store)
     models = [
-        {"name": name, "hidden": entry["hidden"], "val_accuracy": entry.get("val_accuracy"),
+        {"name": name, "family": family_of(entry), "hidden": entry["hidden"], "val_accuracy": entry.get("val_accuracy"),
          "test_accuracy": entry.get("test_accuracy"), "default": name == manifest.get("default")}
         for name, entry in sorted(manifest["models"].items())
     ]
     if args.json:
         print(json.dumps({"default": manifest.get("default"), "models": models}))
         return 0
-    print(f"{'model':<12} {'hidden':>6} {'val acc':>8} {'test acc':>9}")
+    print(f"{'model':<12} {'family':<6} {'hidden':>6} {'val acc':>8} {'test acc':>9}")
     for m in models:
         test = f"{m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else "-"
         val = f"{m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "-"
-        print(f"{m['name'] + (' *' if m['default'] else ''):<12} {m['hidden']:>6} {val:>8} {test:>9}")
+        print(f"{m['name'] + (' *' if m['default'] else ''):<12} {m['family']:<6} {m['hidden']:>6} {val:>8} {test:>9}")
     return 0
 
 
@@ -116,19 +117,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_cnn(args: argparse.Namespace) -> int:
     """Train a ``cnn`` (:mod:`model_store.cnn_training`), measure it, register it with its reference samples."""
+    if args.data != "embedded":
+        raise ValueError("--family cnn trains on the embedded digits only (its reference samples index them)")
+    if args.teacher_hidden is not None:
+        raise ValueError("--family cnn is not distilled: drop --teacher-hidden")
     from server.raster import rasterize  # the live pipeline's rasteriser, for the pen-stroke accuracy
 
-    if args.data != "embedded":
-        raise SystemExit("--family cnn trains on the embedded digits only (its reference samples index them)")
-    if args.teacher_hidden is not None:
-        raise SystemExit("--family cnn is not distilled: drop --teacher-hidden")
     defaults = CnnTrainConfig()
     config = CnnTrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, augment=args.augment,
-                            lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size)
+                            lr=args.lr or defaults.lr, batch_size=args.batch_size or defaults.batch_size,
+                            redrawn=args.redrawn)
     images, labels = datasets.load_embedded()
     train_idx, val_idx = datasets.split_indices(labels, args.val_size, seed=0)
     train_set, val_set = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
-    result = train_cnn(config, train_set, val_set, progress=not args.quiet)
+    result = train_cnn(config, train_set, val_set, progress=not args.quiet, rasterize=rasterize)
     val_pen = evaluate(result.model, redraw(val_set[0], rasterize), val_set[1])["accuracy"]
     details: dict[str, Any] = {
         "training_data": {"name": datasets.EMBEDDED_NAME, "n": int(len(labels)), "train": int(len(train_idx)),
@@ -138,9 +140,12 @@ def cmd_train_cnn(args: argparse.Namespace) -> int:
         "val_pen_stroke_accuracy": round(val_pen, 4),
         "train_seconds": round(result.seconds, 1),
         "command": "python -m model_store " + shlex.join(sys.argv[1:]),
-        "pen_stroke_protocol": f"digits skeletonised into strokes (model_store.strokes), drawn at sizes "
-                               f"{REDRAW_SIZES[0]}-{REDRAW_SIZES[1]} of the canvas at random positions (seed "
-                               f"{REDRAW_SEED}) and rasterised by server.raster (model_store.evaluate.redraw)",
+        "pen_stroke_protocol": f"1,000 official test digits, chosen and drawn under seed {REDRAW_SEED} "
+                               "(model_store.evaluate.redrawn_test_sample, the sample tests/test_raster.py draws): "
+                               "each skeletonised into strokes (model_store.strokes), drawn at a random size of "
+                               f"{REDRAW_SIZES[0]}-{REDRAW_SIZES[1]} of the canvas at a random position and "
+                               "rasterised by server.raster; validation: the 500 held-out digits redrawn the same "
+                               f"way (model_store.evaluate.redraw, seed {REDRAW_SEED})",
     }
     directory = _mnist_dir(args)
     if directory is not None and "test" in datasets.available_splits(directory):
@@ -191,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--augment", default="elastic", help="none, mild, affine or elastic")
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: mlp 1e-3, cnn 3e-3)")
     tr.add_argument("--batch-size", type=int, default=None, help="default: mlp 128, cnn 64")
+    tr.add_argument("--redrawn", action="store_true",
+                    help="cnn: also train on every training digit redrawn as pen strokes by the server's rasteriser")
     tr.add_argument("--teacher-hidden", type=int, default=None, help="mlp: distil from a teacher of this width")
     tr.add_argument("--teacher-epochs", type=int, default=600, help="mlp: the teachers' epochs")
     tr.add_argument("--teachers", type=int, default=1, help="mlp: distil from the mean of this many teachers")
@@ -212,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("--base-url", default=DEFAULT_BASE_URL)
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     fetch.set_defaults(run=cmd_fetch)
+    add_learning_commands(sub)  # learn, rollback, export (model_store/learn_cli.py)
     return root
 
 

@@ -9,14 +9,17 @@ never reads the official test set: the winner is measured on it once, when it is
 
 import argparse
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import datasets
 from .cnn_training import CnnTrainConfig, train_cnn
 from .evaluate import evaluate, redraw
+from .strokes import Stroke
 
 CANDIDATES_PATH = Path(__file__).resolve().parent / "cnn_candidates.json"
 
@@ -26,11 +29,12 @@ def candidates(path: Path = CANDIDATES_PATH) -> list[CnnTrainConfig]:
     return [CnnTrainConfig(**fields) for fields in json.loads(path.read_text(encoding="utf-8"))["candidates"]]
 
 
-def score(config: CnnTrainConfig, redrawn_val: Any) -> dict[str, Any]:
+def score(config: CnnTrainConfig, redrawn_val: np.ndarray,
+          rasterize: Callable[[Sequence[Stroke]], np.ndarray]) -> dict[str, Any]:
     """Train ``config`` on the embedded split; its validation figures as one JSON-ready record."""
     images, labels = datasets.load_embedded()
     train_set, (val_images, val_labels) = datasets.split_embedded(images, labels, n_val=500, seed=0)
-    result = train_cnn(config, train_set, (val_images, val_labels), progress=False)
+    result = train_cnn(config, train_set, (val_images, val_labels), progress=False, rasterize=rasterize)
     pen = evaluate(result.model, redrawn_val, val_labels)["accuracy"]
     return {"config": config.__dict__, "val_accuracy": round(result.val_accuracy, 4),
             "val_pen_stroke_accuracy": round(pen, 4), "score": round((result.val_accuracy + pen) / 2, 4),
@@ -51,7 +55,7 @@ def main() -> None:
     for index, config in enumerate(candidates()):
         if arguments.only is not None and index not in arguments.only:
             continue
-        record = {"index": index, **score(config, redrawn_val)}
+        record = {"index": index, **score(config, redrawn_val, rasterize)}
         with arguments.output.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)

@@ -8,9 +8,14 @@ Recipe (the candidates of ``CNN_CANDIDATES.md`` differ only in the fields of
 weights.  The EMA weights at the end of the schedule are kept (the store's
 ``select="last"``, see :mod:`model_store.training`): no choice among noisy
 validation evaluations; the validation split only compares candidates.
+
+With ``redrawn`` set, every training digit is also redrawn once as pen strokes through the live
+pipeline's rasteriser (:func:`model_store.evaluate.redraw`, a seed of its own) and the network trains on
+both copies: the visitors' digits are drawn with one even pen, and MNIST's scanned ink is not.
 """
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +27,11 @@ from tqdm import tqdm
 
 from .architecture import build_cnn
 from .augment import PRESETS, augment
+from .evaluate import redraw
+from .strokes import Stroke
 from .training import accuracy
+
+REDRAW_TRAIN_SEED = 1  # not evaluate.REDRAW_SEED: the validation digits' strokes are drawn under that one
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class CnnTrainConfig:
     label_smoothing: float = 0.1
     batch_size: int = 64
     ema_decay: float = 0.998
+    redrawn: bool = False  # also train on each digit redrawn as pen strokes (module docstring)
 
     def __post_init__(self) -> None:
         if self.augment not in PRESETS:
@@ -65,16 +75,24 @@ def train_cnn(
     train_set: tuple[np.ndarray, np.ndarray],
     val_set: tuple[np.ndarray, np.ndarray],
     progress: bool = True,
+    rasterize: Callable[[Sequence[Stroke]], np.ndarray] | None = None,
 ) -> CnnTrainResult:
     """Train :func:`build_cnn` ``(config.hidden)`` on ``train_set``; report ``val_set`` accuracy of the result.
 
-    Both sets are ``(images (N, 28, 28) float in [0, 1], labels (N,) int)``.  Deterministic for a given
-    ``config.seed`` on one CPU thread (seeded initialisation, shuffling and augmentation).
+    Both sets are ``(images (N, 28, 28) float in [0, 1], labels (N,) int)``.  ``rasterize``
+    (``server.raster.rasterize``) is needed exactly when ``config.redrawn`` is set.  Deterministic for a
+    given ``config.seed`` on one CPU thread (seeded initialisation, shuffling and augmentation).
     """
     start = time.perf_counter()
+    train_images, train_labels = train_set
+    if config.redrawn:
+        if rasterize is None:
+            raise ValueError("config.redrawn needs the server's rasteriser: pass rasterize")
+        train_images = np.concatenate([train_images, redraw(train_images, rasterize, REDRAW_TRAIN_SEED)])
+        train_labels = np.concatenate([train_labels, train_labels])
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    images, labels = as_batch(train_set[0]), torch.from_numpy(train_set[1]).long()
+    images, labels = as_batch(train_images), torch.from_numpy(train_labels).long()
     val_images, val_labels = as_batch(val_set[0]), torch.from_numpy(val_set[1]).long()
     preset = PRESETS[config.augment]
 

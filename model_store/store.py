@@ -87,6 +87,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the file from a server running as another user
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

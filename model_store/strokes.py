@@ -27,7 +27,7 @@ from torch import nn
 
 from .datasets import load_embedded
 from .manifest import model_names
-from .sizes import INPUT_SIZE
+from .sizes import IMAGE_SHAPE
 from .store import load_model
 
 Point = tuple[float, float]
@@ -183,7 +183,8 @@ def true_class_probability(
     rasterize: Callable[[Sequence[Stroke]], np.ndarray],
 ) -> float:
     """The lowest softmax probability of ``label`` over ``models``, 0 if any model errs."""
-    image = torch.from_numpy(rasterize(strokes)).reshape(1, INPUT_SIZE)
+    # (1, 1, 28, 28): a convolution's layout; an MLP flattens it
+    image = torch.from_numpy(rasterize(strokes)).reshape(1, 1, *IMAGE_SHAPE)
     worst = 1.0
     with torch.no_grad():
         for model in models:

@@ -17,8 +17,13 @@ answering its pings, and on SIGTERM passes the signal on to each, which
 closes its visitors with 1012 within ``SHUTDOWN_GRACE_S``.  The servers
 share a directory for their status and metrics (:mod:`server.replica`).
 
-Exit status: 2 for a bad setting (one line on stderr); 3 when the server
-cannot start: a model store defect, an unknown model or an address in use,
+Self-healing (:mod:`server.healing`): a server process with no engine thread
+left exits and the supervisor starts a fresh one; a replica whose health
+stays red for ``MAX_UNHEALTHY_S`` exits with status 4, so that the
+orchestrator replaces it.
+
+Exit status: 2 for a bad setting (one line on stderr); 4 for a replica that
+stayed unhealthy (above); 3 when the server cannot start: a model store defect, an unknown model or an address in use,
 found before any server process starts (one ``startup_failed`` log line
 naming the cause), or tensors that do not fit the manifest, found by each
 server process (one such line from each; never a traceback, see
@@ -32,6 +37,8 @@ import os
 import socket
 import sys
 import tempfile
+import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -42,9 +49,10 @@ from uvicorn.supervisors import Multiprocess
 
 from model_store.manifest import ModelStoreError, verify_files
 
-from .httpprotocol import HeaderTimeoutProtocol
+from .healing import UNHEALTHY_EXIT, RedSpell
+from .httpprotocol import RequestTimeoutProtocol
 from .logs import event, log_config
-from .replica import METRICS_DIR_ENV, REPLICA_DIR_ENV
+from .replica import HEARTBEAT_S, METRICS_DIR_ENV, REPLICA_DIR_ENV, Replica
 from .settings import Settings, SettingsError
 from .wsprotocol import STACK_OPTIONS
 
@@ -71,7 +79,8 @@ def uvicorn_config(app: Starlette | str, settings: Settings, configure_logging: 
         workers=settings.processes if isinstance(app, str) else None,
         host=settings.host,
         port=settings.port,
-        **{**STACK_OPTIONS, "http": partial(HeaderTimeoutProtocol, header_timeout_s=settings.header_timeout_s)},
+        **{**STACK_OPTIONS, "http": partial(RequestTimeoutProtocol, header_timeout_s=settings.header_timeout_s,
+                                            body_timeout_s=settings.body_timeout_s)},
         ws_max_size=settings.max_message_bytes,  # bigger messages: close 1009 (RFC 6455 §7.4.1)
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
@@ -137,6 +146,7 @@ def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket
 
     uvicorn's supervisor stops once a process exits with ``STARTUP_FAILURE``
     (it would fail the same way on every restart); so does this process, with that status.
+    It stops too, with ``UNHEALTHY_EXIT``, once the replica's health stays red for ``max_unhealthy_s``.
     """
     with tempfile.TemporaryDirectory(prefix="xai-replica-") as shared:
         # The server processes read their settings from the environment, as this one did.
@@ -146,8 +156,27 @@ def supervise(settings: Settings, overrides: dict[str, str], sock: socket.socket
         os.environ[METRICS_DIR_ENV] = str(Path(shared, "metrics"))
         Path(shared, "metrics").mkdir()
         supervisor = Multiprocess(uvicorn_config(APP_FACTORY, settings), sockets=[sock])
+        unhealthy = threading.Event()
+        threading.Thread(target=watch_replica, name="replica-watch", daemon=True,
+                         args=(Replica(Path(shared), settings.processes), settings.max_unhealthy_s,
+                               supervisor.should_exit, unhealthy)).start()
         supervisor.run()
+    if unhealthy.is_set():
+        return UNHEALTHY_EXIT
     return STARTUP_FAILURE if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes) else 0
+
+
+def watch_replica(replica: Replica, bound_s: float, stop: threading.Event, unhealthy: threading.Event) -> None:
+    """Every ``HEARTBEAT_S`` until ``stop``: once ``replica``'s health has been red for ``bound_s`` without a
+    break, set ``unhealthy`` and ``stop`` (the supervisor then ends its processes and exits)."""
+    spell = RedSpell(bound_s)
+    while not stop.wait(HEARTBEAT_S):
+        verdict = replica.health()
+        if spell.observe(verdict.ok, time.monotonic()):
+            event("replica_unhealthy_exiting", logging.ERROR, unhealthy_s=bound_s, reason=verdict.reason)
+            unhealthy.set()
+            stop.set()
+            return
 
 
 if __name__ == "__main__":

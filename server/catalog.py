@@ -39,12 +39,14 @@ class ModelInfo:
 @dataclass(frozen=True)
 class MethodInfo:
     """An attribution method: ``cost`` is ``per-frame`` or ``on-pause``; ``signed``: its maps hold
-    evidence for and against (else magnitudes only)."""
+    evidence for and against (else magnitudes only); ``control``: a map of the drawing alone, which
+    knows nothing of the model (the trust card must fail it)."""
 
     name: str
     label: str
     cost: str
     signed: bool
+    control: bool = False
 
 
 @dataclass(frozen=True)

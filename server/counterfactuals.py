@@ -6,7 +6,8 @@ from the embedded training digits on the first request for that model, ~0.1 s)
 and turns a :class:`~server.protocol.CounterfactualAsk` into the text of the
 ``counterfactual`` message, or of an ``error`` with code ``no_counterfactual``
 (docs/protocol.md, "counterfactual").  :meth:`Counterfactuals.answer` blocks
-for up to the search's time budget: the session runs it on a worker thread.
+for the search's steps (at most 300): the session runs it on a worker thread, whose
+compute deadline may end it as a fault (``counterfactual_failed``).
 """
 
 import threading
@@ -16,7 +17,7 @@ from torch import nn
 
 from server.explain.counterfactual import CounterfactualSearch
 from server.explain.family import family_of
-from server.raster import rasterize
+from server.photo import model_input
 
 from .frames import encode_counterfactual, encode_error
 from .neurons import Digits
@@ -57,7 +58,7 @@ class Counterfactuals:
         """The ``counterfactual`` message for ``ask`` (or its ``error``), as text."""
         view = ask.view
         search = self.search(view.model)
-        image = rasterize(view.strokes)
+        image = model_input(view.strokes, view.photo)
         target = ask.target if ask.target is not None else runner_up(search, image, view.knockout)
         found = search.find(image, target, view.knockout)
         if found is None:

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from .catalog import Catalog
+from .photo import MAX_SIDE_PX
 from .protocol import MAX_COMPARE_METHODS, PROTOCOL_VERSION, ErrorCode, Limits, View
 
 U8_SCALE = 1.0 / 255.0
@@ -102,7 +103,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    for info in catalog.models.values()],
         # What the visitor's model can run: a method or rule of another family is never offered.
         "methods": [{"name": name, "label": catalog.methods[name].label, "cost": catalog.methods[name].cost,
-                     "signed": catalog.methods[name].signed} for name in model.methods],
+                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control}
+                    for name in model.methods],
         "rules": [{"name": name, "label": catalog.rules[name].label, "description": catalog.rules[name].description}
                   for name in model.rules],
         "state": {"model": view.model, "method": view.method, "rule": view.rule,
@@ -113,7 +115,7 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    "max_points": limits.max_points, "max_strokes": limits.max_strokes,
                    "max_frames_per_s": timing["max_frames_per_s"], "idle_timeout_s": timing["idle_timeout_s"],
                    "ping_interval_s": timing["ping_interval_s"], "pause_ms": timing["pause_ms"],
-                   "max_compare_methods": MAX_COMPARE_METHODS},
+                   "max_compare_methods": MAX_COMPARE_METHODS, "max_photo_side_px": MAX_SIDE_PX},
     })
 
 
@@ -178,11 +180,17 @@ def tiles(maps: np.ndarray) -> np.ndarray:
     """``(C, h, w)`` feature maps max-pooled to at most :data:`TILE_PX` on a side (by a whole factor)."""
     factor = max(1, -(-maps.shape[-1] // TILE_PX))
     channels, height, width = maps.shape
-    return maps.reshape(channels, height // factor, factor, width // factor, factor).max(axis=(2, 4))
+    pooled: np.ndarray = maps.reshape(channels, height // factor, factor, width // factor, factor).max(axis=(2, 4))
+    return pooled
 
 
 def _optional_float(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _rounded(value: float | None) -> float | None:
+    """A ρ to 4 decimals; ``None`` (undefined) stays ``null``, never 0."""
+    return None if value is None else round(value, 4)
 
 
 def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> bytes:
@@ -195,12 +203,19 @@ def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> byte
         "target": int(data.target), "mode": data.mode,
         "heatmap": encode_i8(np.asarray(data.heatmap)),
         "randomized": [{"layers": item.layers, "heatmap": encode_i8(item.heatmap),
-                        "rank_correlation": round(item.rank_correlation, 4), "counts": item.counts}
+                        "rank_correlation": _rounded(item.rank_correlation),
+                        "correlations": [_rounded(rho) for rho in item.correlations],
+                        "band": None if item.band is None else dict(zip(("low", "median", "high"),
+                                                                        (round(v, 4) for v in item.band))),
+                        "passes": item.passes, "counts": item.counts}
                        for item in report.randomized],
-        "deletion": {"pixels_per_step": report.pixels_per_step,
-                     "curve": _floats(report.deletion), "random": _floats(report.random_deletion),
-                     "aopc": round(report.deletion_aopc, 4), "random_aopc": round(report.random_deletion_aopc, 4)},
-        "similar": report.similar,
+        "deletion": {"pixels_per_step": report.deletion.pixels_per_step,
+                     "curve": _floats(report.deletion.curve), "least": _floats(report.deletion.least),
+                     "random": [_floats(curve) for curve in report.deletion.random],
+                     "aopc": round(report.deletion.aopc, 4), "least_aopc": round(report.deletion.least_aopc, 4),
+                     "random_aopc": dict(zip(("low", "median", "high"),
+                                             (round(v, 4) for v in report.deletion.random_band)))},
+        "same_ranking": report.same_ranking,
         "passes": {"randomization": report.passes_randomization, "deletion": report.passes_deletion},
         "empty": report.empty,
         "verdict": report.verdict,
@@ -229,7 +244,7 @@ def encode_comparison(view: View, target: int, maps: list[tuple[str, Any, float]
         "seq": view.seq,
         "target": target,
         "maps": [{"method": method, "label": catalog.methods[method].label, "cost": catalog.methods[method].cost,
-                  "signed": catalog.methods[method].signed,
+                  "signed": catalog.methods[method].signed, "control": catalog.methods[method].control,
                   "compute_ms": round(compute_ms, 3), "heatmap": encode_i8(np.asarray(data.heatmap))}
                  for method, data, compute_ms in maps],
     })

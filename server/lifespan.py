@@ -22,13 +22,14 @@ from server.explain.rules import DEFAULT_RULE
 
 from .catalog import Catalog, MethodInfo, ModelInfo, RuleInfo, model_info
 from .counterfactuals import Counterfactuals
+from .healing import end_when_unserviceable
 from .inference.batcher import Batcher
 from .inference.jobs import EngineThreads, Job, Spec
 from .logs import event
 from .metrics import Metrics
 from .protocol import DEFAULT_METHOD, Limits
 from .replica import HEARTBEAT_S
-from .runtime import Runtime, publish_own_status
+from .runtime import Runtime, healthy, publish_own_status
 from .session import Services
 from .settings import Settings
 from .startup import StartupError
@@ -36,6 +37,7 @@ from .teaching.database import database_url, open_engine
 from .teaching.drawings import DrawingStore
 from .teaching.migrate import SchemaOutOfDate, prepare
 from .teaching.teacher import Teacher
+from .versions import Versions
 
 LAG_PROBE_S = 0.25  # how often the event-loop lag probe wakes up
 
@@ -62,10 +64,17 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # first counterfactual is not the one that meets the compute deadline.
     await asyncio.to_thread(counterfactuals.prepare)
     database = await open_database(settings)
-    teacher = Teacher(DrawingStore(database), batcher, catalog)
-    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher)
+    versions = Versions(runtime.threads.models,
+                        {name: info.sha256 or "unknown" for name, info in catalog.models.items()},
+                        {name: info.hidden for name, info in catalog.models.items()})
+    teacher = Teacher(DrawingStore(database), batcher, versions)
+    runtime.services = Services(settings, catalog, limits, batcher, runtime.metrics, counterfactuals, teacher,
+                                versions)
+    watcher = asyncio.create_task(versions.watch(settings.model_store_dir, settings.version_poll_s))
     lag_probe = asyncio.create_task(probe_event_loop_lag(runtime.metrics))
     heartbeat = asyncio.create_task(publish_status(runtime))
+    healing = asyncio.create_task(end_when_unserviceable(lambda: healthy(runtime), lambda: end_process(runtime),
+                                                         HEARTBEAT_S))
     runtime.ready, runtime.readiness = await check_golden_digits(batcher, catalog.models)
     # What start-up built (torch, scikit-learn, captum, models, engines: ~320,000 tracked objects) lives
     # as long as the process: out of the collector's way.  A full collection walks every tracked object
@@ -83,6 +92,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         lag_probe.cancel()
         heartbeat.cancel()
+        healing.cancel()
+        watcher.cancel()
         runtime.replica.withdraw()
         for scan in runtime.scans.values():
             scan.cancel()
@@ -97,7 +108,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     Raises :class:`~server.startup.StartupError` when it cannot be opened or its schema is out of date.
     """
     try:
-        url = database_url(settings.database_url, settings.data_dir)
+        url = database_url(settings.database_url, settings.data_dir, settings.database_url_file)
         await asyncio.to_thread(prepare, url)
     except (SchemaOutOfDate, SQLAlchemyError, OSError) as error:
         raise StartupError(f"teaching database: {error}") from error
@@ -137,7 +148,8 @@ def build_catalog(settings: Settings, loaded: dict[str, nn.Module]) -> Catalog:
     models = {name: model_info(model_record(name, store_dir), family_of(model)) for name, model in loaded.items()}
     if default not in models:
         raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
-    methods = {name: MethodInfo(name, info.label, info.cost, info.signed) for name, info in METHODS.items()}
+    methods = {name: MethodInfo(name, info.label, info.cost, info.signed, info.control)
+               for name, info in METHODS.items()}
     rules = {name: RuleInfo(name, info.label, info.description)
              for family in FAMILIES.values() for name, info in family.rules.items()}
     if DEFAULT_METHOD not in methods or DEFAULT_RULE not in rules:
@@ -173,6 +185,14 @@ async def probe_event_loop_lag(metrics: Metrics) -> None:
         started = loop.time()
         await asyncio.sleep(LAG_PROBE_S)
         metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - started - LAG_PROBE_S))
+
+
+def end_process(runtime: Runtime) -> None:
+    """No engine thread is left: this process ends itself, to be replaced (server.healing)."""
+    publish_own_status(runtime)  # red at once, for the probes answered while it shuts down
+    event("engine_threads_exhausted", logging.ERROR, action="exiting to be replaced",
+          deadline_s=runtime.settings.compute_deadline_s)
+    runtime.end_process()
 
 
 async def publish_status(runtime: Runtime) -> None:

@@ -7,6 +7,8 @@ a limit, so that nothing invalid ever reaches the rasteriser or the model.
 A refused message changes nothing.
 """
 
+import base64
+import binascii
 import dataclasses
 import math
 from collections.abc import Callable
@@ -16,13 +18,13 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from model_store.sizes import N_CLASSES
+from model_store.sizes import INPUT_SIZE, N_CLASSES
 from server.explain.modes import HIDDEN_LAYER
 from server.explain.rules import DEFAULT_RULE
 
 PROTOCOL_VERSION = 1
 MAX_SEQ = 2**53  # exclusive; the largest integer a JavaScript number holds exactly
-MAX_COMPARE_METHODS = 8
+MAX_COMPARE_METHODS = 10
 DEFAULT_METHOD = "lrp"
 
 Point = tuple[float, float]
@@ -51,6 +53,11 @@ class ErrorCode(StrEnum):
     EMPTY_DRAWING = "empty_drawing"  # teach with nothing on the pad
     UNKNOWN_TOKEN = "unknown_token"  # forget with a delete_token no stored drawing has
     TEACH_FAILED = "teach_failed"  # the database could not store or delete: nothing changed
+    # A refused `photo` (server/photo.py says why, with the limit).
+    NOT_AN_IMAGE = "not_an_image"
+    PHOTO_TOO_LARGE = "photo_too_large"
+    NO_INK = "no_ink"
+    SEVERAL_DIGITS = "several_digits"
 
 
 class ProtocolError(ValueError):
@@ -147,8 +154,19 @@ class Teach:
     label: int
 
 
+@dataclass(frozen=True)
+class Photo:
+    """Replace the drawing by a photo of a digit: ``data``, an image file to prepare (server/photo.py), or
+    ``input``, the model's 28×28 input itself (784 bytes, row-major, 0 paper … 255 ink).  Exactly one is set;
+    the session prepares ``data`` into ``input`` off the event loop before :meth:`VisitorState.apply`."""
+
+    seq: int
+    data: bytes | None
+    input: bytes | None
+
+
 Message = (Stroke | Select | Configure | Clear | Undo | Compare | CounterfactualRequest | SanityCheck | ConceptMaps
-           | Teach)
+           | Teach | Photo)
 
 
 @dataclass(frozen=True)
@@ -312,6 +330,32 @@ def _decode_compare(document: dict[str, Any], seq: int) -> Compare:
     return Compare(seq, tuple(methods))
 
 
+def _base64(value: Any, name: str, seq: int) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'{name}' must be a base64 string, got {_kind(value)}", seq)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'{name}' is not valid base64", seq) from None
+
+
+def _decode_photo(document: dict[str, Any], seq: int) -> Photo:
+    data, prepared = document.get("data"), document.get("input")
+    if (data is None) == (prepared is None):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a photo carries exactly one of 'data' (an image file) "
+                            "and 'input' (the 28×28 input)", seq)
+    if data is not None:
+        return Photo(seq, _base64(data, "data", seq), None)
+    # The array encoding of a frame's `input` (docs/protocol.md, "Array encoding"): u8, [28, 28].
+    if not isinstance(prepared, dict) or prepared.get("dtype") != "u8" or prepared.get("shape") != [28, 28]:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "'input' must be {dtype: 'u8', shape: [28, 28], data}", seq)
+    pixels = _base64(prepared.get("data"), "input.data", seq)
+    if len(pixels) != INPUT_SIZE:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'input.data' holds {len(pixels)} bytes, expected "
+                            f"{INPUT_SIZE}", seq)
+    return Photo(seq, None, pixels)
+
+
 def _decode_ack(document: dict[str, Any]) -> Ack:
     frame = document.get("frame")
     if not _is_int(frame) or not 1 <= frame < MAX_SEQ:
@@ -359,6 +403,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "sanity": lambda document, seq: SanityCheck(seq),
     "concepts": _decode_concepts,
     "teach": _decode_teach,
+    "photo": _decode_photo,
 }
 
 
@@ -414,6 +459,7 @@ class View:
     versus: int | None = None
     knockout: tuple[int, ...] = ()
     layer: str | None = None
+    photo: bytes | None = None  # the model's input from a photo (784 bytes), which then replaces the strokes
 
 
 @dataclass(frozen=True)
@@ -473,6 +519,7 @@ class VisitorState:
     versus: int | None = None
     knockout: tuple[int, ...] = ()
     layer: str | None = None
+    photo: bytes | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model or self.options.default_model
@@ -498,7 +545,8 @@ class VisitorState:
     def view(self) -> View:
         """Snapshot the state; later :meth:`apply` calls do not change the snapshot."""
         return View(self.seq, tuple(tuple(stroke) for stroke in self.strokes), self.model,
-                    self.method, self.rule, self.output, self.hidden, self.versus, self.knockout, self.layer)
+                    self.method, self.rule, self.output, self.hidden, self.versus, self.knockout, self.layer,
+                    self.photo)
 
     def apply(self, message: Message) -> Effect:
         """Apply ``message`` or raise :class:`ProtocolError`, leaving the state unchanged."""
@@ -518,10 +566,12 @@ class VisitorState:
             case Configure():
                 return self._configure(message)
             case Clear():
-                self.strokes, self.stroke_ids, self.n_points = [], [], 0
+                self.strokes, self.stroke_ids, self.n_points, self.photo = [], [], 0, None
                 return Effect()
             case Undo():
-                if self.strokes:
+                if self.photo is not None:  # a photo is one step: undone, the pad is blank
+                    self.photo = None
+                elif self.strokes:
                     self.n_points -= len(self.strokes.pop())
                     self.stroke_ids.pop()
                 return Effect()
@@ -542,6 +592,11 @@ class VisitorState:
                     raise ProtocolError(ErrorCode.EMPTY_DRAWING, "the pad is empty: draw a digit first", message.seq)
                 return Effect(frame=False, teach=TeachAsk(dataclasses.replace(self.view(), seq=message.seq),
                                                           message.label))
+            case Photo():
+                if message.input is None:
+                    raise ProtocolError(ErrorCode.INVALID_MESSAGE, "the photo was not prepared", message.seq)
+                self.strokes, self.stroke_ids, self.n_points, self.photo = [], [], 0, message.input
+                return Effect()
 
     def _stroke(self, message: Stroke) -> Effect:
         appends = bool(self.stroke_ids) and message.id == self.stroke_ids[-1]
@@ -560,6 +615,7 @@ class VisitorState:
         if not appends and len(self.strokes) + 1 > self.limits.max_strokes:
             raise ProtocolError(ErrorCode.TOO_MANY_STROKES, f"the drawing would hold {len(self.strokes) + 1} "
                                 f"strokes, at most {self.limits.max_strokes}", message.seq)
+        self.photo = None  # the pen starts a new drawing on a blank pad
         if appends:
             self.strokes[-1].extend(message.points)
         else:

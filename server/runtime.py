@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -10,6 +11,7 @@ from starlette.websockets import WebSocket
 from model_store.references import References
 
 from . import neurons
+from .healing import terminate_self
 from .inference.jobs import EngineFactory, EngineThreads
 from .logs import RateLimitedEvent
 from .metrics import Metrics
@@ -29,6 +31,8 @@ class Runtime:
     engine_factory: EngineFactory
     metrics: Metrics
     replica: Replica
+    # How this process ends itself once it cannot compute frames (server.healing); tests stop their server.
+    end_process: Callable[[], None] = terminate_self
     services: Services | None = None
     threads: EngineThreads | None = None
     ready: bool = False

@@ -53,12 +53,15 @@ from .inference.batcher import Batcher
 from .inference.jobs import DEADLINE_EXCEEDED, InferenceError, Job, JobResult, Spec
 from .logs import event
 from .metrics import Metrics
+from .photo import prepare_upload
 from .protocol import (
     Ack,
+    Clear,
     CounterfactualAsk,
     ErrorCode,
     Forget,
     Limits,
+    Photo,
     ProtocolError,
     Stroke,
     View,
@@ -70,6 +73,7 @@ from .ratelimit import ErrorWindow, TokenBucket
 from .scheduling import ACK_TIMEOUT_S, MAX_WINDOW, Due, FlowWindow, FrameSchedule, FrameTicket, Wait
 from .settings import Settings
 from .teaching.teacher import Desk, Teacher
+from .versions import Versions
 from .wsprotocol import ABORT_EXTENSION, CAUSE_KEY
 
 _visitor_ids = itertools.count(1)
@@ -86,6 +90,7 @@ class Services:
     metrics: Metrics
     counterfactuals: Counterfactuals
     teacher: Teacher
+    versions: Versions
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,8 @@ class Session:
         self.sanity_due = False
         self.concepts_due: str | None = None
         self.desk = Desk(services.teacher, self.settings.max_teach_per_minute, now)
+        # The engine key of each model's version: kept until the visitor clears the pad (server.versions).
+        self.pins = services.versions.pins()
         self.raster = RasterCache()  # the canvas of the last frame's drawing: a frame draws only new ink
         self.peer_close = (status.WS_1005_NO_STATUS_RCVD, "disconnected")
 
@@ -286,20 +293,27 @@ class Session:
     async def _handle_text(self, text: str) -> None:
         now = self.loop.time()
         try:
-            if not self.bucket.admit(now):
-                raise ProtocolError(ErrorCode.RATE_LIMITED,
-                                    f"more than {self.settings.max_messages_per_s} messages per second")
             message = decode_message(text)
             if isinstance(message, Ack):
+                # Exempt from the message rate: acks are bounded on their own (only a frame sent and not yet
+                # acknowledged may be, so no more acks than frames), and one refused would leave flow control
+                # waiting for it.  A bogus one is refused and counts toward the refusal limit.
                 self.schedule.acknowledge(message.frame, now)
                 self.wakeup.set()  # a credit may be free
                 return
+            if not self.bucket.admit(now):
+                raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                    f"more than {self.settings.max_messages_per_s} messages per second")
+            if isinstance(message, Photo):
+                message = await asyncio.to_thread(prepare_upload, message)  # decoding: ms of CPU, not on the loop
             if isinstance(message, Forget):
                 self.desk.submit(message, now)
                 return
             effect = self.state.apply(message)
             if effect.teach is not None:
-                self.desk.submit(effect.teach, now)
+                self.desk.submit(effect.teach, now, self.pins[effect.teach.view.model])
+            if isinstance(message, Clear):
+                self.pins = self.services.versions.pins()
         except ProtocolError as error:
             await self._refuse(error, now)
             return
@@ -416,8 +430,8 @@ class Session:
 
     async def _send_frame(self, view: View, ticket: FrameTicket) -> None:
         slow = self.services.catalog.on_pause(view.method) and not ticket.pending
-        job = Job(view.model, view.strokes, (self._spec(view, ticket.pending),), render=FrameRenderer(view, ticket),
-                  owner=self.visitor, raster=self.raster)
+        job = Job(self.pins[view.model], view.strokes, (self._spec(view, ticket.pending),),
+                  render=FrameRenderer(view, ticket), owner=self.visitor, raster=self.raster, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=slow)
         await self._send_text(rendered(result))
         self.schedule.sent(ticket.number, self.loop.time())
@@ -440,8 +454,9 @@ class Session:
         target: int | None = view.output
         for method in methods:
             result = await self.services.batcher.compute(
-                Job(view.model, view.strokes, (Spec(target, None, method, view.rule, knockout=view.knockout,
-                                                    layer=view.layer),)),
+                Job(self.pins[view.model], view.strokes,
+                    (Spec(target, None, method, view.rule, knockout=view.knockout, layer=view.layer),),
+                    photo=view.photo),
                 slow=self.services.catalog.on_pause(method))
             data = result.frames[0]
             target = int(data.target)  # later methods explain the same class as the first
@@ -451,8 +466,8 @@ class Session:
 
     async def _send_sanity(self, view: View) -> None:
         """The sanity checks of the visitor's map; nothing if the model changed meanwhile (as a comparison)."""
-        job = Job(view.model, view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
-                  sanity=True)
+        job = Job(self.pins[view.model], view.strokes, (self._spec(view, pending=False),), render=SanityRenderer(view),
+                  sanity=True, photo=view.photo)
         result = await self.services.batcher.compute(job, slow=True)
         if self.state.model == view.model:
             await self._send_text(rendered(result))
@@ -462,7 +477,8 @@ class Session:
         channels = self.services.catalog.models[view.model].channels[layer]
         specs = tuple(Spec(view.output, k, "lrp", view.rule, knockout=view.knockout, layer=layer)
                       for k in range(channels))
-        result = await self.services.batcher.compute(Job(view.model, view.strokes, specs), slow=True)
+        result = await self.services.batcher.compute(Job(self.pins[view.model], view.strokes, specs, photo=view.photo),
+                                                     slow=True)
         if self.state.model == view.model:
             await self._send(encode_concepts(view, layer, result.frames, result.compute_ms))
 

@@ -66,8 +66,14 @@ class Settings:
             long after the connection opened (or after its first byte, on a
             kept-alive connection) has its connection closed, s
             (:mod:`server.httpprotocol`).
+        body_timeout_s: a request whose body is not complete this long after
+            its headers has its connection closed, s (``Content-Length:
+            100000`` sent at a byte a second held a connection open for good).
         shutdown_grace_s: on SIGTERM, visitors get 1012 and the process exits
             within this, s; below docker compose's default stop timeout (10 s).
+        max_unhealthy_s: a replica whose ``/healthz`` stays red this long
+            without a break exits (status 4) to be replaced, s
+            (``PROCESSES`` > 1: the supervisor watches; :mod:`server.healing`).
     Processes
         processes: complete server processes sharing the listening socket
             (``python -m server`` only; default: the cores this process may
@@ -103,8 +109,25 @@ class Settings:
         data_dir: where the embedded SQLite database lives (created if missing).
         database_url: a SQLAlchemy async URL (``postgresql+asyncpg://…``);
             empty: SQLite (WAL) in ``data_dir``.
+        database_url_file: a file holding that URL (a secret: it carries the
+            database password); read when ``database_url`` is empty.
         max_teach_per_minute: ``teach`` messages one visitor may send per
             minute (a burst of that many at once); beyond: ``rate_limited``.
+        version_poll_s: how often the store's manifest is read for a newly
+            promoted version of a served model (``server.versions``), s.
+    Curation (``/learn``, docs/curation.md)
+        curator_password: the curator's password (empty: see the next two);
+            hashed with argon2 at start-up, never stored or logged.
+        curator_password_file: a file holding it (a Docker or Kubernetes secret).
+        curator_password_hash: an argon2 hash of it instead (``$argon2id$…``).
+            None of the three: nobody can log in, ``/learn`` stays closed.
+        curator_session_secret_file: the key signing session cookies, shared
+            by every process and replica (default: ``curator-session.key`` in
+            ``data_dir``, created on first use).
+        curator_session_s: a login lasts this long, s.
+        curator_max_failed_logins: failed logins (wrong password or bad form)
+            per client address within ``curator_lockout_s``; past it, POSTs to
+            ``/learn/login`` get 429 until the window has passed.
     Logging
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -131,7 +154,9 @@ class Settings:
     ping_timeout_s: float = 20.0
     send_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
+    max_unhealthy_s: float = 30.0
     processes: int = field(default_factory=usable_cores)
     # One frame thread: a second one in the same process only contends for its GIL (two processes on
     # 2 cores, 50 visitors drawing continuously: p99 11-29 ms with two, 6-14 ms with one; docs/benchmarks.md).
@@ -142,19 +167,30 @@ class Settings:
     fair_share: float = 0.02
     coalesce: bool = True
     data_dir: Path = Path("data")
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
+    database_url_file: Path | None = None
     max_teach_per_minute: int = 20
+    version_poll_s: float = 10.0
+    curator_password: str = field(default="", repr=False)
+    curator_password_file: Path | None = None
+    curator_password_hash: str = field(default="", repr=False)
+    curator_session_secret_file: Path | None = None
+    curator_session_s: float = 8 * 3600.0
+    curator_max_failed_logins: int = 5
+    curator_lockout_s: float = 900.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_message_bytes", "max_points_per_message", "max_points",
-                     "max_strokes", "max_messages_per_s", "max_teach_per_minute", "processes", "workers", "batch_max"):
+                     "max_strokes", "max_messages_per_s", "max_teach_per_minute", "curator_max_failed_logins",
+                     "processes", "workers", "batch_max"):
             _require(name, getattr(self, name) >= 1, ">= 1")
         for name in ("max_errors", "batch_wait_ms", "pause_ms"):
             _require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("error_window_s", "max_frames_per_s", "idle_timeout_s", "ping_interval_s",
-                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "shutdown_grace_s",
-                     "compute_deadline_s", "fair_share"):
+                     "ping_timeout_s", "send_timeout_s", "header_timeout_s", "body_timeout_s",
+                     "shutdown_grace_s", "max_unhealthy_s", "compute_deadline_s", "fair_share",
+                     "curator_session_s", "curator_lockout_s", "version_poll_s"):
             _require(name, getattr(self, name) > 0, "> 0")
         _require("port", 0 <= self.port <= 65535, "in 0..65535")
         # More engine threads than cores only adds contention (each runs torch with one thread).

@@ -5,8 +5,10 @@
    drains, i.e. forever if the peer never reads again (measured here: 3 MB
    stuck in Send-Q, the connection still in uvicorn's table after the
    handler returned).  The protocol therefore offers the ASGI app an
-   ``abort`` callable in ``scope["extensions"]["xai.abort"]`` that drops
-   the TCP connection at once (``transport.abort()``).
+   ``abort`` callable in ``scope["extensions"]["xai.abort"]`` that resets
+   the TCP connection at once (:func:`server.sockets.reset`: the kernel's
+   buffers go too).  The keepalive timeout and the close handshake's
+   timeout reset a peer that has not taken what was sent to it, too.
 2. **Invalid UTF-8 without a traceback.**  uvicorn decodes text frames itself
    and logs a full exception for bad UTF-8 (``send_receive_event_to_app``),
    so any peer could fill the log.  Text messages are checked first here;
@@ -30,6 +32,7 @@
    is logged as one rate-limited WARNING line naming the close code.
 """
 
+import functools
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
@@ -39,6 +42,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request
 
 from .logs import RateLimitedEvent
+from .sockets import reset, unacknowledged_bytes
 
 ABORT_EXTENSION = "xai.abort"
 # A key of our own in ``websocket.disconnect`` events this protocol makes up: why the server ended the connection.
@@ -56,15 +60,18 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope: dict[str, Any] | None = getattr(self, "scope", None)
         if scope is not None:  # absent when the handshake itself was refused
-            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            scope["extensions"][ABORT_EXTENSION] = {"abort": functools.partial(reset, self.transport)}
 
     def keepalive_timeout(self) -> None:
         if self.close_sent or self.transport.is_closing():
             return super().keepalive_timeout()  # already ending: uvicorn does nothing either
+        # Data the peer has not taken in a whole ping timeout: it stopped reading, and the close frame would
+        # wait behind that data, in FIN-WAIT-1, for minutes.
+        stuck = unacknowledged_bytes(self.transport) > 0
         super().keepalive_timeout()  # writes the 1011 close frame, closes the transport gracefully
         code = CloseCode.INTERNAL_ERROR
-        if self.transport.get_write_buffer_size() > 0:  # the close frame is stuck behind unread data
-            self.transport.abort()
+        if stuck:
+            reset(self.transport)
             code = CloseCode.ABNORMAL_CLOSURE
         self.queue.put_nowait({"type": "websocket.disconnect", "code": int(code), CAUSE_KEY: KEEPALIVE_TIMEOUT})  # type: ignore[arg-type]  # + CAUSE_KEY
 
@@ -95,8 +102,20 @@ class ReleasingWebSocketProtocol(WebSocketsSansIOProtocol):
                 and message["type"] in ("websocket.send", "websocket.close"):
             raise ClientDisconnected()  # failed by a protocol error (item 4 above): the peer is gone for the app
         await super().send(message)
+        if message["type"] == "websocket.close" and self.close_timer is not None:
+            # uvicorn closes the transport when the peer has not echoed our close frame in close_timeout;
+            # a peer that stopped reading is reset instead (item 1 above).
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
         if message["type"] == "websocket.http.response.body" and self.close_sent:
             self.handshake_complete = True  # the denial response ended it; see item 3 above
+
+    def _close_timed_out(self) -> None:
+        self.close_timer = None
+        if unacknowledged_bytes(self.transport) > 0:
+            reset(self.transport)
+        else:
+            self.transport.close()
 
 # The serving stack, shared with the latency benchmark's floor server
 # (benchmarks/floor_server.py) so that the two differ only in the app.  uvloop

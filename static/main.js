@@ -29,6 +29,7 @@ import { conditionsOnHidden, createSelectionPanel } from "./selection.js";
 import { createTrust } from "./trust.js";
 import { channelSelection, listenConvnet, outputSelection, renderConvnet, showFamily } from "./convnet.js";
 import { buildConceptCard, cardUrl, updateConceptCard } from "./concept-card.js";
+import { createTeaching } from "./teach.js";
 
 const $ = (id) => document.getElementById(id);
 const store = createStore();
@@ -88,10 +89,14 @@ function receive(message) {
     case "counterfactual":
       questions.receive(message);
       break;
+    case "taught":
+    case "forgotten":
+      teaching.receive(message);
+      break;
     case "error":
       // One line, the code only: the refused message may hold a visitor's drawing.
       console.warn("xai: server refused a message", message.code, "seq", message.seq);
-      if (questions.refused(message.seq, message.code)) break;
+      if (questions.refused(message.seq, message.code) || teaching.refused(message.seq, message.code)) break;
       store.dispatch({ type: "refused", seq: message.seq,
                        notice: { code: message.code, text: `The server refused a message (${message.code}).` } });
       break;
@@ -352,6 +357,8 @@ const selectionPanel = createSelectionPanel($("selection-slot"), {
   },
 });
 const trust = createTrust({ send: (message) => (socket.wake(), socket.send(message)) });
+// "Teach it what you drew" (teach.js): under the pad, with its dialog and the list of taught drawings.
+const teaching = createTeaching({ send: (message) => socket.send(message), kiosk: kioskSettings(location.search) !== null });
 
 /** The methods a comparison asks for: every method the server offers, at most welcome.limits.max_compare_methods. */
 function requestComparison() {
@@ -456,6 +463,7 @@ let attractNext = 0;
 function attract() {
   if (sheet.open) sheet.close();
   window.scrollTo({ top: 0, left: 0, behavior: "instant" }); // the attract loop plays on the stage, in view
+  teaching.reset();
   store.dispatch({ type: "overlay", on: false });
   load({ strokes: [], config: store.get().defaults, selection: NO_SELECTION });
   $("cta").hidden = false;
@@ -616,6 +624,7 @@ function render() {
   questions.render(state);
   selectionPanel.render(state);
   trust.render(state);
+  teaching.render(state);
   if (state.timeline !== before.timeline || state.drawing !== before.drawing) timeline.render(state.timeline, !empty);
   $("pad-hint").hidden = !empty || !$("cta").hidden;
   if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);

@@ -1,7 +1,8 @@
 // "Can I trust this map?" (issue 11): where the relevance went (conservation, in words) and the
 // live sanity checks of the map on screen (docs/protocol.md, "sanity"), asked for when the visitor
-// pauses: the map from two randomised copies of the model side by side with their rank correlation,
-// the deletion curve against a random order, and a one-line verdict.
+// pauses: the map from randomised copies of the model side by side with their rank correlation and the
+// band of ρ between random networks, the deletion curve against random ink orders and the least relevant
+// ink first, and a one-line verdict.
 
 import { decode } from "./arrays.js";
 import { formatNumber, paintRelevance } from "./heatmap.js";
@@ -19,7 +20,26 @@ function make(tag, attributes = {}, text) {
 }
 
 function percentOf(part, whole) {
-  return whole === 0 ? "" : ` (${Math.round((100 * Math.abs(part)) / Math.abs(whole))}\u00a0%)`;
+  return whole === 0 || Math.sign(part) !== Math.sign(whole) ? ""
+    : ` (${Math.round((100 * Math.abs(part)) / Math.abs(whole))}\u00a0%)`;
+}
+
+/** The share of its start below which a difference is rounding: the map then holds it whole. */
+export const WHOLE = 1e-3;
+
+/**
+ * Where the relevance went, as numbers computed from the frame's own figures. Pure.
+ * Every LRP preset has ε on the output layer, so `logit − hidden` is the output neuron's bias (for a
+ * contrast, the difference of the two biases); `hidden − input` is what the hidden neurons' biases took
+ * (negative: what negative biases gave the pixels): with a bias-free model every preset hands the relevance
+ * down whole (docs/explanations.md, "Conservation").
+ * @param {object} frame  a frame (docs/protocol.md): mode, conservation
+ * @returns {{logit: number, hidden: number, input: number, outputBias: number|null, hiddenBiases: number}}
+ */
+export function relevanceFlow(frame) {
+  const { input_sum: input, hidden_sum: hidden, logit } = frame.conservation;
+  const lrp = frame.mode === "lrp" || frame.mode === "contrast";
+  return { logit, hidden, input, outputBias: lrp ? logit - hidden : null, hiddenBiases: hidden - input };
 }
 
 /**
@@ -29,56 +49,73 @@ function percentOf(part, whole) {
  * @returns {string[]} sentences
  */
 export function conservationWords(frame, rule) {
-  const { input_sum: input, hidden_sum: hidden, logit } = frame.conservation;
   const n = formatNumber;
   if (frame.mode === "attribution") {
-    return [`The map adds up to ${n(input)}; the score of '${frame.target}' is ${n(frame.logits[frame.target])}.`,
+    return [`The map adds up to ${n(frame.conservation.input_sum)}; the score of '${frame.target}' is ${n(frame.logits[frame.target])}.`,
       "This method does not pass relevance through the hidden layer, so there is nothing to follow there."];
   }
-  const lower = hiddenToPixels(input, hidden, rule);
+  const flow = relevanceFlow(frame);
+  const lower = hiddenToPixels(flow, rule);
   if (frame.mode === "hidden") {
-    return [`Neuron ${frame.hidden}'s input is ${n(hidden)}; the pixels hold ${n(input)} of it. ${lower}`];
+    return [`Neuron ${frame.hidden}'s input is ${n(flow.hidden)}. ${lower}`];
   }
   const score = frame.mode === "contrast" ? `the score difference of '${frame.target}' over '${frame.versus}'`
     : `the score (logit) of '${frame.target}'`;
-  const start = `The explanation starts from ${score}: ${n(logit)}.`;
+  const start = `The explanation starts from ${score}: ${n(flow.logit)}.`;
+  const ruleOnly = "The rule changes only this last step: the hidden neurons' relevance is the same under every rule (ε on the output layer).";
   if (frame.mode === "crp") {
-    return [start, `Neuron ${frame.hidden} passes on ${n(hidden)} of it; its pixels hold ${n(input)}. ${lower}`];
+    return [start, `Neuron ${frame.hidden} passes on ${n(flow.hidden)} of it. ${lower}`, ruleOnly];
   }
-  const kept = logit - hidden;
-  return [start, `${n(hidden)} reaches the hidden layer: the output neuron's bias kept ${n(kept)}${percentOf(kept, logit)}.`,
-    `The pixels hold ${n(input)}. ${lower}`];
+  const bias = frame.mode === "contrast" ? "the two output neurons' biases hold" : "the output neuron's bias holds";
+  return [start, `${n(flow.hidden)} reaches the hidden layer; ${bias} the rest, ${n(flow.outputBias)}${percentOf(flow.outputBias, flow.logit)}.`,
+    lower, ruleOnly];
 }
 
-/** What the rule did between the hidden layer and the pixels. */
-function hiddenToPixels(input, hidden, rule) {
-  const difference = input - hidden;
-  if (Math.abs(difference) <= 0.01 * Math.max(Math.abs(hidden), 1e-9)) return "The rule passed it on whole.";
-  if (Math.abs(input) > Math.abs(hidden)) {
-    return rule === "alpha2beta1"
-      ? `α2β1 created ${formatNumber(difference)}: it counts positive contributions twice and negative ones once.`
-      : `The rule created ${formatNumber(difference)}.`;
+/** What happened between the hidden layer and the pixels, from the figures: the biases' share, or nothing. */
+function hiddenToPixels(flow, rule) {
+  const { hidden, input, hiddenBiases } = flow;
+  const holds = `The pixels hold ${formatNumber(input)}`;
+  if (Math.abs(hiddenBiases) <= WHOLE * Math.max(Math.abs(hidden), 1e-9)) {
+    return rule === "zbox" ? `${holds}: ZBox passes it on whole.` : `${holds}: all of it.`;
   }
-  return `The hidden neurons' biases kept ${formatNumber(hidden - input)}${percentOf(hidden - input, hidden)}.`;
+  const amount = formatNumber(Math.abs(hiddenBiases));
+  return hiddenBiases > 0
+    ? `${holds}: the hidden neurons' biases took ${amount}${percentOf(hiddenBiases, hidden)}.`
+    : `${holds}, ${amount} more: the hidden neurons' negative biases gave the pixels that much.`;
 }
 
-/** The deletion plot: the map's order (solid) and the random order (dashed), as SVG polylines. */
+/** The deletion plot: the random ink orders' range (band) and median (dashed), least relevant first (dotted), the map (solid). */
 function drawCurves(svg, deletion) {
-  const values = [...deletion.curve, ...deletion.random];
+  const values = [...deletion.curve, ...deletion.least, ...deletion.random.flat()];
   const [low, high] = [Math.min(...values), Math.max(...values)];
   const span = high - low || 1;
-  const points = (curve) => curve.map((v, k) => {
-    const x = PLOT.pad + (k / (curve.length - 1)) * (PLOT.width - 2 * PLOT.pad);
-    const y = PLOT.pad + ((high - v) / span) * (PLOT.height - 2 * PLOT.pad);
-    return `${x.toFixed(1)},${y.toFixed(1)}`;
-  }).join(" ");
+  const x = (k, length) => PLOT.pad + (k / (length - 1)) * (PLOT.width - 2 * PLOT.pad);
+  const y = (v) => PLOT.pad + ((high - v) / span) * (PLOT.height - 2 * PLOT.pad);
+  const points = (curve) => curve.map((v, k) => `${x(k, curve.length).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  const at = (k, pick) => pick(deletion.random.map((curve) => curve[k]));
+  const steps = deletion.curve.length;
+  const lower = Array.from({ length: steps }, (_, k) => at(k, (v) => Math.min(...v)));
+  const upper = Array.from({ length: steps }, (_, k) => at(k, (v) => Math.max(...v)));
+  const median = Array.from({ length: steps }, (_, k) => at(k, (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]));
   svg.replaceChildren();
-  for (const [curve, className] of [[deletion.random, "curve-random"], [deletion.curve, "curve-map"]]) {
+  const band = document.createElementNS(SVG, "polygon");
+  band.setAttribute("points", [...upper.map((v, k) => `${x(k, steps).toFixed(1)},${y(v).toFixed(1)}`),
+    ...lower.map((v, k) => `${x(k, steps).toFixed(1)},${y(v).toFixed(1)}`).reverse()].join(" "));
+  band.setAttribute("class", "band-random");
+  svg.append(band);
+  for (const [curve, className] of [[median, "curve-random"], [deletion.least, "curve-least"], [deletion.curve, "curve-map"]]) {
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("points", points(curve));
     line.setAttribute("class", className);
     svg.append(line);
   }
+}
+
+/** A caption's ρ against its random-pair band, or why there is none. */
+function rhoWords(row) {
+  if (row.rank_correlation === null || row.band === null) return "ρ not applicable (the random networks' maps are empty here)";
+  const band = `random pairs ${row.band.low.toFixed(2)}–${row.band.high.toFixed(2)}`;
+  return `ρ\u00a0=\u00a0${row.rank_correlation.toFixed(2)} (${band})`;
 }
 
 /** A key of what the map on screen depends on: a report for another key is stale. */
@@ -110,7 +147,7 @@ export function createTrust({ send }) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${PLOT.width} ${PLOT.height}`);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "Score as the most relevant pixels are removed (solid) and random pixels (dashed)");
+  svg.setAttribute("aria-label", "Score as the most relevant pixels are removed (solid), random ink (dashed, with its range) and the least relevant ink (dotted)");
   const plotCaption = make("figcaption", { "data-part": "deletion" });
   plot.append(svg, plotCaption);
   const verdict = make("p", { class: "trust-verdict", "data-part": "sanity-verdict" });
@@ -140,14 +177,19 @@ export function createTrust({ send }) {
     rows.forEach((row, k) => {
       paintRelevance(canvases[k].canvas, decode(row.heatmap));
       const uncounted = row.counts === false ? " (changes only its strength: not counted)" : "";
-      canvases[k].caption.textContent = k === 0 ? canvases[k].title
-        : `${canvases[k].title}: ρ\u00a0=\u00a0${row.rank_correlation.toFixed(2)}${uncounted}`;
+      // A cnn's second step re-initialises every layer (docs/protocol.md, sanity): its own title.
+      const title = row.layers === "all" ? "Every layer random" : canvases[k].title;
+      canvases[k].canvas.setAttribute("aria-label", title);
+      canvases[k].caption.textContent = k === 0 ? title : `${title}: ${rhoWords(row)}${uncounted}`;
     });
     drawCurves(svg, message.deletion);
-    plotCaption.textContent = `Removing the map's top pixels first (solid) drops the score by ${formatNumber(message.deletion.aopc)} on average; random pixels (dashed): ${formatNumber(message.deletion.random_aopc)}.`;
+    const { aopc, least_aopc: least, random_aopc: random } = message.deletion;
+    plotCaption.textContent = `Removing the map's top pixels first (solid) drops the score by ${formatNumber(aopc)} on average; `
+      + `random ink (dashed, grey band: ${message.deletion.random.length} orders) by ${formatNumber(random.low)}–${formatNumber(random.high)}; `
+      + `its least relevant ink first (dotted) by ${formatNumber(least)}.`;
     verdict.textContent = message.verdict;
     verdict.dataset.verdict = message.empty ? "empty"
-      : message.passes.randomization && message.passes.deletion ? "passes" : "careful";
+      : message.passes.randomization === true && message.passes.deletion ? "passes" : "careful";
   }
 
   function render(state) {

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,21 +64,26 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
 
 @asynccontextmanager
 async def running_app(engine_factory: EngineFactory = default_engine_factory, send_buffer_bytes: int | None = None,
-                      **overrides: Any) -> AsyncIterator[str]:
+                      end_process: Callable[[], None] | None = None, **overrides: Any) -> AsyncIterator[str]:
     """Serve ``create_app`` on 127.0.0.1:<free port> in this event loop; yield ``http://127.0.0.1:PORT``.
 
     ``overrides`` are :class:`~server.settings.Settings` fields on top of the
     environment (e.g. ``max_connections=1``).  ``send_buffer_bytes``: the kernel
     send buffer (``SO_SNDBUF``) of every accepted connection, which Linux
-    otherwise sizes itself, up to megabytes.  On exit the server shuts down
-    as on SIGTERM (open WebSockets get 1012).
+    otherwise sizes itself, up to megabytes.  ``end_process``: what the app calls once no engine thread
+    is left (``server.healing``; default: this server shuts down, where a real process sends itself
+    SIGTERM).  On exit the server shuts down as on SIGTERM (open WebSockets get 1012).
     """
     settings = Settings.from_env(**{"host": "127.0.0.1", "port": 0, **overrides})
     sock = bind(settings.host, 0)
     if send_buffer_bytes is not None:  # accepted sockets inherit it (socket(7))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(create_app(settings, engine_factory), settings, configure_logging=False))
+    def stop() -> None:
+        server.should_exit = True
+
+    app = create_app(settings, engine_factory, end_process or stop)
+    server = uvicorn.Server(uvicorn_config(app, settings, configure_logging=False))
     # uvicorn installs SIGINT/SIGTERM handlers only from the main thread: tests trigger exit themselves.
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -1,32 +1,42 @@
-"""The faithfulness benchmark: a tiny real run gives every method's figures and a chosen preset."""
+"""The faithfulness benchmark: a tiny real run reports every method from the card's own checks, and chooses a preset."""
 
 import json
 import os
 import subprocess
 import sys
 
-from benchmarks.faithfulness import CONFIGS, Row, chosen_preset
+import numpy as np
+
+from benchmarks.faithfulness import CONFIGS, interval
 from support import ROOT
 
 
-def test_a_tiny_run_reports_every_method_and_preset() -> None:
+def test_a_tiny_run_reports_every_method_on_both_sources_and_a_choice() -> None:
     environment = {key: value for key, value in os.environ.items() if key != "MNIST_DIR"}
     result = subprocess.run([sys.executable, "-m", "benchmarks.faithfulness", "--json", "--n", "2", "--models", "h16"],
-                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240, check=True)
+                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=400, check=True)
     report = json.loads(result.stdout)
-    assert report["digits"] == 2 and "held-out" in report["source"]
-    rows = report["models"]["h16"]["rows"]
-    assert {(row["method"], row["rule"] or "epsilon") for row in rows} == set(CONFIGS)
-    for row in rows:
-        assert -1.0 <= row["rho_fc2"] <= 1.0 and -1.0 <= row["rho_fc2_fc1"] <= 1.0
-        assert abs(row["faithfulness"] - row["deletion"] - row["insertion"]) <= 0.002  # each rounded to 0.001
-    assert set(report["models"]["h16"]["random"]) == {"deletion", "insertion", "faithfulness"}
+    model = report["models"]["h16"]
+    for source in ("official", "pen strokes"):
+        assert "held-out" in model[source]["source"]
+        rows = {(row["method"], row["rule"] or "epsilon"): row for row in model[source]["rows"]}
+        assert set(rows) == set(CONFIGS)
+        for (method, _), row in rows.items():
+            assert 0.0 <= row["passes_card"] <= min(row["passes_deletion"], row["passes_randomization"]) <= 1.0
+            assert abs(row["faithfulness"] - row["deletion"] - row["insertion"]) <= 0.002  # each rounded to 0.001
+            assert row["control"] == (method in ("ink", "edges"))
+        # The controls never pass: the same map whatever the weights.
+        assert rows[("ink", "epsilon")]["passes_card"] == rows[("edges", "epsilon")]["passes_card"] == 0.0
+        assert rows[("ink", "epsilon")]["rho_fc2_fc1"] == 1.0
+    choice = model["choice"]
+    assert choice["chosen"] in {rule for method, rule in CONFIGS if method == "lrp"}
+    assert set(choice["difference_to_epsilon_ci"]) == {"zplus", "alpha2beta1", "zbox", "gamma"}
 
 
-def test_the_chosen_preset_passes_randomisation_and_is_most_faithful() -> None:
-    rows = [Row("lrp", "epsilon", 0.4, 0.4, True, 5.0, 3.0, 8.0),
-            Row("lrp", "zplus", 0.7, 0.4, False, 9.0, 9.0, 18.0),
-            Row("lrp", "gamma", 0.3, 0.2, True, 6.0, 3.0, 9.0),
-            Row("saliency", None, 0.0, 0.0, True, 20.0, 20.0, 40.0)]
-    assert chosen_preset(rows) == "gamma"
-    assert chosen_preset(rows[1:2]) is None
+def test_the_bootstrap_interval_holds_the_mean_and_shrinks_with_more_digits() -> None:
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(1.0, 1.0, 50), rng.normal(1.0, 1.0, 5000)
+    for values in (small, large):
+        low, high = interval(values)
+        assert low < values.mean() < high
+    assert interval(large)[1] - interval(large)[0] < (interval(small)[1] - interval(small)[0]) / 5

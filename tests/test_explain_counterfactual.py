@@ -1,6 +1,8 @@
 """Counterfactuals: read as the target on the golden digits, within [0, 1], deterministic, knock-out aware."""
 
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,28 @@ def test_a_search_keeps_the_digits_it_was_given_without_copying_them(training):
     images, labels = training
     searches = [CounterfactualSearch(load_model(name), images, labels) for name in ("default", "h16")]
     assert all(np.shares_memory(search.images, images) for search in searches)
+
+
+def test_a_counterfactual_is_bit_identical_when_the_search_is_20_times_slower(training, golden, monkeypatch):
+    """The search stops on its step count, never on the clock: a loaded machine gives the same answer.
+
+    Fails before issue 25: the search stopped after 1 s of wall clock, and 32 of 60 answers changed
+    on a machine simulated 20× slower."""
+    search = CounterfactualSearch(load_model("default"), *training)
+    cases = [(3, 8), (7, 2), (0, 6), (1, 7)]
+    started = time.perf_counter()
+    expected = [search.find(golden[digit], target) for digit, target in cases]
+    per_step_s = (time.perf_counter() - started) / sum(answer.steps for answer in expected)
+    step = CounterfactualSearch._step
+
+    def slow_step(self, *arguments):  # 20× the measured cost of a step, spent before it
+        time.sleep(19 * per_step_s)
+        return step(self, *arguments)
+
+    monkeypatch.setattr(CounterfactualSearch, "_step", slow_step)
+    slow_started = time.perf_counter()
+    slow = [search.find(golden[digit], target) for digit, target in cases]
+    assert time.perf_counter() - slow_started > 5 * (slow_started - started)  # it did run much slower
+    for fast_answer, slow_answer in zip(expected, slow):
+        assert np.array_equal(fast_answer.image, slow_answer.image)
+        assert (fast_answer.probability, fast_answer.steps) == (slow_answer.probability, slow_answer.steps)

@@ -18,7 +18,9 @@ import torch
 
 import model_store
 from model_store import datasets
-from model_store.architecture import build_model
+from model_store.architecture import CNN_LAYER_NAMES, build, build_cnn, build_model
+from model_store.cnn_training import CnnTrainConfig, train_cnn
+from model_store.families import module_names, output_shapes
 from model_store.manifest import STORE_DIR, ModelStoreError, read_manifest, sha256_of
 from model_store.store import load_model, register_model
 from model_store.training import TrainConfig, train
@@ -109,7 +111,7 @@ def test_missing_file_is_refused(store: Path) -> None:
 
 
 def test_unknown_name_is_refused_with_the_known_names(store: Path) -> None:
-    with pytest.raises(ModelStoreError, match=r"unknown model 'nope'; the store holds: default, h16"):
+    with pytest.raises(ModelStoreError, match=r"unknown model 'nope'; the store holds: cnn, default, h16"):
         load_model("nope", store)
 
 
@@ -244,7 +246,10 @@ def test_shipped_manifest_is_consistent() -> None:
     for name, entry in manifest["models"].items():
         data = (STORE_DIR / entry["file"]).read_bytes()
         assert (len(data), sha256_of(data)) == (entry["size_bytes"], entry["sha256"]), name
-        assert entry["architecture"]["layers"] == [784, entry["hidden"], 10]
+        if entry.get("family", "mlp") == "mlp":
+            assert entry["architecture"]["layers"] == [784, entry["hidden"], 10]
+        else:
+            assert entry["architecture"]["shapes"] == output_shapes(entry["family"], entry["hidden"])
         assert entry["training_data"]["name"] == datasets.EMBEDDED_NAME
         assert entry["command"].startswith("python -m model_store train ")
         assert 0.9 < entry["val_accuracy"] <= 1.0
@@ -346,3 +351,190 @@ def test_shipped_model_accuracy_on_official_test_set(name: str, floor: float) ->
 
     images, labels = datasets.load_idx(MNIST_DIR, "test")
     assert evaluate(load_model(name), images, labels)["accuracy"] >= floor
+
+
+# ---- the cnn family -------------------------------------------------------------------------------------
+
+CNN_HIDDEN = 12  # a small fc1 for the registered test models; the shipped cnn's width is in the manifest
+
+
+def _output_shapes_by_forward(model: torch.nn.Sequential) -> dict[str, list[int]]:
+    x, shapes = torch.rand(2, 1, 28, 28), {}
+    for name, module in model.named_children():
+        x = module(x)
+        shapes[name] = list(x.shape[1:])
+    return shapes
+
+
+@pytest.mark.parametrize("family, hidden", [("mlp", 16), ("cnn", 12), ("cnn", 64)])
+def test_family_geometry_equals_the_built_network(family: str, hidden: int) -> None:
+    """families.output_shapes (torch-free, what the manifest is checked against) is what the builder computes."""
+    model = build(family, hidden)
+    assert [name for name, _ in model.named_children()] == list(module_names(family))
+    assert output_shapes(family, hidden) == _output_shapes_by_forward(model)
+
+
+@pytest.fixture
+def cnn_store(store: Path) -> Path:
+    """The shipped store's copy with a small untrained cnn ``tiny`` registered in it."""
+    torch.manual_seed(1)
+    register_model(build_cnn(CNN_HIDDEN), "tiny", {"val_accuracy": 0.1}, store, family="cnn")
+    return store
+
+
+def test_cnn_round_trip_is_the_plain_module_and_mlps_load_unchanged(cnn_store: Path) -> None:
+    entry = read_manifest(cnn_store)["models"]["tiny"]
+    assert entry["family"] == "cnn"
+    assert entry["architecture"] == {"modules": list(CNN_LAYER_NAMES), "shapes": output_shapes("cnn", CNN_HIDDEN)}
+    loaded = load_model("tiny", cnn_store)
+    assert type(loaded) is torch.nn.Sequential and not loaded.training
+    torch.manual_seed(1)
+    for key, value in build_cnn(CNN_HIDDEN).state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    for name, hidden in SHIPPED.items():  # entries without 'family' are MLPs, as before
+        assert "family" not in read_manifest(cnn_store)["models"][name]
+        assert load_model(name, cnn_store).fc1.weight.shape == (hidden, 784)
+
+
+def test_tampered_cnn_weights_are_refused(cnn_store: Path) -> None:
+    path = cnn_store / "weights" / "tiny.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match=r"tiny\.safetensors: SHA-256 .* does not match"):
+        load_model("tiny", cnn_store)
+
+
+def _set_cnn(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest["models"]["tiny"].update({key: value})
+
+
+def _cnn_architecture(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest["models"]["tiny"]["architecture"].update(changes)
+
+
+CNN_MANIFEST_DEFECTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "family unknown": (_set_cnn("family", "rnn"), "model 'tiny': field 'family' is 'rnn', expected one of mlp, cnn"),
+    "family a number": (_set_cnn("family", 2), "model 'tiny': field 'family' must be a string, got int"),
+    "architecture missing": (lambda manifest: manifest["models"]["tiny"].pop("architecture"),
+                             "model 'tiny': field 'architecture' missing \\(required for family 'cnn'\\)"),
+    "modules renamed": (_cnn_architecture(modules=["conv1", "relu", "fc2"]),
+                        "model 'tiny': field 'architecture.modules' is \\['conv1', 'relu', 'fc2'\\], expected"),
+    "hidden disagrees with shapes": (_set_cnn("hidden", 13),
+                                     "model 'tiny': field 'architecture.shapes' is .*'fc1': \\[12\\].*hidden 13"),
+    "references not an object": (_set_cnn("references", []),
+                                 "model 'tiny': field 'references' must be an object, got list"),
+    "references without hash": (_set_cnn("references", {"file": "weights/x", "size_bytes": 1, "layers": ["conv1"],
+                                                         "k": 8}),
+                                "model 'tiny': field 'references.sha256' missing"),
+}
+
+
+@pytest.mark.parametrize("defect", CNN_MANIFEST_DEFECTS.values(), ids=CNN_MANIFEST_DEFECTS.keys())
+def test_every_cnn_manifest_defect_names_file_model_and_field(
+        cnn_store: Path, defect: tuple[Callable[[dict[str, Any]], None], str]) -> None:
+    change, words = defect
+    _damage(cnn_store, change)
+    with pytest.raises(ModelStoreError, match=re.escape(str(cnn_store / "manifest.json")) + ": " + words):
+        load_model("tiny", cnn_store)
+
+
+def test_an_mlp_entry_naming_its_family_loads_as_before(store: Path) -> None:
+    _rewrite_manifest(store, "h16", family="mlp")
+    assert load_model("h16", store).fc1.weight.shape == (16, 784)
+
+
+def test_a_cnn_entry_is_not_loaded_as_an_mlp(store: Path) -> None:
+    """The family decides the builder: an MLP's tensors under a cnn entry (shapes recorded to match) are refused."""
+    _rewrite_manifest(store, "h16", family="cnn", architecture={"modules": list(CNN_LAYER_NAMES),
+                                                                "shapes": output_shapes("cnn", 16)})
+    with pytest.raises(ModelStoreError, match=r"h16\.safetensors: model 'h16': tensors \['fc1\.bias', 'fc1\.weight', "
+                                              r"'fc2\.bias', 'fc2\.weight'\], expected \['conv1\.bias'"):
+        load_model("h16", store)
+
+
+CNN_TENSOR_DEFECTS: dict[str, tuple[Callable[[dict[str, torch.Tensor]], None], str]] = {
+    "conv1 with 6 channels": (lambda state: state.update({"conv1.weight": torch.zeros(6, 1, 5, 5)}),
+                              r"conv1\.weight has shape \(6, 1, 5, 5\), expected \(8, 1, 5, 5\)"),
+    "conv2 kernel 3": (lambda state: state.update({"conv2.weight": torch.zeros(16, 8, 3, 3)}),
+                       r"conv2\.weight has shape \(16, 8, 3, 3\), expected \(16, 8, 5, 5\)"),
+    "fc1 wider": (lambda state: state.update({"fc1.weight": torch.zeros(CNN_HIDDEN + 1, 256)}),
+                  rf"fc1\.weight has shape \({CNN_HIDDEN + 1}, 256\), expected \({CNN_HIDDEN}, 256\)"),
+    "conv1 bias float64": (lambda state: state.update({"conv1.bias": state["conv1.bias"].double()}),
+                           r"conv1\.bias has dtype torch\.float64, expected torch\.float32"),
+    "conv2 missing": (lambda state: state.pop("conv2.bias"), r"tensors \[.*\], expected \[.*'conv2\.bias'"),
+}
+
+
+@pytest.mark.parametrize("defect", CNN_TENSOR_DEFECTS.values(), ids=CNN_TENSOR_DEFECTS.keys())
+def test_every_cnn_tensor_name_shape_and_dtype_is_checked(
+        cnn_store: Path, defect: tuple[Callable[[dict[str, torch.Tensor]], None], str]) -> None:
+    change, words = defect
+    _rewrite_tensors(cnn_store, "tiny", change)
+    with pytest.raises(ModelStoreError, match=r"tiny\.safetensors: model 'tiny': " + words):
+        load_model("tiny", cnn_store)
+
+
+def test_cnn_training_run_beats_chance_and_is_deterministic() -> None:
+    images, labels = datasets.load_embedded()
+    train_set, val_set = datasets.split_embedded(images, labels, n_val=500, seed=0)
+    small = (train_set[0][:800], train_set[1][:800])
+    config = CnnTrainConfig(hidden=16, epochs=3, augment="mild", ema_decay=0.9)
+    first = train_cnn(config, small, val_set, progress=False)
+    second = train_cnn(config, small, val_set, progress=False)
+    assert first.val_accuracy > 0.5, "10 classes: chance is 0.1"
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[key], value), f"{key} differs between seeded runs"
+
+
+def test_cli_train_cnn_refuses_what_it_cannot_honour(store: Path) -> None:
+    result = _cli("--store", str(store), "train", "--family", "cnn", "--name", "x", "--teacher-hidden", "64")
+    assert result.returncode == 2 and "--family cnn is not distilled" in result.stderr
+    result = _cli("--store", str(store), "train", "--family", "cnn", "--name", "x", "--data", "mnist-train")
+    assert result.returncode == 2 and "embedded digits only" in result.stderr
+    assert "x" not in read_manifest(store)["models"]
+
+
+# ---- the shipped cnn -------------------------------------------------------------------------------------
+
+# The issue's floors for the cnn: >= 99.0 % of the official test set (goal 99.3 %), and its pen-stroke figure
+# as recorded at registration, 1,000 redrawn official test digits (goal 98 %).
+CNN_TEST_FLOOR = 0.99
+
+
+def test_shipped_cnn_is_registered_with_its_provenance() -> None:
+    entry = read_manifest()["models"]["cnn"]
+    assert entry["family"] == "cnn" and read_manifest()["default"] != "cnn"
+    assert entry["command"].startswith("python -m model_store train --family cnn ")
+    assert entry["training_data"] == {"name": datasets.EMBEDDED_NAME, "n": 5000, "train": 4500, "validation": 500,
+                                      "split_seed": 0}
+    for key in ("val_accuracy", "val_pen_stroke_accuracy", "test_accuracy", "pen_stroke_accuracy", "train_seconds"):
+        assert isinstance(entry[key], (int, float)), key
+    assert entry["test_accuracy"] >= CNN_TEST_FLOOR
+    assert entry["references"]["composite"] == "EpsilonPlusFlat"
+    model = load_model("cnn")
+    assert [name for name, _ in model.named_children()] == list(CNN_LAYER_NAMES)
+    assert model.fc1.out_features == entry["hidden"] == entry["config"]["hidden"]
+
+
+@needs_mnist
+def test_shipped_cnn_accuracy_on_official_test_set() -> None:
+    from model_store.evaluate import evaluate
+
+    images, labels = datasets.load_idx(MNIST_DIR, "test")
+    accuracy = evaluate(load_model("cnn"), images, labels)["accuracy"]
+    assert accuracy == pytest.approx(read_manifest()["models"]["cnn"]["test_accuracy"], abs=1e-4)
+    assert accuracy >= CNN_TEST_FLOOR
+
+
+@needs_mnist
+def test_shipped_cnn_pen_stroke_accuracy_is_the_recorded_one() -> None:
+    """The figure in the manifest, re-measured by the same protocol: 1,000 official test digits redrawn as
+    strokes through server.raster (the sample test_raster.py draws)."""
+    from model_store.evaluate import evaluate, redrawn_test_sample
+    from server.raster import rasterize
+
+    images, labels = redrawn_test_sample(*datasets.load_idx(MNIST_DIR, "test"), rasterize)
+    accuracy = evaluate(load_model("cnn"), images, labels)["accuracy"]
+    assert accuracy == pytest.approx(read_manifest()["models"]["cnn"]["pen_stroke_accuracy"], abs=1e-4)

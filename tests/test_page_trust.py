@@ -102,4 +102,4 @@ def test_the_trust_card_shows_the_checks_with_numbers(visit: Visit, golden: dict
     deletion = visit.page.locator("[data-part=deletion]").inner_text()
     assert "on average" in deletion and any(ch.isdigit() for ch in deletion)
     flow = visit.page.locator("[data-part=conservation]").inner_text()
-    assert "starts from the score (logit) of '2'" in flow and "bias kept" in flow
+    assert "starts from the score (logit) of '2'" in flow and "bias holds the rest" in flow

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.protocol import (
+    MAX_COMPARE_METHODS,
     MAX_SEQ,
     Clear,
     Compare,
@@ -82,7 +83,7 @@ def test_decodes_every_message_type() -> None:
     (message(type="select", seq=1, output=2), ErrorCode.INVALID_MESSAGE, 1),
     (message(type="configure", seq=1, model=3), ErrorCode.INVALID_MESSAGE, 1),
     (message(type="compare", seq=1, methods=[]), ErrorCode.INVALID_MESSAGE, 1),
-    (message(type="compare", seq=1, methods=["lrp"] * 9), ErrorCode.INVALID_MESSAGE, 1),
+    (message(type="compare", seq=1, methods=["lrp"] * (MAX_COMPARE_METHODS + 1)), ErrorCode.INVALID_MESSAGE, 1),
 ], ids=lambda value: value if isinstance(value, str) and len(value) < 80 else None)
 def test_refuses_bad_messages_with_their_code(text: str, code: ErrorCode, seq: int | None) -> None:
     error = refusal(text)

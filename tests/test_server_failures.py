@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, FrameData, Request
 from server.raster import rasterize
+from server.replica import HEARTBEAT_S
 from server.settings import Settings
 from support import Visitor, decode_array, fetch, metric, running_app, server_process
 
@@ -201,11 +202,15 @@ async def test_one_frame_thread_holds_a_bystander_up_two_deadlines_at_most(
             assert watch.longest_gap_s < 2 * DEADLINE_S + 1 / 60 + SCHEDULING_SLACK_S, watch.longest_gap_s
 
 
-async def test_health_goes_red_when_no_engine_thread_is_left(golden_digits: dict[int, list[Stroke]]) -> None:
+async def test_health_goes_red_and_the_process_ends_itself_when_no_engine_thread_is_left(
+        golden_digits: dict[int, list[Stroke]]) -> None:
     # One thread, two hangs tolerated (an input that hangs in a batch hangs again alone): the first two are
-    # replaced (frames go on, health green), the third leaves none (red).
+    # replaced (frames go on, health green), the third leaves none (red), and the process ends itself
+    # (server.healing; here the app's end_process is recorded instead of a SIGTERM to the test process).
+    ended = asyncio.Event()
     with hanging_engines() as factory:
-        async with running_app(engine_factory=factory, workers=1, compute_deadline_s=DEADLINE_S) as url:
+        async with running_app(engine_factory=factory, workers=1, compute_deadline_s=DEADLINE_S,
+                               end_process=ended.set) as url:
             async with Visitor.connect(url) as bystander:
                 for round_ in range(3):
                     async with Visitor.connect(url) as hanging:
@@ -222,6 +227,8 @@ async def test_health_goes_red_when_no_engine_thread_is_left(golden_digits: dict
                     assert code == 503 and b"no more could be replaced" in body
                 await bystander.send("clear")
                 assert await closing_code(bystander) == status.WS_1011_INTERNAL_ERROR
+                async with asyncio.timeout(2 * HEARTBEAT_S + SCHEDULING_SLACK_S):
+                    await ended.wait()
 
 
 async def test_a_hung_comparison_is_an_error_and_frames_go_on(golden_digits: dict[int, list[Stroke]]) -> None:

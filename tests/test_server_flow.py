@@ -102,3 +102,45 @@ async def test_the_log_records_what_flow_control_measured_of_the_link(app_url: s
             await asyncio.sleep(0.01)  # the server logs once the close handshake is done
     fields = closed[0].fields  # type: ignore[attr-defined]
     assert fields["frames"] == 2 and fields["window"] >= 1 and 0 <= fields["rtt_ms"] < 1000
+
+
+# Just under the message rate limit (lowered from 240 so that the burst of one second's worth is spent fast):
+# with an ack for each of the ~55 frames a second on top, the bucket emptied after ~1.2 s before issue 29.4.
+MAX_MESSAGES_PER_S = 60
+STROKES_PER_S = 55.0
+DRAWING_S = 3.0
+LAST_FRAME_BOUND_S = 1.0  # a frame is due within 1/60 s; the rest is slack for a loaded machine
+
+
+async def test_a_page_drawing_at_the_rate_limit_and_acknowledging_every_frame_loses_nothing() -> None:
+    # Before: acks counted toward the 240 messages/s, 8 messages were refused rate_limited and flow control
+    # waited for an ack thrown away; the last frame came 2.9 s late.
+    async with running_app(max_messages_per_s=MAX_MESSAGES_PER_S) as url, Visitor.connect(url) as visitor:
+        refused: list[dict] = []
+        last_frame: dict = {}
+
+        async def paint_and_acknowledge() -> None:
+            while True:
+                message = await visitor.recv()
+                if message["type"] == "error":
+                    refused.append(message)
+                elif message["type"] == "frame":
+                    last_frame.update(message)
+                    await visitor.send_raw(orjson.dumps({"type": "ack", "frame": message["frame"]}).decode())
+
+        painting = asyncio.create_task(paint_and_acknowledge())
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for k in range(int(STROKES_PER_S * DRAWING_S)):  # one point a message, on a steady clock
+                await asyncio.sleep(max(0.0, started + k / STROKES_PER_S - loop.time()))
+                seq = await visitor.send("stroke", id=0, points=[[0.2 + 0.6 * (k % 97) / 97, 0.5]])
+            finished = loop.time()
+            async with asyncio.timeout(LAST_FRAME_BOUND_S + 5.0):
+                while last_frame.get("seq") != seq:
+                    await asyncio.sleep(0.005)
+            late_s = loop.time() - finished
+        finally:
+            painting.cancel()
+        assert refused == []
+        assert late_s < LAST_FRAME_BOUND_S, f"the last frame came {late_s:.2f} s after the last stroke"

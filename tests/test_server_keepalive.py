@@ -9,9 +9,11 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+import pytest
 from websockets.client import ClientProtocol
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -114,3 +116,34 @@ async def test_a_peer_that_drops_the_connection_is_counted_1006_not_1005() -> No
         # the peer's socket is gone (aborted, its welcome unread: an RST), without a close frame
         await wait_for_metric(url, "xai_closed_connections_total", 1, code="1006")
         assert await metric(url, "xai_closed_connections_total", code="1005") == 0
+
+
+FIN_WAIT_1 = 0x04  # include/net/tcp_states.h, the "st" column of /proc/net/tcp
+
+
+def sockets_holding_data_in_fin_wait_1(port: int) -> list[str]:
+    """Lines of ``/proc/net/tcp`` for 127.0.0.1:``port`` in FIN-WAIT-1 with a send queue (what the kernel
+    still holds for a peer, after the server closed its end)."""
+    held = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        tx_queue = int(fields[4].split(":")[0], 16)
+        if local_port == port and int(fields[3], 16) == FIN_WAIT_1 and tx_queue > 0:
+            held.append(line)
+    return held
+
+
+@pytest.mark.parametrize("comparisons", [1, 40], ids=["kernel-buffer", "kernel-and-uvicorn-buffers"])
+async def test_a_released_peer_that_never_reads_leaves_no_socket_holding_data(comparisons: int) -> None:
+    # Issue 29.5: the release aborted the transport without SO_LINGER 0, and the kernel kept the socket in
+    # FIN-WAIT-1 holding 2.99 MB for ~330 s. One comparison (~70 kB) fits the kernel's buffers: the keepalive
+    # releases the peer. Forty (~3 MB) fill uvicorn's too: a send times out first.
+    async with running_app(**KEEPALIVE) as url, raw_peer(url) as peer:
+        await wait_for_metric(url, "xai_open_connections", 1)
+        for _ in range(comparisons):
+            await peer.send("compare", methods=["lrp"] * 8)
+        await wait_for_metric(url, "xai_open_connections", 0, timeout_s=RELEASE_BOUND_S + 5.0)
+        await asyncio.sleep(0.2)  # the socket's close, after the session's end
+        assert sockets_holding_data_in_fin_wait_1(urlsplit(url).port or 0) == []
+        assert await metric(url, "xai_closed_connections_total", code="1006") == 1

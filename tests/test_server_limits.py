@@ -352,3 +352,54 @@ async def test_headers_sent_slowly_within_the_timeout_are_served() -> None:
         response = await reader.read()
         assert response.startswith(b"HTTP/1.1 200 OK") and response.endswith(b"ok")
         writer.close()
+
+
+# Slow request bodies (a server exposed without the proxy)
+
+BODY_TIMEOUT_S = 1.0
+ANNOUNCED_BODY = b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_closed_after_the_body_timeout(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    # Issue 29.6: 100,000 bytes announced and sent at 1 byte a second stayed open for at least 40 s.
+    async with running_app(body_timeout_s=BODY_TIMEOUT_S, header_timeout_s=BODY_TIMEOUT_S) as url:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
+        writer.write(ANNOUNCED_BODY)
+        started = loop.time()
+
+        async def trickle() -> None:  # faster than a byte a second, far slower than the body needs
+            while True:
+                writer.write(b"x")
+                await asyncio.sleep(0.1)
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            async with Visitor.connect(url) as visitor:  # a WebSocket has no body: it outlives the timeout
+                async with asyncio.timeout(BODY_TIMEOUT_S + 3.0):
+                    while await reader.read(65536):
+                        pass  # the app's answer (405), maybe; then EOF, or a reset
+                closed_after = loop.time() - started
+                assert (await visitor.frame_for(await visitor.draw(golden_digits[6])))["prediction"] == 6
+        except ConnectionResetError:
+            closed_after = loop.time() - started
+        finally:
+            trickling.cancel()
+            writer.close()
+        assert BODY_TIMEOUT_S <= closed_after < BODY_TIMEOUT_S + 3.0
+        assert await fetch(url + "/healthz") == (200, b"ok")
+
+
+async def test_a_body_sent_within_the_timeout_keeps_the_connection() -> None:
+    async with running_app(body_timeout_s=BODY_TIMEOUT_S) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
+        writer.write(b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nab")
+        await asyncio.sleep(BODY_TIMEOUT_S / 2)
+        writer.write(b"cd")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        await asyncio.sleep(BODY_TIMEOUT_S)  # past the timeout: the complete body stopped it
+        writer.write(PARTIAL_REQUEST + b"Connection: close\r\n\r\n")  # kept alive: a second request
+        response = await reader.read()
+        assert b"HTTP/1.1 200 OK" in response and response.endswith(b"ok")
+        writer.close()

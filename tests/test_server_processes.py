@@ -1,13 +1,16 @@
 """A replica of several server processes on one socket: visitors on each, metrics summed, 1012 from each."""
 
 import asyncio
+import os
 import signal
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import orjson
 from starlette import status
 from test_server_failures import closing_code
+from websockets.exceptions import ConnectionClosed
 
 from model_store.strokes import Stroke
 from support import ServerProcess, Visitor, fetch, metric, server_process
@@ -68,3 +71,66 @@ async def test_sigterm_closes_visitors_of_every_process_1012_within_grace() -> N
     assert returncode == 0  # the supervisor exits normally once its processes have
     assert elapsed < grace_s + 1, f"exited {elapsed:.1f} s after SIGTERM"
     assert "Traceback" not in server.log()
+
+
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"  # sitecustomize: hidden neuron 13 hangs its engine call
+HANGING_NEURON = 13
+HANG_DEADLINE_S = 1.0
+MAX_HANGS = 24  # hanging visitors sent until every first server process has ended; each lands on any process
+
+
+def ready_pids(server: ServerProcess) -> set[int]:
+    return {orjson.loads(line)["pid"] for line in list(server.lines) if '"event":"server_ready"' in line}
+
+
+def exhausted_pids(server: ServerProcess) -> set[int]:
+    return {orjson.loads(line)["pid"] for line in list(server.lines)
+            if '"event":"engine_threads_exhausted"' in line}
+
+
+async def hang_one_engine_thread(url: str) -> None:
+    """A visitor whose frame hangs its engine thread; it is closed 1011 (or 1012, if its process is ending).
+
+    A process that has just lost its last thread refuses it with 1013 (not ready) before its status file,
+    rewritten every second, turns ``/readyz`` red: then nothing hangs.
+    """
+    try:
+        async with Visitor.connect(url) as hanging:
+            await hanging.frame_for(None)
+            await hanging.send("select", output=None, hidden=HANGING_NEURON)
+            assert await closing_code(hanging) in (status.WS_1011_INTERNAL_ERROR, status.WS_1012_SERVICE_RESTART)
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None and closed.rcvd.code == status.WS_1013_TRY_AGAIN_LATER, closed
+
+
+async def wait_until_ready(server: ServerProcess, timeout_s: float = 120.0) -> None:
+    """Until ``/readyz`` is 200: every process of the replica up, ready and healthy (a new visitor is served)."""
+    deadline = time.monotonic() + timeout_s
+    while (await fetch(server.url + "/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        await asyncio.sleep(0.2)
+
+
+async def test_a_process_with_every_engine_thread_hung_is_replaced_and_the_replica_serves_again(
+        golden_digits: dict[int, list[Stroke]]) -> None:
+    # Issue 29.2: with WORKERS=1 a third hang left no thread; health stayed 503 and every visitor got 1011
+    # for good. Now each process with no thread left exits and uvicorn's supervisor starts a fresh one.
+    env = {"PROCESSES": str(PROCESSES), "WORKERS": "1", "COMPUTE_DEADLINE_S": str(HANG_DEADLINE_S),
+           "PYTHONPATH": f"{FAULTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with server_process(env) as server:
+        first = ready_pids(server)
+        assert len(first) == PROCESSES
+        for _ in range(MAX_HANGS):  # three hangs empty a process's pool (two are replaced)
+            if first <= exhausted_pids(server):
+                break
+            await wait_until_ready(server)  # a replica with a process starting refuses newcomers (1013)
+            await hang_one_engine_thread(server.url)
+        assert first <= exhausted_pids(server), f"{MAX_HANGS} hangs did not reach every process"
+        # Each ended itself and a fresh one took its place: the replica is ready and serves frames again.
+        await wait_until_ready(server)
+        assert len(ready_pids(server) - first) == PROCESSES
+        for digit in (3, 8):
+            async with Visitor.connect(server.url) as visitor:
+                assert (await visitor.frame_for(await visitor.draw(golden_digits[digit])))["prediction"] == digit
+        assert server.process.poll() is None  # the replica itself never stopped
+        assert "Traceback" not in server.log()

@@ -9,6 +9,7 @@ from model_store import load_model
 from model_store.strokes import Stroke
 from server.explain.engine import Engine, Request, Selection
 from server.explain.family import FAMILIES
+from server.explain.sanity import RANDOM_ORDERS, SAME_RANKING
 from server.raster import rasterize
 from support import Visitor, decode_array, running_app
 
@@ -39,16 +40,50 @@ async def test_sanity_answers_with_the_engine_s_report(golden_digits: dict[int, 
     assert [item["layers"] for item in report["randomized"]] == ["fc2", "fc2+fc1"]
     for item, randomized in zip(report["randomized"], expected.randomized):
         assert item["rank_correlation"] == pytest.approx(randomized.rank_correlation, abs=1e-4)
+        assert item["correlations"] == [None if rho is None else pytest.approx(rho, abs=1e-4)
+                                        for rho in randomized.correlations]
+        assert item["passes"] == randomized.passes and item["counts"] == randomized.counts
+        if randomized.band is None:
+            assert item["band"] is None
+        else:
+            assert [item["band"][key] for key in ("low", "median", "high")] == pytest.approx(randomized.band, abs=1e-4)
         np.testing.assert_allclose(decode_array(item["heatmap"]), randomized.heatmap, rtol=0,
                                    atol=item["heatmap"]["scale"] / 2 + 1e-6)
     np.testing.assert_allclose(decode_array(report["heatmap"]), frame.heatmap, rtol=0,
                                atol=report["heatmap"]["scale"] / 2 + 1e-6)
     deletion = report["deletion"]
-    assert len(deletion["curve"]) == len(deletion["random"]) == 21 and deletion["pixels_per_step"] == 10
-    np.testing.assert_allclose(deletion["curve"], expected.deletion, rtol=1e-5, atol=1e-5)
-    assert deletion["aopc"] == pytest.approx(expected.deletion_aopc, abs=1e-4)
+    assert len(deletion["curve"]) == len(deletion["least"]) == 21 and deletion["pixels_per_step"] == 10
+    assert len(deletion["random"]) == RANDOM_ORDERS and all(len(curve) == 21 for curve in deletion["random"])
+    np.testing.assert_allclose(deletion["curve"], expected.deletion.curve, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(deletion["least"], expected.deletion.least, rtol=1e-5, atol=1e-5)
+    assert deletion["aopc"] == pytest.approx(expected.deletion.aopc, abs=1e-4)
+    assert deletion["least_aopc"] == pytest.approx(expected.deletion.least_aopc, abs=1e-4)
+    assert [deletion["random_aopc"][key] for key in ("low", "median", "high")] == \
+        pytest.approx(expected.deletion.random_band, abs=1e-4)
     assert report["passes"] == {"randomization": expected.passes_randomization, "deletion": expected.passes_deletion}
-    assert report["verdict"] == expected.verdict and report["empty"] is False and report["similar"] == 0.5
+    assert report["verdict"] == expected.verdict and report["empty"] is False
+    assert report["same_ranking"] == SAME_RANKING
+
+
+async def test_the_controls_are_offered_labelled_and_fail_the_card(golden_digits: dict[int, list[Stroke]]) -> None:
+    async with running_app(pause_ms=50.0) as url, Visitor.connect(url) as visitor:
+        welcome = visitor.welcome
+        controls = [method for method in welcome["methods"] if method["control"]]
+        assert [method["name"] for method in controls] == ["ink", "edges"]
+        assert all(method["label"].startswith("Control:") for method in controls)
+        assert welcome["limits"]["max_compare_methods"] >= len(welcome["methods"])
+        await final_frame(visitor, await visitor.draw(golden_digits[3]))
+        await visitor.send("compare", methods=[method["name"] for method in welcome["methods"]])
+        comparison = await visitor.recv_type("comparison")
+        assert {item["method"]: item["control"] for item in comparison["maps"]}["edges"] is True
+        for control in ("ink", "edges"):
+            await visitor.send("configure", method=control)
+            await visitor.send("clear")
+            await final_frame(visitor, await visitor.draw(golden_digits[3]))
+            await visitor.send("sanity")
+            report = await visitor.recv_type("sanity")
+            assert report["method"] == control and report["passes"]["randomization"] is False
+            assert "it shows the drawing, not the model" in report["verdict"]
 
 
 async def test_a_blank_pad_s_sanity_says_the_map_is_empty() -> None:

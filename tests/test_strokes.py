@@ -74,7 +74,7 @@ def test_redrawn_embedded_digits_look_like_the_originals():
 def test_golden_digits_are_classified_correctly_by_every_shipped_model():
     golden = load_golden_digits()
     assert sorted(golden) == list(range(10))
-    batch = torch.from_numpy(np.stack([rasterize(golden[label]) for label in range(10)])).reshape(10, 784)
+    batch = torch.from_numpy(np.stack([rasterize(golden[label]) for label in range(10)])).reshape(10, 1, 28, 28)
     for name in model_names():
         with torch.no_grad():
             predicted = load_model(name)(batch).argmax(dim=1).tolist()

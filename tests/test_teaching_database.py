@@ -26,7 +26,7 @@ def test_migrate_command_is_idempotent_and_sqlite_is_in_wal_mode(tmp_path: Path)
         assert done.stdout.strip().endswith(f"is at schema revision {head_revision()}")
     with sqlite3.connect(tmp_path / SQLITE_FILE) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
 
 
 def test_concurrent_migrations_of_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
@@ -80,3 +80,16 @@ async def test_store_commits_and_forgets_by_token_only(tmp_path: Path) -> None:
         assert kept is not None and kept.strokes == [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.5]]]
     finally:
         await engine.dispose()
+
+
+def test_the_database_url_can_come_from_a_secret_file(tmp_path: Path) -> None:
+    """DATABASE_URL_FILE (a mounted secret) names the database when DATABASE_URL is empty."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'from-secret.sqlite3'}"
+    secret = tmp_path / "url"
+    secret.write_text(url + "\n")
+    done = subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"DATABASE_URL_FILE": str(secret), "DATA_DIR": str(tmp_path / "unused"),
+                                           "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"database {url} is at schema revision")
+    assert (tmp_path / "from-secret.sqlite3").exists() and not (tmp_path / "unused" / SQLITE_FILE).exists()

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import torch
 
-from .forward import Forward
+from .forward import Forward, Relevance
 from .modes import Start
 
 
@@ -20,6 +20,10 @@ class RelevanceBackend(Protocol):
         self, forward: Forward, rule: str, starts: Sequence[Start | None]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges ``(B, H, 10)`` and one selected map per sample ``(B, 784)``; a ``None`` start gives zeros."""
+        ...
+
+    def explain(self, forward: Forward, rule: str, starts: Sequence[Start | None]) -> Relevance:
+        """:meth:`relevance` and each conv layer's channel relevances of the same pass."""
         ...
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:

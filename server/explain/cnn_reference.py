@@ -26,8 +26,8 @@ from zennit.core import Composite
 
 from model_store.sizes import IMAGE_PX, N_CLASSES
 
-from .cnn import CONV_LAYERS, ConvBackend, ConvForward
-from .forward import DTYPE, Forward
+from .cnn import CONV_LAYERS, CONV_SHAPES, ConvBackend, ConvForward
+from .forward import DTYPE, Forward, Relevance
 from .knockout import knocked_out
 from .modes import Start
 
@@ -109,6 +109,23 @@ class ConvReferenceBackend:
             keep = None if forward.keep is None else forward.keep[b:b + 1]
             rows.append(self._map(forward.x[b:b + 1], selected, rule, keep))
         return self.edges(forward, rule), torch.cat(rows)
+
+    def explain(self, forward: Forward, rule: str, starts: Sequence[Start | None]) -> Relevance:
+        """:meth:`relevance` and each conv layer's channel relevances: for an LRP or a channel's start, what
+        ``record_layer`` records in the same CondAttribution call (below a conditioned channel: what each
+        channel feeds it); zeros for the other starts, whose channels no caller reads."""
+        edges, maps = self.relevance(forward, rule, starts)
+        layers = {layer: torch.zeros(len(starts), shape[0], dtype=DTYPE) for layer, shape in CONV_SHAPES.items()}
+        for b, selected in enumerate(starts):
+            if selected is None or selected.mode != "lrp" and selected.layer not in CONV_LAYERS:
+                continue
+            through = [(selected.layer, selected.hidden)] if selected.layer in CONV_LAYERS and \
+                selected.hidden is not None else None
+            keep = None if forward.keep is None else forward.keep[b:b + 1]
+            recorded = self.recorded(forward.x[b:b + 1], [selected.target], rule, list(CONV_LAYERS), keep, through)
+            for layer in CONV_LAYERS:
+                layers[layer][b] = recorded[layer].sum(dim=(2, 3))[0]
+        return Relevance(edges, maps, layers)
 
     def _map(self, x: torch.Tensor, selected: Start | None, rule: str, keep: torch.Tensor | None) -> torch.Tensor:
         if selected is None:

@@ -37,8 +37,9 @@ which the model reads as ``t``.  The candidates run as one numpy batch
 candidate with the least ``β‖m‖₁ + γ·smoothness + θ·prototype`` loss,
 checked on the image as sent (quantised to bytes).  Should no mask get
 there, the even blends ``m = α·1`` (α = 0.1, 0.2, …, 1) are tried, the
-least α first, so a search fails only when no prototype qualifies.  There is no randomness:
-the same drawing gives the same answer.
+least α first, so a search fails only when no prototype qualifies.  There is no randomness
+and no clock in the search (it stops after ``steps`` iterations or once every candidate is
+read as ``t``): the same drawing gives the same answer on any machine.
 """
 
 import math
@@ -63,8 +64,10 @@ class Objective:
     that quantising the image to bytes does not drop it below);
     ``prototypes``: K; ``c``: the first weight of the hinge, ``c_growth`` its
     factor every ``check_every`` steps while a candidate is not there, up to ``c_max``;
-    ``steps``: FISTA iterations at most; ``step_size``: the gradient step;
-    ``time_budget_s``: the search stops after this long.
+    ``steps``: FISTA iterations at most; ``step_size``: the gradient step.  The
+    search stops on its step count only, never on the wall clock, so the same
+    drawing gives the same answer on any machine and under any load (a server
+    deadline may still end it, as a fault the answer names).
     """
 
     threshold: float = 0.9
@@ -79,7 +82,6 @@ class Objective:
     check_every: int = 10
     steps: int = 300
     step_size: float = 0.05
-    time_budget_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -211,11 +213,11 @@ class CounterfactualSearch:
                 probabilities = self._record(best, x0, mask, direction, network, target, prototype)
                 done |= probabilities >= objective.margin_probability
                 weights[~done] = np.minimum(weights[~done] * objective.c_growth, objective.c_max)
-                if done.all() or time.perf_counter() - started > objective.time_budget_s:
+                if done.all():
                     break
         self._record(best, x0, mask, direction, network, target, prototype)
         if not np.isfinite(best.loss).any():
-            # No mask got there (the search oscillated or ran out of time): the even blends m = α·1 towards
+            # No mask got there (the search oscillated): the even blends m = α·1 towards
             # each prototype, α = 0.1 … 1; at α = 1 a candidate is its prototype, which the model reads as t.
             for alpha in np.linspace(0.1, 1.0, 10, dtype=np.float32):
                 self._record(best, x0, np.full_like(mask, alpha), direction, network, target, prototype)

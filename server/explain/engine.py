@@ -41,7 +41,7 @@ from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
 from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
 from .modes import Start as Start
 from .rules import RULES
-from .sanity import RANDOMIZATIONS, Sanity, check, randomized_model
+from .sanity import COPIES, Sanity, check, randomized_model
 
 # The engine's public names; METHODS and RULES are the catalogues the page lists.
 __all__ = ["FAMILIES", "METHODS", "RULES", "AllMaps", "ChannelData", "Engine", "FrameData", "Request", "Selection"]
@@ -70,8 +70,8 @@ class Request:
     """One drawing to explain.
 
     ``image``: ``(28, 28)`` float32 in [0, 1] (from ``server.raster.rasterize``);
-    ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a key
-    of :data:`server.explain.rules.RULES` (used by ``"lrp"`` and for the edges);
+    ``method``: a key of :data:`server.explain.methods.METHODS`; ``rule``: a preset of
+    the model's family (used by ``"lrp"`` and for the edges), ``None`` for the family's default;
     ``knockout``: distinct hidden units in 0…H−1 (at most H) whose outputs are
     forced to zero; ``heatmap``: ``False`` computes every number but the map (an on-pause method while the
     visitor draws: mode ``attribution``, an all-zero heatmap).
@@ -80,7 +80,7 @@ class Request:
     image: np.ndarray
     selection: Selection
     method: str = "lrp"
-    rule: str = "epsilon"
+    rule: str | None = "epsilon"
     knockout: tuple[int, ...] = ()
     heatmap: bool = True
 
@@ -295,8 +295,9 @@ class Engine:
         self._b2 = fc2.bias.detach().double().numpy()
         self.backend = backend
         self._relevance = self.family.backends[backend](self.model)
-        self._randomized = {label: Engine(randomized_model(self.model, layers), randomized=False)
-                            for label, layers in RANDOMIZATIONS} if randomized else {}
+        self._randomized = {label: [Engine(randomized_model(self.model, layers, k), randomized=False)
+                                    for k in range(COPIES)]
+                            for label, layers in self.family.randomizations} if randomized else {}
 
     def for_thread(self) -> "Engine":
         """An engine of the same model for another thread, sharing this one's read-only tensors.
@@ -310,7 +311,8 @@ class Engine:
         twin.model = copy.deepcopy(self.model)
         if self.backend == "reference":
             twin._relevance = self.family.backends[self.backend](twin.model)
-        twin._randomized = {label: engine.for_thread() for label, engine in self._randomized.items()}
+        twin._randomized = {label: [engine.for_thread() for engine in engines]
+                            for label, engines in self._randomized.items()}
         return twin
 
     def _forward(self, images: np.ndarray, keep: torch.Tensor | None = None) -> Forward:
@@ -324,6 +326,8 @@ class Engine:
         wrong shape, NaN, values outside [0, 1], unknown class, neuron, method
         or rule) before any tensor reaches the model.
         """
+        requests = [dataclasses.replace(request, rule=self.family.default_rule)
+                    if isinstance(request, Request) and request.rule is None else request for request in requests]
         for index, request in enumerate(requests):
             check_request(request, index, self.hidden, self.family, self.channels)
         if not requests:
@@ -338,21 +342,32 @@ class Engine:
         heatmaps = torch.zeros(len(requests), INPUT_SIZE, dtype=DTYPE)
         class_max_abs = torch.zeros(len(requests), dtype=DTYPE)
 
-        for rule in {request.rule for request in requests}:
+        class_channels = {layer: torch.zeros(len(requests), width, dtype=DTYPE)
+                          for layer, width in self.channels.items()}
+        feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
+        for rule in {request.rule or self.family.default_rule for request in requests}:  # normalised above
             rows = [b for b, request in enumerate(requests) if request.rule == rule]
             starts = [start_of(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus,
                                requests[b].selection.layer) if requests[b].heatmap else None for b in rows]
-            rule_edges, rule_maps = self._relevance.relevance(forward.rows(rows), rule, starts)
-            if len(rows) == len(requests):  # one rule for the batch, the usual case: no indexed copies
+            # The class's own LRP where the selected map is not it, in the same backward pass: a CRP map's
+            # scale (class_max_abs) and, for a cnn, each channel's relevance for the class.
+            extra = [b for b in rows if modes[b] == "crp" or (self.channels and modes[b] != "lrp")]
+            result = self._relevance.explain(forward.rows(rows + extra), rule,
+                                             starts + [Start("lrp", targets[b]) for b in extra])
+            count = len(rows)
+            rule_edges, rule_maps = result.edges[:count], result.maps[:count]
+            if count == len(requests):  # one rule for the batch, the usual case: no indexed copies
                 edges, heatmaps = rule_edges, rule_maps
             else:
                 edges[rows], heatmaps[rows] = rule_edges, rule_maps
-            class_max_abs[rows] = rule_maps.abs().amax(dim=1)
-            crp_rows = [b for b in rows if modes[b] == "crp"]
-            if crp_rows:
-                _, class_maps = self._relevance.relevance(
-                    forward.rows(crp_rows), rule, [Start("lrp", targets[b]) for b in crp_rows])
-                class_max_abs[crp_rows] = class_maps.abs().amax(dim=1)
+            class_max_abs[rows + extra] = result.maps.abs().amax(dim=1)
+            for name, relevance in result.layers.items():
+                class_channels[name][rows] = relevance[:count]
+                class_channels[name][extra] = relevance[count:]
+            for index, b in enumerate(rows):
+                below = self._layer_below(requests[b].selection.layer)
+                if modes[b] == "crp" and below is not None:  # the pass conditioned on the channel: what feeds it
+                    feeds[b] = (below, result.layers[below][index].float().numpy())
 
         # captum's perturbation methods enlarge the batch: one call per method, layer and knock-out, mask (1, H).
         for method, layer, knockout in {(r.method, r.selection.layer, r.knockout) for r in requests
@@ -365,43 +380,15 @@ class Engine:
                 maps = attribute(self.model, method, images, [targets[b] for b in rows], conv_layer)
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
+        channels = [{layer: ChannelData(maps[b].float().numpy(), class_channels[layer][b].float().numpy())
+                     for layer, maps in forward.feature_maps.items()} for b in range(len(requests))]
         return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
-                            class_max_abs.tolist(), self._channels(forward, requests, targets),
-                            self._feeds(forward, requests, targets, modes))
+                            class_max_abs.tolist(), channels if self.channels else None, feeds)
 
-    def _channels(self, forward: Forward, requests: Sequence[Request], targets: list[int]
-                  ) -> list[dict[str, ChannelData]] | None:
-        """Each request's conv layers (:class:`ChannelData`) under its rule; ``None`` for an MLP."""
-        if not self.channels:
-            return None
-        per_request: list[dict[str, ChannelData]] = [{} for _ in requests]
-        pooled = {"conv1": forward.pooled1, "conv2": forward.pooled2}  # type: ignore[attr-defined]
-        for rule in {request.rule for request in requests}:
-            rows = [b for b, request in enumerate(requests) if request.rule == rule]
-            relevance = self._relevance.channels(forward.rows(rows), rule,  # type: ignore[attr-defined]
-                                                 [targets[b] for b in rows])
-            for layer in self.channels:
-                activations = pooled[layer][rows].float().numpy()
-                scores = relevance[layer].float().numpy()
-                for index, b in enumerate(rows):
-                    per_request[b][layer] = ChannelData(activations[index], scores[index])
-        return per_request
-
-    def _feeds(self, forward: Forward, requests: Sequence[Request], targets: list[int], modes: list[Mode]
-               ) -> list[tuple[str, np.ndarray] | None]:
-        """For each request conditioned on a channel with a conv layer below it, that layer's channels'
-        relevance through the selected channel (:attr:`FrameData.feeds`)."""
+    def _layer_below(self, layer: str | None) -> str | None:
+        """The conv layer below conv layer ``layer``; ``None`` for the first, or for ``fc1``."""
         layers = list(self.channels)
-        feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
-        for b, (request, mode) in enumerate(zip(requests, modes)):
-            layer, channel = request.selection.layer, request.selection.hidden
-            if mode != "crp" or layer not in layers[1:] or channel is None:
-                continue
-            below = layers[layers.index(layer) - 1]
-            relevance = self._relevance.channels(forward.rows([b]), request.rule,  # type: ignore[attr-defined]
-                                                 [targets[b]], [(layer, channel)])
-            feeds[b] = (below, relevance[below][0].float().numpy())
-        return feeds
+        return layers[layers.index(layer) - 1] if layer in layers[1:] else None
 
     def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
                 modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray, class_max_abs: list[float],
@@ -468,6 +455,8 @@ class Engine:
         Raises ``ValueError`` as :meth:`explain` does, or if the engine was
         built with ``randomized=False``.
         """
+        if isinstance(request, Request) and request.rule is None:
+            request = dataclasses.replace(request, rule=self.family.default_rule)
         check_request(request, 0, self.hidden, self.family, self.channels)
         if not self._randomized:
             raise ValueError("sanity: this engine was built without randomised copies (randomized=False)")
@@ -475,7 +464,8 @@ class Engine:
         hidden, versus = request.selection.hidden, frame.versus
         same = request if frame.mode == "hidden" else dataclasses.replace(
             request, selection=dataclasses.replace(request.selection, output=frame.target))
-        randomized = {label: engine.explain([same])[0].heatmap for label, engine in self._randomized.items()}
+        randomized = {label: [engine.explain([same])[0].heatmap for engine in engines]
+                      for label, engines in self._randomized.items()}
 
         def score(images: np.ndarray) -> np.ndarray:
             forward = self._forward(images, keep_mask([request.knockout] * len(images), self.hidden, DTYPE))
@@ -485,8 +475,9 @@ class Engine:
             return (forward.logits[:, frame.target] - rival).numpy()
 
         seed = drawing_seed(torch.from_numpy(request.image), f"sanity:{request.method}:{request.rule}", frame.target)
-        # A neuron's maps take their shape from fc1 alone: re-initialising fc2 cannot change it.
-        counted = ("fc2+fc1",) if frame.mode in ("crp", "hidden") else tuple(randomized)
+        # A unit's or channel's map takes its shape from the layers below fc2: re-initialising fc2 alone cannot
+        # change it, only the deepest step of the cascade can.
+        counted = (self.family.randomizations[-1][0],) if frame.mode in ("crp", "hidden") else tuple(randomized)
         return frame, check(request.image, frame.heatmap, randomized, score, seed, PIXELS_PER_STEP, counted)
 
     def all_maps(self, images: np.ndarray, rule: str) -> AllMaps:

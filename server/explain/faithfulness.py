@@ -17,6 +17,14 @@ Pure numpy, no model: the caller evaluates the images these functions build.
 - **Insertion** (Petsiuk et al. 2018, RISE): start from the blank canvas and
   put the pixels back in the same order; ``AOPC = 1/(L+1) Σ_k (f(xᵏ) − f(blank))``.
 
+- **Reference orders for deletion** (:func:`random_ink_order`,
+  :func:`least_relevant_ink_order`): a random order over the *ink* pixels
+  only, and the map's own order reversed over the ink (least relevant first,
+  pixel flipping with both orders, Samek et al. 2017; ROAD, Rong et al.
+  2022).  A random order over all 784 pixels would spend ~80 % of its
+  deletions on blank pixels, which change nothing: any map that ranks ink
+  first, the drawing itself included, beat it.
+
 Deletion rewards maps that rank ink first; insertion rewards maps whose
 first pixels alone rebuild the evidence.  They disagree (a map can delete
 well by ranking any ink first), so they are read together.  Ties (many
@@ -32,15 +40,16 @@ PIXELS_PER_STEP = 10
 STEPS = 20  # L: 200 pixels, about the ink of a digit (MNIST digits average ~150 non-zero pixels)
 
 
-def rank_correlation(first: np.ndarray, second: np.ndarray, ink: np.ndarray) -> float:
+def rank_correlation(first: np.ndarray, second: np.ndarray, ink: np.ndarray) -> float | None:
     """Spearman's ρ of ``|first|`` and ``|second|`` over the pixels where ``ink`` is true.
 
-    0.0 when fewer than two ink pixels exist or either map is constant there
-    (a constant map carries no ranking to compare).
+    ``None`` (undefined, never 0) when fewer than two ink pixels exist or
+    either map is constant there, e.g. empty: a constant map carries no
+    ranking to compare.
     """
     a, b = np.abs(first[ink]).ravel(), np.abs(second[ink]).ravel()
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
+        return None
     return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
 
 
@@ -51,8 +60,24 @@ def relevance_order(relevance: np.ndarray, seed: int) -> np.ndarray:
 
 
 def random_order(size: int, seed: int) -> np.ndarray:
-    """A random pixel order from ``seed``: the baseline every map must beat."""
+    """A random order of all ``size`` pixels from ``seed`` (blank ones included)."""
     return np.random.default_rng(seed).permutation(size)
+
+
+def random_ink_order(image: np.ndarray, seed: int) -> np.ndarray:
+    """The ink pixels (``image > 0``) in a random order from ``seed``, then the blank ones (deleting
+    those changes nothing): the baseline a map's order must beat."""
+    ink = image.ravel() > 0
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(np.flatnonzero(ink)), np.flatnonzero(~ink)])
+
+
+def least_relevant_ink_order(relevance: np.ndarray, image: np.ndarray, seed: int) -> np.ndarray:
+    """The ink pixels by *increasing* relevance (ties in a random order from ``seed``), then the blank ones."""
+    ink = image.ravel() > 0
+    pixels = np.random.default_rng(seed).permutation(np.flatnonzero(ink))
+    ranked = pixels[np.argsort(relevance.ravel()[pixels], kind="stable")]
+    return np.concatenate([ranked, np.flatnonzero(~ink)])
 
 
 def deletion_images(image: np.ndarray, order: np.ndarray, steps: int = STEPS,

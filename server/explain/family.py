@@ -17,6 +17,7 @@ from .fast import FastBackend
 from .methods import CONV_METHODS, METHODS
 from .reference import ReferenceBackend
 from .rules import DEFAULT_RULE, RULES, RuleInfo
+from .sanity import CNN_RANDOMIZATIONS, RANDOMIZATIONS
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Family:
 
     ``rules``: its presets by name, ``default_rule`` among them; ``backends``: ``"fast"`` and
     ``"reference"``; ``conv_layers``: the layers whose channels a selection may name (besides ``fc1``);
+    ``randomizations``: the sanity checks' cascade of re-initialised layers, top first, by label;
     ``conv_shapes``: each conv layer's pooled feature maps ``(C, h, w)``, what a frame carries;
     ``methods``: the names of :data:`~server.explain.methods.METHODS` it can run, in catalogue order.
     """
@@ -33,6 +35,7 @@ class Family:
     rules: dict[str, RuleInfo]
     default_rule: str
     backends: dict[str, Callable[[nn.Module], RelevanceBackend]]
+    randomizations: tuple[tuple[str, tuple[str, ...]], ...] = RANDOMIZATIONS
     conv_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
@@ -47,7 +50,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "mlp": Family("mlp", RULES, DEFAULT_RULE, {"fast": FastBackend, "reference": ReferenceBackend}),
     "cnn": Family("cnn", CNN_RULES, DEFAULT_CNN_RULE, {"fast": ConvBackend, "reference": ConvReferenceBackend},
-                  CONV_SHAPES),
+                  CNN_RANDOMIZATIONS, CONV_SHAPES),
 }
 
 

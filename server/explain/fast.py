@@ -44,7 +44,7 @@ from torch import nn
 
 from model_store.architecture import linear_layer
 
-from .forward import DTYPE, Forward
+from .forward import DTYPE, Forward, Relevance
 from .modes import Start
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
 
@@ -250,6 +250,11 @@ class FastBackend:
         silent[silent_rows, silent_neurons] = start[silent_rows, silent_neurons]
         start[silent_rows, silent_neurons] = 0.0
         return silent
+
+    def explain(self, forward: Forward, rule: str, starts: Sequence[Start | None]) -> Relevance:
+        """:meth:`relevance`; a dense network has no channels."""
+        edges, maps = self.relevance(forward, rule, starts)
+        return Relevance(edges, maps, {})
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All class maps ``(B, 10, 784)`` (``DTYPE``) and all hidden-neuron maps ``(B, H, 784)`` (float32)."""

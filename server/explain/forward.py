@@ -26,9 +26,24 @@ class Forward:
     logits: torch.Tensor
     keep: torch.Tensor | None = None
 
+    @property
+    def feature_maps(self) -> dict[str, torch.Tensor]:
+        """Each conv layer's output after ReLU and pooling, ``(B, C, h, w)``; a dense network has none."""
+        return {}
+
     def rows(self, rows: list[int]) -> "Forward":
         """The forward pass of the samples ``rows`` only (itself if that is every sample: no copies)."""
         if rows == list(range(len(self.x))):
             return self
         keep = None if self.keep is None else self.keep[rows]
         return Forward(self.x[rows], self.z1[rows], self.a[rows], self.logits[rows], keep)
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """One backward pass of a batch: ``edges (B, H, 10)``, the selected ``maps (B, 784)`` (``DTYPE``), and
+    ``layers``: each conv layer's relevance per channel ``(B, C)`` at its output (an MLP has none)."""
+
+    edges: torch.Tensor
+    maps: torch.Tensor
+    layers: dict[str, torch.Tensor]

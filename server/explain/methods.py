@@ -15,6 +15,10 @@ predicted one); they ignore a hidden-neuron selection.  Their settings suit a
   (:func:`drawing_seed`), so the same drawing always gives the same map;
 - Occlusion slides a 4×4 black patch with stride 2 (13 × 13 positions).
 
+Two *controls* (:mod:`server.explain.controls`, ``control=True``), the drawing
+itself and its edges, know nothing of the model: they are offered in the
+comparison so that a visitor sees the trust card fail them.
+
 Each method declares its cost class, measured by ``python -m benchmarks.engine``
 (median ms at B = 1, one thread, on the shared 2-core machine; see
 ``docs/benchmarks.md``): *per-frame* methods take at most
@@ -48,6 +52,8 @@ from torch import nn
 
 from model_store.sizes import IMAGE_PX, IMAGE_SHAPE
 
+from .controls import CONTROL_METHODS, control_maps
+
 # LIME and KernelSHAP fit their surrogates with scikit-learn, which captum imports on first use: ~1 s
 # here, paid by the first visitor to compare methods (a LIME map of 980 ms instead of 11).  Importing it
 # above moves that second to server start.
@@ -70,13 +76,15 @@ OCCLUSION_STRIDES = (1, 2, 2)
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What the page shows of a method: label, cost class, one-paragraph description, and whether
-    its maps are signed (evidence for and against) or magnitudes only (``|∂y/∂x|``: sensitivity)."""
+    """What the page shows of a method: label, cost class, one-paragraph description, whether
+    its maps are signed (evidence for and against) or magnitudes only (``|∂y/∂x|``: sensitivity), and
+    whether it is a control that knows nothing of the model (:mod:`server.explain.controls`)."""
 
     label: str
     cost: Cost
     description: str
     signed: bool = True
+    control: bool = False
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -120,6 +128,14 @@ METHODS: dict[str, MethodInfo] = {
         "Grad-CAM without the averaging: each position's activation times its own gradient, summed over the "
         "channels (Draelos & Carin 2020). Averaging lets a channel's gradient elsewhere light up positions "
         "that did not raise the class; HiResCAM shows only the positions that did. Convolutional networks only."),
+    "ink": MethodInfo(
+        "Control: the drawing itself", "per-frame",
+        "Not an explanation: the ink itself as the map, the same for every model and class. A control: "
+        "the trust card must fail it.", signed=False, control=True),
+    "edges": MethodInfo(
+        "Control: edges of the drawing", "per-frame",
+        "Not an explanation: the outline of the strokes (Sobel edge detector), the same for every model and "
+        "class, the control of Adebayo et al. 2018. The trust card must fail it.", signed=False, control=True),
 }
 
 # The methods that read a conv layer's feature maps (the selected conv layer, else the last one).
@@ -129,8 +145,8 @@ LAST_CONV_LAYER = "conv2"
 FEATURE_MAPS = {"conv1": "relu1", "conv2": "relu2"}
 
 
-# The methods :func:`attribute` computes: all but the engine's own LRP.
-CAPTUM_METHODS = tuple(name for name in METHODS if name != "lrp")
+# The captum methods :func:`attribute` computes: all but the engine's own LRP and the controls.
+CAPTUM_METHODS = tuple(name for name in METHODS if name != "lrp" and not METHODS[name].control)
 
 
 def superpixels(size: int = IMAGE_PX, block: int = SUPERPIXEL_PX) -> torch.Tensor:
@@ -194,14 +210,14 @@ def surrogate(explainer: Callable[..., torch.Tensor], image: torch.Tensor, targe
 
 def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list[int],
               layer: str | None = None) -> torch.Tensor:
-    """Captum's attribution of ``targets`` for a batch of images.
+    """Captum's attribution of ``targets`` for a batch of images, or a control's map (model and targets unused).
 
     Parameters
     ----------
     model:
         The network; captum runs it unmodified (no hooks are left behind).
     method:
-        One of :data:`CAPTUM_METHODS`.
+        One of :data:`CAPTUM_METHODS` or :data:`~server.explain.controls.CONTROL_METHODS`.
     images:
         ``(B, 1, 28, 28)`` float32 in [0, 1].
     targets:
@@ -217,6 +233,8 @@ def attribute(model: nn.Module, method: str, images: torch.Tensor, targets: list
         :func:`drawing_seed`: the same image and class give the same map bit
         for bit, whatever else is in the batch.
     """
+    if method in CONTROL_METHODS:
+        return control_maps(method, images)
     target = torch.as_tensor(targets)
     # Gradient methods want an input that requires grad; captum would set it (with a warning) itself.
     images = images.detach().requires_grad_(True)

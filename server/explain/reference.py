@@ -43,7 +43,7 @@ from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 from model_store.architecture import LAYER_NAMES
 from model_store.sizes import IMAGE_SHAPE
 
-from .forward import DTYPE, Forward
+from .forward import DTYPE, Forward, Relevance
 from .knockout import knocked_out
 from .modes import Start
 from .rules import RULES, SILENT_NEURON_RULE, LayerRule, RuleInfo
@@ -180,6 +180,11 @@ class ReferenceBackend:
             case None:
                 return torch.zeros_like(x)
         raise ValueError(f"unknown start {selected!r}")
+
+    def explain(self, forward: Forward, rule: str, starts: Sequence[Start | None]) -> Relevance:
+        """:meth:`relevance`; a dense network has no channels."""
+        edges, maps = self.relevance(forward, rule, starts)
+        return Relevance(edges, maps, {})
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Class maps ``(B, 10, 784)`` and hidden maps ``(B, H, 784)``, one library call per map."""

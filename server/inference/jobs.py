@@ -24,8 +24,9 @@ from torch import nn
 from server.explain.engine import Engine, FrameData, Request, Selection
 from server.explain.family import family_of
 from server.explain.sanity import Sanity
+from server.photo import model_input
 from server.protocol import DEFAULT_METHOD
-from server.raster import RasterCache, rasterize
+from server.raster import RasterCache
 
 EngineFactory = Callable[[nn.Module, str], Any]
 
@@ -43,7 +44,7 @@ class Spec:
     output: int | None
     hidden: int | None
     method: str
-    rule: str
+    rule: str | None  # None: the model's default preset
     heatmap: bool = True
     versus: int | None = None
     knockout: tuple[int, ...] = ()
@@ -88,6 +89,7 @@ class Job:
     ``sanity``: compute each spec's sanity checks (``Engine.sanity``) as well.
     ``owner``: the visitor (its fair share); ``raster``: the visitor's raster
     cache, for its live frames only (one job at a time may use it).
+    ``photo``: the model's input from a photo (784 bytes), used instead of ``strokes``.
     """
 
     model: str
@@ -97,6 +99,7 @@ class Job:
     sanity: bool = False
     owner: int = 0
     raster: RasterCache | None = None
+    photo: bytes | None = None
 
 
 DEADLINE_EXCEEDED = "DeadlineExceeded"  # the error_type of a call that overran the compute deadline
@@ -176,7 +179,7 @@ class EngineThreads:
         images, raster_s = [], []
         for job in jobs:
             raster_started = time.thread_time()
-            images.append(rasterize(job.strokes, job.raster))
+            images.append(model_input(job.strokes, job.photo, job.raster))
             raster_s.append(time.thread_time() - raster_started)
         requests = [spec.request(image) for job, image in zip(jobs, images) for spec in job.specs]
         engine = self.engine(jobs[0].model)  # built on a thread's first job: not these visitors' cost
@@ -201,7 +204,7 @@ class EngineThreads:
     def _check(self, job: Job) -> JobResult:
         """A sanity job: each spec's frame data and sanity report, one spec at a time."""
         started = time.perf_counter()
-        image = rasterize(job.strokes)
+        image = model_input(job.strokes, job.photo)
         checked = [self.engine(job.model).sanity(spec.request(image)) for spec in job.specs]
         result = JobResult(image, [frame for frame, _ in checked], (time.perf_counter() - started) * 1000.0,
                            sanity=[report for _, report in checked])

@@ -19,10 +19,13 @@ SQLITE_FILE = "teaching.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's write lock
 
 
-def database_url(database_url: str, data_dir: Path) -> str:
-    """``database_url`` if set, else the SQLite file in ``data_dir`` (created if missing)."""
+def database_url(database_url: str, data_dir: Path, url_file: Path | None = None) -> str:
+    """``database_url`` if set, else the one line of ``url_file`` if given, else the SQLite file in ``data_dir``
+    (the directory created if missing)."""
     if database_url:
         return database_url
+    if url_file is not None:
+        return url_file.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{(data_dir / SQLITE_FILE).resolve()}"
 

@@ -8,7 +8,9 @@ sockets), so a write never holds up a frame.
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -81,3 +83,21 @@ class DrawingStore:
     async def get(self, drawing_id: int) -> Drawing | None:
         async with self.sessions() as session:
             return await session.get(Drawing, drawing_id)
+
+    async def with_status(self, statuses: Sequence[Status], limit: int) -> list[Drawing]:
+        """Drawings in any of ``statuses``, oldest first, at most ``limit``."""
+        async with self.sessions() as session:
+            found = await session.scalars(select(Drawing).where(Drawing.status.in_([s.value for s in statuses]))
+                                          .order_by(Drawing.id).limit(limit))
+            return list(found)
+
+    async def moderate(self, drawing_id: int, status: Status, curated_label: int | None) -> Drawing | None:
+        """Record a curator's decision; the updated drawing, or ``None`` if no drawing has ``drawing_id``."""
+        async with self.sessions.begin() as session:
+            drawing = await session.get(Drawing, drawing_id)
+            if drawing is None:
+                return None
+            drawing.status = status.value
+            drawing.curated_label = curated_label
+            drawing.moderated_at = datetime.now(UTC)
+        return drawing

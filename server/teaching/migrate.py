@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    url = database_url(settings.database_url, settings.data_dir)
+    url = database_url(settings.database_url, settings.data_dir, settings.database_url_file)
     upgrade(url)
     print(f"database {_safe(url)} is at schema revision {current_revision(url)}")
     return 0

@@ -27,6 +27,8 @@ class Drawing(Base):
     ``label``: the digit the visitor says it is (0–9).  ``prediction``, ``confidence``,
     ``probabilities``: the model's reading when taught (``probabilities``: 10 floats summing to 1).
     ``model``, ``model_version``: the model that read it and its weights' sha256.
+    ``status``: a :class:`Status`; ``curated_label``: the curator's digit when they corrected the
+    visitor's (``None`` otherwise); ``moderated_at``: when the curator decided (``None``: not yet).
     ``delete_token_sha256``: the hex SHA-256 of the visitor's deletion token (the token itself is
     never stored: a copy of the database cannot delete drawings).
     """
@@ -44,3 +46,10 @@ class Drawing(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     delete_token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=Status.PROPOSED.value, index=True)
+    curated_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    moderated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def final_label(self) -> int:
+        """The digit this drawing teaches: the curator's correction, else the visitor's label."""
+        return self.label if self.curated_label is None else self.curated_label

@@ -14,13 +14,13 @@ from typing import NoReturn
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.catalog import Catalog
 from server.frames import encode_error
 from server.inference.batcher import Batcher
 from server.inference.jobs import InferenceError, Job, Spec
 from server.logs import event
 from server.protocol import DEFAULT_METHOD, ErrorCode, Forget, ProtocolError, TeachAsk
 from server.ratelimit import TokenBucket
+from server.versions import Versions
 
 from .drawings import DrawingStore, Reading
 
@@ -30,16 +30,19 @@ MAX_PENDING = 4  # unanswered teach/forget requests one visitor may have; one mo
 class Teacher:
     """Reads a drawing with its model (on an engine thread), stores it, deletes it by token."""
 
-    def __init__(self, store: DrawingStore, batcher: Batcher, catalog: Catalog) -> None:
+    def __init__(self, store: DrawingStore, batcher: Batcher, versions: Versions) -> None:
         self.store = store
         self.batcher = batcher
-        self.catalog = catalog
+        self.versions = versions
 
-    async def teach(self, ask: TeachAsk) -> bytes:
-        """The ``taught`` message once the drawing is committed, or an ``error`` (nothing stored)."""
+    async def teach(self, ask: TeachAsk, key: str) -> bytes:
+        """The ``taught`` message once the drawing is committed, or an ``error`` (nothing stored).
+
+        ``key``: the engine key of the version the visitor sees (:mod:`server.versions`): it reads the drawing.
+        """
         view = ask.view
         try:
-            reading = await self.read(view.model, view.strokes)
+            reading = await self.read(view.model, key, view.strokes)
             # Shielded: a visitor who leaves mid-commit does not cancel the write halfway.
             stored = await asyncio.shield(self.store.add(view.strokes, ask.label, reading))
         except (InferenceError, SQLAlchemyError, OSError) as error:
@@ -61,11 +64,12 @@ class Teacher:
         event("drawing_forgotten", id=drawing_id)
         return orjson.dumps({"type": "forgotten", "id": drawing_id})
 
-    async def read(self, model: str, strokes: tuple[tuple[tuple[float, float], ...], ...]) -> Reading:
-        """The model's reading of ``strokes``, computed as a frame is (without its heatmap)."""
-        spec = Spec(None, None, DEFAULT_METHOD, self.catalog.models[model].default_rule, heatmap=False)
-        frame = (await self.batcher.compute(Job(model, strokes, (spec,)))).frames[0]
-        return Reading(model, self.catalog.models[model].sha256 or "unknown", int(frame.prediction),
+    async def read(self, model: str, key: str, strokes: tuple[tuple[tuple[float, float], ...], ...]) -> Reading:
+        """Model ``model``'s reading of ``strokes`` by the version of engine key ``key``, computed as a frame is
+        (without its heatmap)."""
+        spec = Spec(None, None, DEFAULT_METHOD, None, heatmap=False)
+        frame = (await self.batcher.compute(Job(key, strokes, (spec,)))).frames[0]
+        return Reading(model, self.versions.version(key), int(frame.prediction),
                        tuple(float(p) for p in frame.probabilities.tolist()))
 
 
@@ -76,10 +80,11 @@ class Desk:
         self.teacher = teacher
         self.per_minute = per_minute
         self.bucket = TokenBucket(per_minute / 60.0, per_minute, now)
-        self.pending: asyncio.Queue[TeachAsk | Forget] = asyncio.Queue(MAX_PENDING)
+        self.pending: asyncio.Queue[tuple[TeachAsk | Forget, str]] = asyncio.Queue(MAX_PENDING)
 
-    def submit(self, request: TeachAsk | Forget, now: float) -> None:
-        """Queue ``request`` or raise :class:`ProtocolError` (``rate_limited``) without queuing it."""
+    def submit(self, request: TeachAsk | Forget, now: float, key: str = "") -> None:
+        """Queue ``request`` (a teach: read by engine key ``key``) or raise :class:`ProtocolError`
+        (``rate_limited``) without queuing it."""
         seq = request.view.seq if isinstance(request, TeachAsk) else request.seq
         if self.pending.full():
             raise ProtocolError(ErrorCode.RATE_LIMITED, f"{MAX_PENDING} teach/forget requests are still "
@@ -87,13 +92,13 @@ class Desk:
         if not self.bucket.admit(now):
             raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {self.per_minute} teach/forget requests "
                                 "per minute", seq)
-        self.pending.put_nowait(request)
+        self.pending.put_nowait((request, key))
 
     async def serve(self, send: Callable[[bytes], Awaitable[None]]) -> NoReturn:
         """Answer each request in order with ``send``; runs until cancelled."""
         while True:
-            request = await self.pending.get()
+            request, key = await self.pending.get()
             if isinstance(request, TeachAsk):
-                await send(await self.teacher.teach(request))
+                await send(await self.teacher.teach(request, key))
             else:
                 await send(await self.teacher.forget(request))
