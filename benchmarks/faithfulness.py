@@ -43,6 +43,7 @@ from model_store.datasets import load_embedded, load_idx, mnist_dir_from_env, sp
 from model_store.strokes import image_to_strokes
 from server.explain import faithfulness as f
 from server.explain.engine import Engine, Request, Selection
+from server.explain.family import FAMILIES
 from server.explain.methods import METHODS
 from server.explain.rules import RULES
 from server.explain.sanity import Sanity
@@ -51,8 +52,9 @@ from server.raster import rasterize
 MODELS = ("default", "h16")
 SELECTION = slice(0, 5000)  # official test digits that choose the default preset
 REPORT = slice(5000, 10000)  # official test digits that report it, never used to choose
+# The MLPs' rows: every preset, then every other method the family runs (Grad-CAM needs conv layers).
 CONFIGS: tuple[tuple[str, str], ...] = tuple(("lrp", rule) for rule in RULES) + tuple(
-    (method, "epsilon") for method in METHODS if method != "lrp")
+    (method, "epsilon") for method in FAMILIES["mlp"].methods if method != "lrp")
 CARD_GOAL = 0.9  # a preset must pass the card on this share of digits to be chosen
 CONTROL_GOAL = 0.95  # the card must fail each control on this share of digits
 BOOTSTRAP = 2000
