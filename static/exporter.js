@@ -145,7 +145,8 @@ export function readExport(text) {
   if (!Array.isArray(document.strokes) || !document.strokes.every((stroke) => Array.isArray(stroke) && stroke.every(point))) {
     throw new Error("Expected strokes as lists of [x, y] in [0, 1]");
   }
-  const { output = null, hidden = null, alone = false, implicit = false, versus = null } = document.selection ?? {};
+  const { output = null, hidden = null, alone = false, implicit = false, versus = null, layer = null } = document.selection ?? {};
+  if (layer !== null && typeof layer !== "string") throw new Error(`Expected selection.layer a layer name or null, got ${typeof layer}`);
   let photo = null;
   if (document.photo !== undefined && document.photo !== null) {
     const input = typeof document.photo === "string" ? decodeBase64(document.photo) : null;
@@ -153,5 +154,5 @@ export function readExport(text) {
     if (!square) throw new Error("Expected photo as the base64 of a square input image's bytes");
     photo = { data: null, input, preview: null };
   }
-  return { strokes: document.strokes, photo, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus } };
+  return { strokes: document.strokes, photo, config: document.config ?? null, selection: { output, hidden, alone, implicit, versus, layer } };
 }

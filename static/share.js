@@ -3,8 +3,8 @@
 // drawing too long for that is simplified (Douglas–Peucker) until it fits.
 //
 // Fragment: `#v=1&m=<model>&x=<method>&r=<rule>&k=<knocked-out neurons, comma-separated>&o=<output>&h=<hidden>
-// &c=<versus class>&a=<0|1>&i=<0|1>&s=<strokes>`, or `&p=<photo>` in place of `s`: a photo's 28 × 28 model
-// input, base64url of its bytes (row-major, 0 paper … 255 ink; 1,046 characters);
+// &c=<versus class>&a=<0|1>&i=<0|1>&l=<layer of a cnn's channel h>&s=<strokes>`, or `&p=<photo>` in place of `s`:
+// a photo's 28 × 28 model input, base64url of its bytes (row-major, 0 paper … 255 ink; 1,046 characters);
 // `s` is base64url of, per stroke, its point count (2 bytes, big-endian) and each point as 12-bit
 // x and y (3 bytes): 1/4096 of the pad, far below a screen pixel.
 
@@ -92,6 +92,7 @@ function fragment(strokes, { config, selection }, photo) {
   if (selection.output !== null) params.set("o", String(selection.output));
   if (selection.versus !== null && selection.versus !== undefined) params.set("c", String(selection.versus));
   if (selection.hidden !== null) params.set("h", String(selection.hidden));
+  if (selection.layer && selection.hidden !== null) params.set("l", selection.layer);
   if (selection.alone) params.set("a", "1");
   if (selection.implicit) params.set("i", "1");
   if (photo) params.set("p", toBase64Url(photo));
@@ -124,6 +125,9 @@ export function shareLink(base, strokes, settings, photo = null) {
   return null;
 }
 
+/** A layer's name as welcome.model.units spell them ("conv1"); the server refuses one its model lacks. */
+const LAYER_NAME = /^[a-z][a-z0-9_]{0,15}$/;
+
 function index(params, key) {
   if (!params.has(key)) return null;
   const value = Number(params.get(key));
@@ -144,9 +148,11 @@ export function readShareLink(hash) {
     [["model", "m"], ["method", "x"], ["rule", "r"]].filter(([, key]) => params.get(key)).map(([name, key]) => [name, params.get(key)]));
   const knockout = params.get("k") ? params.get("k").split(",").map((j) => index(new URLSearchParams({ k: j }), "k")) : [];
   if (knockout.length) config.knockout = knockout;
+  const layer = params.get("l");
+  if (layer !== null && !LAYER_NAME.test(layer)) throw new Error(`Expected a layer name in l, got ${layer.slice(0, 20)}`);
   const selection = {
     output: index(params, "o"), hidden: index(params, "h"), versus: index(params, "c"),
-    alone: params.get("a") === "1", implicit: params.get("i") === "1",
+    alone: params.get("a") === "1", implicit: params.get("i") === "1", layer,
   };
   if (params.has("p")) {
     const input = fromBase64Url(params.get("p"));
