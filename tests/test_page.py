@@ -524,7 +524,8 @@ def test_comparison_shows_every_method_labelled_with_its_cost(visit: Visit, gold
     settle(visit)
     page.click("#compare")
     request = wire.wait_sent(lambda m: m["type"] == "compare")
-    methods = [method["name"] for method in wire.received[0]["methods"]][:8]
+    welcome = wire.received[0]
+    methods = [method["name"] for method in welcome["methods"]][:welcome["limits"]["max_compare_methods"]]
     assert request["methods"] == methods
     comparison = wire.wait_received(lambda m: m["type"] == "comparison")
     page.wait_for_selector(f".compare-map >> nth={len(comparison['maps']) - 1}", timeout=WAIT_MS)
