@@ -5,14 +5,16 @@
 import { decode, maxAbs } from "./arrays.js";
 import { paintInk, paintRelevance } from "./heatmap.js";
 
-function make(tag, className, text) {
+/** An element `tag` with a class and a text. */
+export function make(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
 }
 
-function figure(caption) {
+/** A figure with a pixelated canvas and its caption. */
+export function figure(caption) {
   const box = make("figure", "card-figure");
   const canvas = make("canvas", "pixelated"); // sized by the map painted into it (heatmap.js)
   box.append(canvas, make("figcaption", "", caption));

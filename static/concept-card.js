@@ -8,6 +8,7 @@
 // channel, the conv1 channels feeding it most (frame.feeds).
 
 import { decode } from "./arrays.js";
+import { figure, make } from "./card.js";
 import { rankChannels } from "./convnet.js";
 import { paintInk, paintRelevance, writePixels } from "./heatmap.js";
 import { css, diverging, sequential } from "./colormap.js";
@@ -26,20 +27,6 @@ export function cardUrl(welcome, layer, hidden) {
   const model = encodeURIComponent(welcome.model.name);
   if (welcome.model.family !== "cnn") return `/api/models/${model}/neurons/${hidden}`;
   return `/api/models/${model}/concepts/${encodeURIComponent(layer ?? "fc1")}/${hidden}`;
-}
-
-function make(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function figure(caption) {
-  const box = make("figure", "card-figure");
-  const canvas = make("canvas", "pixelated");
-  box.append(canvas, make("figcaption", "", caption));
-  return { box, canvas };
 }
 
 /**
