@@ -48,9 +48,9 @@ from server.explain.rules import RULES
 from server.explain.sanity import Sanity
 from server.raster import rasterize
 
+from .splits import REPORT, SELECTION
+
 MODELS = ("default", "h16")
-SELECTION = slice(0, 5000)  # official test digits that choose the default preset
-REPORT = slice(5000, 10000)  # official test digits that report it, never used to choose
 CONFIGS: tuple[tuple[str, str], ...] = tuple(("lrp", rule) for rule in RULES) + tuple(
     (method, "epsilon") for method in METHODS if method != "lrp")
 CARD_GOAL = 0.9  # a preset must pass the card on this share of digits to be chosen
