@@ -49,9 +49,9 @@ from server.explain.rules import RULES
 from server.explain.sanity import Sanity
 from server.raster import rasterize
 
+from .splits import REPORT, SELECTION
+
 MODELS = ("default", "h16")
-SELECTION = slice(0, 5000)  # official test digits that choose the default preset
-REPORT = slice(5000, 10000)  # official test digits that report it, never used to choose
 # The MLPs' rows: every preset, then every other method the family runs (Grad-CAM needs conv layers).
 CONFIGS: tuple[tuple[str, str], ...] = tuple(("lrp", rule) for rule in RULES) + tuple(
     (method, "epsilon") for method in FAMILIES["mlp"].methods if method != "lrp")

@@ -55,7 +55,8 @@ export function conservationWords(frame, rule) {
       "This method does not pass relevance through the hidden layer, so there is nothing to follow there."];
   }
   const flow = relevanceFlow(frame);
-  const lower = hiddenToPixels(flow, rule);
+  const one = frame.mode === "crp" || frame.mode === "hidden";
+  const lower = hiddenToPixels(flow, rule, one ? `neuron ${frame.hidden}'s bias` : "the hidden neurons' biases", one);
   if (frame.mode === "hidden") {
     return [`Neuron ${frame.hidden}'s input is ${n(flow.hidden)}. ${lower}`];
   }
@@ -72,7 +73,7 @@ export function conservationWords(frame, rule) {
 }
 
 /** What happened between the hidden layer and the pixels, from the figures: the biases' share, or nothing. */
-function hiddenToPixels(flow, rule) {
+function hiddenToPixels(flow, rule, biases, single) {
   const { hidden, input, hiddenBiases } = flow;
   const holds = `The pixels hold ${formatNumber(input)}`;
   if (Math.abs(hiddenBiases) <= WHOLE * Math.max(Math.abs(hidden), 1e-9)) {
@@ -80,8 +81,8 @@ function hiddenToPixels(flow, rule) {
   }
   const amount = formatNumber(Math.abs(hiddenBiases));
   return hiddenBiases > 0
-    ? `${holds}: the hidden neurons' biases took ${amount}${percentOf(hiddenBiases, hidden)}.`
-    : `${holds}, ${amount} more: the hidden neurons' negative biases gave the pixels that much.`;
+    ? `${holds}: ${biases} took ${amount}${percentOf(hiddenBiases, hidden)}.`
+    : `${holds}, ${amount} more: ${biases} gave the pixels that much (${single ? "a negative bias" : "a negative share, net"}).`;
 }
 
 /** The deletion plot: the random ink orders' range (band) and median (dashed), least relevant first (dotted), the map (solid). */

@@ -31,7 +31,7 @@ async def test_welcome_offers_each_model_only_what_it_can_run(golden_digits) -> 
         welcome = await on_cnn(visitor)
         assert [rule["name"] for rule in welcome["rules"]] == list(CNN_RULES)
         assert {"gradcam", "hirescam", "lrp"} <= {method["name"] for method in welcome["methods"]}
-        assert welcome["state"]["rule"] == "epsilon_plus_flat"  # the MLP's gamma fell back to the cnn's default
+        assert welcome["state"]["rule"] == "epsilon_plus_flat"  # the MLP's rule fell back to the cnn's default
         units = welcome["model"]["units"]
         assert [(unit["name"], unit["kind"]) for unit in units] == [
             ("input", "input"), ("conv1", "conv"), ("conv2", "conv"), ("fc1", "dense"), ("fc2", "output")]
