@@ -72,7 +72,7 @@ export function createTeaching({ send, kiosk, storage = kiosk ? null : window.lo
   panel.body.append(make("p", { class: "hint" }, "Did it read your digit right? Tell it what you drew: a curator " +
     "checks it, and the network learns from it in its next training round."), open);
 
-  const dialog = make("dialog", { class: "teach-dialog", "aria-labelledby": "teach-title", "data-part": "teach-dialog" });
+  const dialog = make("dialog", { class: "teach-dialog", "aria-labelledby": "teach-dialog-title", "data-part": "teach-dialog" });
   const form = make("form", { method: "dialog" });
   const reading = make("p", { class: "teach-reading" });
   const digits = make("fieldset", { class: "teach-digits" });
@@ -90,7 +90,7 @@ export function createTeaching({ send, kiosk, storage = kiosk ? null : window.lo
   const cancel = make("button", { type: "button" }, "Close");
   const buttons = make("div", { class: "buttons" });
   buttons.append(submit, cancel);
-  form.append(make("h2", { id: "teach-title" }, "Teach the network"), reading, digits, consentLabel, buttons, status);
+  form.append(make("h2", { id: "teach-dialog-title" }, "Teach the network"), reading, digits, consentLabel, buttons, status);
   dialog.append(form);
   document.body.append(dialog);
 
