@@ -213,7 +213,7 @@ def test_keyboard_hints_only_where_there_is_a_keyboard(browser: Browser, server:
             visit.page.wait_for_selector("#knockout-title", state="attached", timeout=WAIT_MS)
             seen = visit.page.evaluate(hints)
             assert len(seen) >= 3 and set(seen) == {shown}, (width, seen)
-            assert ("Tab into the diagram" in visit.page.locator(".key").inner_text()) == shown
+            assert ("Tab into the diagram" in visit.page.locator(".key[data-family=mlp]").inner_text()) == shown
         finally:
             visit.context.close()
 
