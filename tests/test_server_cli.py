@@ -28,7 +28,10 @@ async def test_command_line_options_choose_address_and_model() -> None:
         async with Visitor.connect(server.url) as visitor:
             assert visitor.welcome["model"]["name"] == visitor.welcome["state"]["model"] == others[0]
             frame = await visitor.frame_for(None)
-            assert frame["activations"]["shape"] == [model_record(others[0])["hidden"]]
+            if visitor.welcome["model"]["family"] == "cnn":  # a cnn's frame carries its channels, not fc1's
+                assert set(frame["channels"]) == {"conv1", "conv2"}
+            else:
+                assert frame["activations"]["shape"] == [model_record(others[0])["hidden"]]
 
 
 def test_a_bad_setting_stops_the_server_naming_the_variable() -> None:
@@ -77,7 +80,7 @@ def _start(tmp_path: Path, env: dict[str, str], processes: int) -> tuple[int, li
 STORE_FAILURES: dict[str, tuple[Callable[[Path], dict[str, str]], str]] = {
     "manifest field missing": (_store_without_hidden, "model 'h16': field 'hidden' missing"),
     "weights folder symlinked": (_weights_symlinked_out, "the weights folder is a symlink"),
-    "unknown model": (lambda tmp_path: {"MODEL": "nope"}, "unknown model 'nope'; the store holds: default, h16"),
+    "unknown model": (lambda tmp_path: {"MODEL": "nope"}, "unknown model 'nope'; the store holds: cnn, default, h16"),
 }
 
 
