@@ -35,7 +35,7 @@ def assert_heatmap_equal(array: dict[str, Any], expected: np.ndarray) -> None:
 
 
 def engine_frame(strokes: list[Stroke], output: int | None = None, hidden: int | None = None,
-                 method: str = "lrp", rule: str = DEFAULT_RULE, model: str | None = None) -> Any:
+                 method: str = "lrp", rule: str | None = DEFAULT_RULE, model: str | None = None) -> Any:
     engine = Engine(load_model(model))
     return engine.explain([Request(rasterize(strokes), Selection(output, hidden), method=method, rule=rule)])[0]
 
@@ -93,16 +93,21 @@ async def test_model_change_sends_welcome_then_frame_of_that_model(app_url: str,
         if not others:
             pytest.skip("the store holds a single model")
         await visitor.draw(golden_digits[2])
-        await visitor.send("select", output=2, hidden=3)
-        await visitor.frame_for(visitor.seq)
-        seq = await visitor.send("configure", model=others[0])
-        welcome = await visitor.recv()
-        frame = await visitor.recv()
-        assert welcome["type"] == "welcome" and welcome["model"]["name"] == others[0]
-        assert (welcome["state"]["output"], welcome["state"]["hidden"]) == (None, None)
-        assert frame["type"] == "frame" and frame["seq"] == seq and frame["model"] == others[0]
-        assert frame["activations"]["shape"] == [welcome["model"]["hidden"]]
-        assert frame["prediction"] == engine_frame(golden_digits[2], model=others[0]).prediction
+        for other in others:  # every other model, of either family
+            await visitor.send("select", output=2, hidden=3)
+            await visitor.frame_for(visitor.seq)
+            seq = await visitor.send("configure", model=other)
+            welcome = await visitor.recv()
+            frame = await visitor.recv()
+            assert welcome["type"] == "welcome" and welcome["model"]["name"] == other
+            assert (welcome["state"]["output"], welcome["state"]["hidden"]) == (None, None)
+            assert frame["type"] == "frame" and frame["seq"] == seq and frame["model"] == other
+            if welcome["model"]["family"] == "cnn":  # a cnn's frame carries its channels instead of fc1's arrays
+                assert frame["activations"] is None and set(frame["channels"]) == {"conv1", "conv2"}
+            else:
+                assert frame["activations"]["shape"] == [welcome["model"]["hidden"]]
+            expected = engine_frame(golden_digits[2], rule=welcome["state"]["rule"], model=other)
+            assert frame["prediction"] == expected.prediction
 
 
 async def test_on_pause_method_is_pending_while_drawing_then_computed(golden_digits: dict[int, list[Stroke]]) -> None:
