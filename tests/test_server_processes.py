@@ -128,7 +128,8 @@ async def test_a_process_with_every_engine_thread_hung_is_replaced_and_the_repli
         assert first <= exhausted_pids(server), f"{MAX_HANGS} hangs did not reach every process"
         # Each ended itself and a fresh one took its place: the replica is ready and serves frames again.
         await wait_until_ready(server)
-        assert len(ready_pids(server) - first) == PROCESSES
+        # At least one fresh process per original (a hang meant for an original may exhaust a fresh one too).
+        assert len(ready_pids(server) - first) >= PROCESSES
         for digit in (3, 8):
             async with Visitor.connect(server.url) as visitor:
                 assert (await visitor.frame_for(await visitor.draw(golden_digits[digit])))["prediction"] == digit
