@@ -128,8 +128,8 @@ def golden() -> dict[int, Strokes]:
     return load_golden_digits()
 
 
-def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
-    """A new page at ``url``, returned once it is live and shows the first frame."""
+def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
+    """A new page at ``url`` (its WebSocket traffic and errors recorded), returned once its socket is open."""
     context = browser.new_context(viewport={"width": width, "height": height}, has_touch=touch,
                                   is_mobile=touch, device_scale_factor=1)
     page = context.new_page()
@@ -140,9 +140,15 @@ def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, 
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.goto(url)
     page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
-    wire.wait_received(lambda m: m["type"] == "frame")
-    page.wait_for_selector(".neuron.hidden", timeout=WAIT_MS)
     return Visit(context, page, wire, errors)
+
+
+def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
+    """A new page at ``url``, returned once it is live and shows the first frame."""
+    visit = open_live(browser, url, width, height, touch)
+    visit.wire.wait_received(lambda m: m["type"] == "frame")
+    visit.page.wait_for_selector(".neuron.hidden", timeout=WAIT_MS)
+    return visit
 
 
 @pytest.fixture

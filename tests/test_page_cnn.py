@@ -29,6 +29,7 @@ from test_page import (
     expected_colours,
     golden,
     heatmap_title,
+    open_live,
     outside_viewport,
     run_axe,
     scroll_y,
@@ -53,23 +54,15 @@ TABLET = (820, 1180)
 
 def open_cnn(browser: Browser, url: str, width: int, height: int) -> Visit:
     """A touch page at ``url`` switched to the cnn with the model picker, once the cnn's diagram is built."""
-    context = browser.new_context(viewport={"width": width, "height": height}, has_touch=True, is_mobile=True,
-                                  device_scale_factor=1)
-    page = context.new_page()
-    wire = Wire()
-    errors: list[str] = []
-    page.on("websocket", wire.attach)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.goto(url)
-    page.wait_for_selector("#status[data-status=open]", timeout=WAIT_MS)
+    visit = open_live(browser, url, width, height, touch=True)
+    page, wire = visit.page, visit.wire
     welcome = wire.wait_received(lambda m: m["type"] == "welcome")
     if welcome["model"]["name"] != CNN:
         page.select_option("#model", CNN)
         wire.wait_received(lambda m: m["type"] == "welcome" and m["model"]["name"] == CNN)
     wire.wait_received(lambda m: m["type"] == "frame" and m["model"] == CNN)
     page.wait_for_selector("[data-part=network] .convnet .tile", timeout=WAIT_MS)
-    return Visit(context, page, wire, errors)
+    return visit
 
 
 @pytest.fixture
