@@ -10,8 +10,9 @@
 #   debootstrap     the local Debian base image, where no image registry is reachable
 #   kubernetes-client  `kubectl kustomize`, unless a kubectl is already installed
 #   npm             installs axe-core (package.json) for the page's accessibility tests
+#   postgresql      a throwaway PostgreSQL server for the teaching database's tests (tests/postgres.py)
 set -uo pipefail
-packages=(chromium nginx docker.io docker-compose debootstrap)
+packages=(chromium nginx docker.io docker-compose debootstrap postgresql)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
 # An npm already on the PATH (e.g. NodeSource's nodejs, which conflicts with Debian's npm) will do.
 command -v npm >/dev/null || packages+=(npm)
