@@ -1,6 +1,6 @@
 """Per-frame CPU cost: what one live frame costs the server, part by part, without I/O.
 
-``python -m benchmarks.framecost [--json] [--visitors N] [--batch B] [--profile]``
+``python -m benchmarks.framecost [--json] [--visitors N] [--batch B] [--profile] [--baseline REV]``
 replays ``--visitors`` visitors drawing continuously (the latency benchmark's
 ``--pace continuous``: a ``stroke`` message of 4 points every 1/60 s), every
 message answered by a frame, through the server's own code in one thread:
@@ -16,7 +16,9 @@ It reports CPU time (``time.thread_time``) per frame, the median of
 (protocol, raster, engine call, encoding, the rest; cProfile's own overhead
 inflates the many small calls, so read the shares, not absolute times), so that a change to the frame
 path can be measured at two commits side by side without a loaded machine's
-noise.  Event-loop scheduling, the WebSocket and the hand-off between loop and
+noise.  ``--baseline REV`` does that in one run: it extracts commit ``REV`` of this repository
+(``git archive``) into a temporary directory and runs that commit's own framecost there, in a child
+process, alternately with this code's replays, and reports both and their ratio.  Event-loop scheduling, the WebSocket and the hand-off between loop and
 threads are not in it: :mod:`benchmarks.latency` measures the whole.
 """
 
@@ -24,9 +26,13 @@ import argparse
 import cProfile
 import json
 import pstats
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import orjson
 import torch
@@ -120,6 +126,27 @@ def breakdown(profile: cProfile.Profile) -> dict[str, float]:
     return {part: round(100 * seconds / total, 1) for part, seconds in shares.items()}
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def extract(revision: str, into: Path) -> Path:
+    """Commit ``revision`` of this repository's code, extracted into ``into`` (``git archive``: no worktree to
+    clean up, nothing of the checkout touched)."""
+    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--format=tar", revision],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def baseline_cost(checkout: Path, args: argparse.Namespace) -> dict:
+    """One replay of that checkout's own framecost (its median of one repeat), as its ``--json`` reports it."""
+    command = [sys.executable, "-m", "benchmarks.framecost", "--json", "--repeats", "1", "--visitors",
+               str(args.visitors), "--frames", str(args.frames), "--batch", str(args.batch)]
+    report: dict = json.loads(subprocess.run(command, cwd=checkout, check=True, capture_output=True,
+                                             text=True).stdout)
+    return report["median"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.framecost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--visitors", type=int, default=50)
@@ -130,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default="",
                         help="comma-separated models, each replayed in the same run (default: the default model); "
                              "with two, the ratio of the second's frame to the first's")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also replay commit REV's code (its own framecost, in a child process), alternately "
+                             "with this code's repeats, and report this code's frame over it (the first model only)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -141,14 +171,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     streams = messages(args.visitors, args.frames)
     models = [name for name in args.models.split(",") if name] or [catalog.default_model]
     report: dict = {"visitors": args.visitors, "batch": args.batch}
-    for model in models:
-        costs = sorted((replay(catalog, threads, streams, args.batch, model) for _ in range(args.repeats)),
-                       key=lambda cost: cost.total_us)
-        medians = {"median": asdict(costs[len(costs) // 2]), "best": asdict(costs[0])}
-        if len(models) == 1:
-            report.update(medians)  # the layout a single model has always had
-        else:
-            report[model] = medians
+    with tempfile.TemporaryDirectory(prefix="framecost-") as scratch:
+        checkout = extract(args.baseline, Path(scratch)) if args.baseline else None
+        for index, model in enumerate(models):
+            baselines: list[dict] = []
+            costs = []
+            for _ in range(args.repeats):
+                if checkout is not None and index == 0:  # interleaved, so that a change of load hits both
+                    baselines.append(baseline_cost(checkout, args))
+                costs.append(replay(catalog, threads, streams, args.batch, model))
+            costs.sort(key=lambda cost: cost.total_us)
+            medians = {"median": asdict(costs[len(costs) // 2]), "best": asdict(costs[0])}
+            if baselines:
+                baselines.sort(key=lambda cost: cost["total_us"])
+                report["baseline"] = {"revision": args.baseline, "median": baselines[len(baselines) // 2],
+                                      "best": baselines[0]}
+                report["over_baseline"] = round(medians["median"]["total_us"] / report["baseline"]["median"]
+                                                ["total_us"], 3)
+            if len(models) == 1:
+                report.update(medians)  # the layout a single model has always had
+            else:
+                report[model] = medians
     if len(models) == 2:
         first, second = (report[model]["median"]["total_us"] for model in models)
         report[f"{models[1]}_over_{models[0]}"] = round(second / first, 2)

@@ -80,7 +80,7 @@ def largest_ratio(backend: FastBackend, x: torch.Tensor, rule: str) -> float:
     classes, hidden = backend.all_maps(forward, rule)
     # A CRP map is R(j→c) times row j of fc1's share matrix: its largest value is max_c |R(j→c)| times
     # the largest share of the row, the unit map of neuron j started from 1 (active neurons only get any).
-    shares = unit_maps(backend._forms[rule][0], forward.x, (forward.z1 > 0).to(DTYPE)).abs().amax(dim=2)
+    shares = unit_maps(backend.forms[rule][0], forward.x, (forward.z1 > 0).to(DTYPE)).abs().amax(dim=2)
     crp = (backend.edges(forward, rule).abs().amax(dim=2) * shares).amax(dim=1)
     largest = torch.stack([classes.abs().amax(dim=(1, 2)), crp, hidden.abs().amax(dim=(1, 2)).to(DTYPE)], 1)
     return float((largest.amax(dim=1) / forward.logits.abs().amax(dim=1).clamp(min=1.0)).max())

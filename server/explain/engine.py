@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from model_store.architecture import linear_layer
@@ -35,8 +36,10 @@ from model_store.sizes import IMAGE_SHAPE, INPUT_SIZE, N_CLASSES
 
 from .faithfulness import PIXELS_PER_STEP
 from .family import FAMILIES, Family, family_of
+from .fast import FastBackend
 from .forward import DTYPE, Forward
 from .knockout import KnockoutEffect, keep_mask, knocked_out, knockout_effect
+from .live import LiveLane, keep_array
 from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
 from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
 from .modes import Start as Start
@@ -173,6 +176,25 @@ class FrameData:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """A batch's numbers before they are cut into frames: ``z1``, ``a`` ``(B, H)``, ``logits (B, 10)``,
+    ``edges (B, H, 10)``, ``heatmaps (B, 784)`` float64 arrays; per request its prediction, target, mode,
+    ``class_max_abs`` and, for a cnn, its channels and feeds (:class:`FrameData`)."""
+
+    z1: np.ndarray
+    a: np.ndarray
+    logits: np.ndarray
+    predictions: list[int]
+    targets: list[int]
+    modes: list[Mode]
+    edges: np.ndarray
+    heatmaps: np.ndarray
+    class_max_abs: list[float]
+    channels: list[dict[str, ChannelData]] | None = None
+    feeds: list[tuple[str, np.ndarray] | None] | None = None
+
+
+@dataclass(frozen=True)
 class AllMaps:
     """Every map of a batch under one rule: ``classes (B, 10, 28, 28)``, ``hidden (B, H, 28, 28)`` float32."""
 
@@ -208,10 +230,17 @@ def check_rule(rule: object, where: str, family: Family = FAMILIES["mlp"]) -> No
 def check_request(request: object, index: int, hidden: int, family: Family = FAMILIES["mlp"],
                   channels: dict[str, int] | None = None) -> None:
     """Raise ``ValueError`` naming what is wrong with ``request`` number ``index``."""
+    if isinstance(request, Request):
+        check_image(request.image, f"request {index}")
+    check_selection(request, index, hidden, family, channels)
+
+
+def check_selection(request: object, index: int, hidden: int, family: Family = FAMILIES["mlp"],
+                    channels: dict[str, int] | None = None) -> None:
+    """:func:`check_request` of everything but the image."""
     where = f"request {index}"
     if not isinstance(request, Request):
         raise ValueError(f"{where}: expected a Request, got {type(request).__name__}")
-    check_image(request.image, where)
     selection = request.selection
     if not isinstance(selection, Selection):
         raise ValueError(f"{where}: selection must be a Selection, got {type(selection).__name__}")
@@ -284,8 +313,11 @@ class Engine:
     def __init__(self, model: nn.Module, backend: str = "fast", randomized: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        # One intra-op thread: with two, batched calls stalled by 50 ms and more here.
+        # One intra-op thread: with two, batched calls stalled by 50 ms and more here.  NumPy's BLAS too (the
+        # live lane's products): with its default of one thread per core a batch of 16 cost 7× as much on a
+        # busy machine.
         torch.set_num_threads(1)
+        threadpool_limits(limits=1, user_api="blas")
         self.model = copy.deepcopy(model).float().eval()
         self.family = family_of(self.model)
         self.channels = {name: shape[0] for name, shape in self.family.conv_shapes.items()}
@@ -295,6 +327,8 @@ class Engine:
         self._b2 = fc2.bias.detach().double().numpy()
         self.backend = backend
         self._relevance = self.family.backends[backend](self.model)
+        # The live frames of an MLP skip torch (server.explain.live); a cnn's and the reference's go through it.
+        self._live = LiveLane(self._relevance) if isinstance(self._relevance, FastBackend) else None
         self._randomized = {label: [Engine(randomized_model(self.model, layers, k), randomized=False)
                                     for k in range(COPIES)]
                             for label, layers in self.family.randomizations} if randomized else {}
@@ -328,12 +362,60 @@ class Engine:
         """
         requests = [dataclasses.replace(request, rule=self.family.default_rule)
                     if isinstance(request, Request) and request.rule is None else request for request in requests]
-        for index, request in enumerate(requests):
-            check_request(request, index, self.hidden, self.family, self.channels)
+        self._check(requests)
         if not requests:
             return []
-        forward = self._forward(np.stack([request.image for request in requests]),
-                                keep_mask([request.knockout for request in requests], self.hidden, DTYPE))
+        images = np.stack([request.image for request in requests])
+        lane = self._live_batch if self._live is not None and self._live.covers(
+            [r.method for r in requests], [r.heatmap for r in requests],
+            [r.rule or self.family.default_rule for r in requests]) else self._torch_batch
+        return self._frames(requests, lane(images, requests))
+
+    def _check(self, requests: Sequence[Request]) -> None:
+        """:func:`check_request` of each request, the images of a batch at once: in the usual case, every
+        image a float array of the right shape and fine, that costs three array calls, not three per image."""
+        for index, request in enumerate(requests):
+            check_selection(request, index, self.hidden, self.family, self.channels)
+        images = [request.image for request in requests]
+        if not all(isinstance(image, np.ndarray) and image.shape == IMAGE_SHAPE
+                   and np.issubdtype(image.dtype, np.floating) for image in images) \
+                or (images and not (np.isfinite(stacked := np.stack(images)).all() and stacked.min() >= 0.0
+                                    and stacked.max() <= 1.0)):
+            for index, image in enumerate(images):  # name the first bad image and what is wrong with it
+                check_image(image, f"request {index}")
+
+    def _live_batch(self, images: np.ndarray, requests: Sequence[Request]) -> "Batch":
+        """The batch's numbers from the NumPy lane (:mod:`server.explain.live`), one call per rule."""
+        assert self._live is not None
+        x = images.reshape(len(images), -1).astype(np.float64)
+        keep = keep_array([request.knockout for request in requests], self.hidden)
+        z1, a, logits = self._live.forward(x, keep)
+        predictions = logits.argmax(axis=1).tolist()
+        targets = [r.selection.output if r.selection.output is not None else p for r, p in zip(requests, predictions)]
+        modes = [request_mode(request) for request in requests]
+        rules = [request.rule or self.family.default_rule for request in requests]
+        parts = []
+        for rule in dict.fromkeys(rules):
+            rows = [b for b in range(len(requests)) if rules[b] == rule]
+            index: slice | list[int] = slice(None) if len(rows) == len(requests) else rows  # a view, or a copy
+            parts.append((rows, self._live.explain(
+                x[index], z1[index], a[index], logits[index], rule, [modes[b] for b in rows],
+                [targets[b] for b in rows], [requests[b].selection.hidden for b in rows],
+                [requests[b].selection.versus for b in rows], [requests[b].heatmap for b in rows])))
+        if len(parts) == 1:  # one preset for the batch, the usual case: no indexed copies
+            part = parts[0][1]
+            return Batch(z1, a, logits, predictions, targets, modes, part.edges, part.maps,
+                         part.class_max_abs.tolist())
+        edges = np.empty((len(requests), self.hidden, N_CLASSES))
+        heatmaps = np.empty((len(requests), INPUT_SIZE))
+        class_max_abs = np.empty(len(requests))
+        for rows, part in parts:
+            edges[rows], heatmaps[rows], class_max_abs[rows] = part.edges, part.maps, part.class_max_abs
+        return Batch(z1, a, logits, predictions, targets, modes, edges, heatmaps, class_max_abs.tolist())
+
+    def _torch_batch(self, images: np.ndarray, requests: Sequence[Request]) -> "Batch":
+        """The batch's numbers from the relevance backend and captum."""
+        forward = self._forward(images, keep_mask([request.knockout for request in requests], self.hidden, DTYPE))
         predictions = forward.logits.argmax(dim=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p
                    for r, p in zip(requests, predictions)]
@@ -374,36 +456,36 @@ class Engine:
                                         if r.method != "lrp" and r.heatmap}:
             rows = [b for b, r in enumerate(requests)
                     if (r.method, r.selection.layer, r.knockout) == (method, layer, knockout) and r.heatmap]
-            images = forward.x[rows].float().reshape(-1, 1, *IMAGE_SHAPE)
+            inputs = forward.x[rows].float().reshape(-1, 1, *IMAGE_SHAPE)
             conv_layer = layer if method in CONV_METHODS and layer in self.channels else None
             with knocked_out(self.model, keep_mask([knockout], self.hidden, torch.float32)):
-                maps = attribute(self.model, method, images, [targets[b] for b in rows], conv_layer)
+                maps = attribute(self.model, method, inputs, [targets[b] for b in rows], conv_layer)
             heatmaps[rows] = maps.reshape(len(rows), -1).to(DTYPE)
 
         channels = [{layer: ChannelData(maps[b].float().numpy(), class_channels[layer][b].float().numpy())
                      for layer, maps in forward.feature_maps.items()} for b in range(len(requests))]
-        return self._frames(forward, requests, predictions, targets, modes, edges.numpy(), heatmaps.numpy(),
-                            class_max_abs.tolist(), channels if self.channels else None, feeds)
+        return Batch(forward.z1.numpy(), forward.a.numpy(), forward.logits.numpy(), predictions, targets, modes,
+                     edges.numpy(), heatmaps.numpy(), class_max_abs.tolist(), channels if self.channels else None,
+                     feeds)
 
     def _layer_below(self, layer: str | None) -> str | None:
         """The conv layer below conv layer ``layer``; ``None`` for the first, or for ``fc1``."""
         layers = list(self.channels)
         return layers[layers.index(layer) - 1] if layer in layers[1:] else None
 
-    def _frames(self, forward: Forward, requests: Sequence[Request], predictions: list[int], targets: list[int],
-                modes: list[Mode], edges: np.ndarray, heatmaps: np.ndarray, class_max_abs: list[float],
-                channels: list[dict[str, ChannelData]] | None = None,
-                feeds: list[tuple[str, np.ndarray] | None] | None = None) -> list[FrameData]:
+    def _frames(self, requests: Sequence[Request], batch: "Batch") -> list[FrameData]:
         """Frame data from the batch's arrays, converted to float32 once per batch, not per frame."""
-        z1, logits = forward.z1.numpy(), forward.logits.numpy()
-        probabilities = torch.softmax(forward.logits, dim=1).float().numpy()
-        logits32, activations32 = logits.astype(np.float32), forward.a.float().numpy()
+        z1, logits, edges, heatmaps = batch.z1, batch.logits, batch.edges, batch.heatmaps
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+        logits32, activations32 = logits.astype(np.float32), batch.a.astype(np.float32)
         edges32 = edges.astype(np.float32)
         heatmaps32 = heatmaps.reshape(-1, *IMAGE_SHAPE).astype(np.float32)
-        input_sums = heatmaps.sum(axis=1)
+        input_sums = heatmaps.sum(axis=1).tolist()
         no_relevance = np.zeros(self.hidden, dtype=np.float32)
+        channels, feeds = batch.channels, batch.feeds
         frames = []
-        for b, (request, target, mode) in enumerate(zip(requests, targets, modes)):
+        for b, (request, target, mode) in enumerate(zip(requests, batch.targets, batch.modes)):
             j, versus = request.selection.hidden, request.selection.versus if mode == "contrast" else None
             layer = request.selection.layer if request.selection.layer in self.channels else None
             hidden_relevance = edges32[b, :, target] if mode != "attribution" else no_relevance
@@ -425,7 +507,7 @@ class Engine:
             else:
                 hidden_sum = 0.0
             frames.append(FrameData(
-                prediction=predictions[b],
+                prediction=batch.predictions[b],
                 probabilities=probabilities[b],
                 logits=logits32[b],
                 activations=activations32[b],
@@ -434,9 +516,9 @@ class Engine:
                 hidden_relevance=hidden_relevance,
                 edges=edges32[b],
                 heatmap=heatmaps32[b],
-                conservation={"input_sum": float(input_sums[b]), "hidden_sum": hidden_sum, "logit": logit},
+                conservation={"input_sum": input_sums[b], "hidden_sum": hidden_sum, "logit": logit},
                 versus=versus,
-                class_max_abs=class_max_abs[b] if MODES[mode].class_scale else None,
+                class_max_abs=batch.class_max_abs[b] if MODES[mode].class_scale else None,
                 neuron_share=share(edges[b, :, target], j) if mode == "crp" and j is not None else None,
                 neuron_silent=bool(z1[b, j] <= 0) if mode == "hidden" else None,
                 knockout=knockout_effect(z1[b], self._w2, self._b2, request.knockout) if request.knockout else None,

@@ -166,6 +166,13 @@ class FastBackend:
     model:
         ``Sequential(flatten, fc1, relu, fc2)``; its weights are copied as
         ``DTYPE``, the model itself is not kept.
+
+    Attributes
+    ----------
+    forms:
+        Each preset of :data:`~server.explain.rules.RULES`: the share groups of ``fc1`` and of ``fc2``.
+    silent:
+        The share groups of ``fc1`` under :data:`~server.explain.rules.SILENT_NEURON_RULE`.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -174,8 +181,8 @@ class FastBackend:
         self.b1 = fc1.bias.detach().to(DTYPE)
         self.w2 = fc2.weight.detach().to(DTYPE)
         self.b2 = fc2.bias.detach().to(DTYPE)
-        self._forms = {name: self._closed_forms(info) for name, info in RULES.items()}
-        self._silent = closed_form(SILENT_NEURON_RULE, self.w1, self.b1)
+        self.forms = {name: self._closed_forms(info) for name, info in RULES.items()}
+        self.silent = closed_form(SILENT_NEURON_RULE, self.w1, self.b1)
 
     def _closed_forms(self, info: RuleInfo) -> tuple[tuple[ShareGroup, ...], tuple[ShareGroup, ...]]:
         return (closed_form(info.layers["fc1"], self.w1, self.b1),
@@ -189,7 +196,7 @@ class FastBackend:
 
     def edges(self, forward: Forward, rule: str) -> torch.Tensor:
         """``(B, H, 10)`` relevance message ``R(j→c)``, each class started from its own logit."""
-        fc2 = self._forms[rule][1]
+        fc2 = self.forms[rule][1]
         messages = unit_maps(fc2, forward.a, forward.logits).transpose(1, 2)  # (B, H, 10)
         if any(group.constant is not None for group in fc2):
             # The ReLU passes nothing to inactive (or knocked-out) neurons; only a constant (ZBox) term
@@ -230,9 +237,9 @@ class FastBackend:
                     start[rows, neurons] = edges[rows, neurons, classes] - edges[rows, neurons, rivals]
         silent = None if RULES[rule].layers["fc1"] == SILENT_NEURON_RULE else \
             self._silent_start(start, by_mode.get(("hidden", False)), forward)
-        maps = propagate(self._forms[rule][0], forward.x, start[:, None, :])[:, 0]
+        maps = propagate(self.forms[rule][0], forward.x, start[:, None, :])[:, 0]
         if silent is not None:
-            maps += propagate(self._silent, forward.x, silent[:, None, :])[:, 0]
+            maps += propagate(self.silent, forward.x, silent[:, None, :])[:, 0]
         return edges, maps
 
     @staticmethod
@@ -258,7 +265,7 @@ class FastBackend:
 
     def all_maps(self, forward: Forward, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All class maps ``(B, 10, 784)`` (``DTYPE``) and all hidden-neuron maps ``(B, H, 784)`` (float32)."""
-        fc1 = self._forms[rule][0]
+        fc1 = self.forms[rule][0]
         inverses = inverse_denominators(fc1, forward.x)
         classes = propagate(fc1, forward.x, self.edges(forward, rule).transpose(1, 2), inverses)
         if RULES[rule].layers["fc1"] == SILENT_NEURON_RULE:
@@ -266,5 +273,5 @@ class FastBackend:
         active = forward.z1 > 0
         hidden = unit_maps(fc1, forward.x, forward.z1 * active, single=True, inverses=inverses)
         if not active.all():
-            hidden += unit_maps(self._silent, forward.x, forward.z1 * ~active, single=True)
+            hidden += unit_maps(self.silent, forward.x, forward.z1 * ~active, single=True)
         return classes, hidden
