@@ -18,8 +18,9 @@ inflates the many small calls, so read the shares, not absolute times), so that 
 path can be measured at two commits side by side without a loaded machine's
 noise.  ``--baseline REV`` does that in one run: it extracts commit ``REV`` of this repository
 (``git archive``) into a temporary directory and runs that commit's own framecost there, in a child
-process, alternately with this code's replays, and reports both and their ratio.  Event-loop scheduling, the WebSocket and the hand-off between loop and
-threads are not in it: :mod:`benchmarks.latency` measures the whole.
+process, alternately with this code's replays, and reports both and their ratio.  Event-loop
+scheduling, the WebSocket and the hand-off between loop and threads are not in it:
+:mod:`benchmarks.latency` measures the whole.
 """
 
 import argparse

@@ -30,9 +30,23 @@ def _base64(values: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")
 
 
+def _quantised(values: np.ndarray, scale: float, dtype: type[np.generic]) -> np.ndarray:
+    """``round(v / scale)`` as ``dtype`` (all zeros for scale 0), for a ``scale`` that maps every value into
+    ``dtype``'s range: ``max|v| / n`` rounds to at most ``n``.
+
+    A frame quantises five arrays: these are the three array calls it takes (numpy's ``clip`` wrapper, which
+    a scale from the values makes needless, cost more than the arithmetic).
+    """
+    if scale == 0.0:
+        return np.zeros(values.shape, dtype=dtype)
+    scaled = values / scale  # in the values' own precision, as the protocol's round(v / scale) always was
+    return np.rint(scaled, out=scaled).astype(dtype)
+
+
 def encode_u8(image: np.ndarray) -> dict[str, Any]:
     """Values in [0, 1] as bytes ``round(v·255)``: exact to within 1/510."""
-    quantised = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    scaled = image * 255.0
+    quantised = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
     return {"dtype": "u8", "shape": list(image.shape), "scale": U8_SCALE, "data": _base64(quantised)}
 
 
@@ -43,8 +57,7 @@ def encode_u8_scaled(values: np.ndarray) -> dict[str, Any]:
     """
     largest = float(values.max()) if values.size else 0.0
     scale = largest / 255.0
-    quantised = np.zeros(values.shape, dtype=np.uint8) if scale == 0.0 else \
-        np.clip(np.rint(values / scale), 0, 255).astype(np.uint8)
+    quantised = _quantised(values, scale, np.uint8)
     return {"dtype": "u8", "shape": list(values.shape), "scale": scale, "data": _base64(quantised)}
 
 
@@ -65,10 +78,9 @@ def encode_i8(values: np.ndarray) -> dict[str, Any]:
 
     An all-zero (or empty) array has ``scale`` 0 and all bytes 0.
     """
-    largest = float(np.abs(values).max()) if values.size else 0.0
+    largest = max(float(values.max()), -float(values.min())) if values.size else 0.0
     scale = largest / I8_MAX
-    quantised = np.zeros(values.shape, dtype=np.int8) if scale == 0.0 else \
-        np.clip(np.rint(values / scale), -I8_MAX, I8_MAX).astype(np.int8)
+    quantised = _quantised(values, scale, np.int8)
     return {"dtype": "i8", "shape": list(values.shape), "scale": scale, "data": _base64(quantised)}
 
 
@@ -138,6 +150,10 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         Server time spent on this frame, milliseconds.
     """
     conservation = data.conservation
+    edges = None if data.channels else encode_i8(np.asarray(data.edges)[:, int(data.target)])
+    # In modes lrp, crp and hidden a neuron's relevance is its edge to the target: the same bytes, encoded once.
+    hidden_relevance = None if data.channels else edges if data.mode in ("lrp", "crp", "hidden") else \
+        encode_i8(np.asarray(data.hidden_relevance))
     return _dumps({
         "type": "frame",
         "frame": number,
@@ -152,8 +168,8 @@ def encode_frame(view: View, image: np.ndarray, data: Any, pending: bool, number
         "logits": _floats(data.logits),
         # A cnn's diagram draws its channels, not fc1's units: their bytes go to the channels' tiles.
         "activations": None if data.channels else encode_u8_scaled(np.asarray(data.activations)),
-        "hidden_relevance": None if data.channels else encode_i8(np.asarray(data.hidden_relevance)),
-        "edges": None if data.channels else encode_i8(np.asarray(data.edges)[:, int(data.target)]),
+        "hidden_relevance": hidden_relevance,
+        "edges": edges,
         "input": encode_u8(image),
         "heatmap": None if pending else encode_i8(np.asarray(data.heatmap)),
         "conservation": {key: float(conservation[key]) for key in ("input_sum", "hidden_sum", "logit")},

@@ -68,7 +68,15 @@ _MARGIN_PX = math.ceil((IMAGE_PX - PEN_PX) / 2)
 _CANVAS = (IMAGE_PX + 2 * _MARGIN_PX) * SUPERSAMPLE
 _CROP = IMAGE_PX * SUPERSAMPLE
 
-_NO_POINTS = (np.full(2, np.inf), np.full(2, -np.inf))
+# A bounding box ``(x_low, y_low, x_high, y_high)``, in canvas fractions or fixed-point canvas coordinates.
+Box = tuple[float, float, float, float]
+_NO_POINTS: Box = (math.inf, math.inf, -math.inf, -math.inf)
+# OpenCV's own thread pool (one thread per core) split these 216-pixel canvases across threads: the hand-off
+# cost more than the work, and on a busy machine a frame waited for a second core.  Engine threads run
+# frames side by side instead.
+cv2.setNumThreads(1)
+# Canvas-pixel indices as floats, for the centre of mass (sliced, never built per frame).
+_INDEX = np.arange(_CANVAS, dtype=np.float64)
 
 
 def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> np.ndarray:
@@ -85,6 +93,8 @@ def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> np.nd
     if xy.ndim != 2 or xy.shape[1] < 2:
         raise ValueError(f"stroke {strokes[0]}: expected a list of [x, y, ...] points, got shape {xy.shape}")
     xy = xy[:, :2]
+    if xy.min() >= 0.0 and xy.max() <= 1.0:  # the usual case, in two calls; NaN fails the comparisons
+        return xy
     bad = ~np.isfinite(xy) | (xy < 0.0) | (xy > 1.0)
     if bad.any():
         k = int(np.flatnonzero(bad.any(axis=1))[0])
@@ -137,8 +147,8 @@ def rasterize(strokes: Sequence[Sequence[Sequence[float]]], cache: "RasterCache 
     canvas = cache.draw(strokes)
     if canvas is None:
         return np.zeros((IMAGE_PX, IMAGE_PX), dtype=np.float32)
-    return _centre_and_reduce(canvas, _inked_span(cache.ink_low[1], cache.ink_high[1]),
-                              _inked_span(cache.ink_low[0], cache.ink_high[0]))
+    x_low, y_low, x_high, y_high = cache.ink
+    return _centre_and_reduce(canvas, _inked_span(y_low, y_high), _inked_span(x_low, x_high))
 
 
 class RasterCache:
@@ -173,23 +183,23 @@ class RasterCache:
         self.strokes: tuple[tuple[Sequence[float], ...], ...] = ()
         self.xy = np.zeros((0, 2))  # every point, in drawing order, canvas fractions
         self.starts: list[int] = []  # index in xy of each stroke's first point
+        # The pen's path from the first point to each, canvas fractions (times the scale: canvas pixels).
+        self.path = np.zeros(0)
         self.span = _NO_POINTS  # bounding box of xy
         self.work_px = 0.0
-        self._clear_canvas(*self.span)
+        self._clear_canvas(self.span)
 
-    def _clear_canvas(self, low: np.ndarray, high: np.ndarray) -> None:
-        """A blank canvas for a drawing whose points span ``low``..``high`` (canvas fractions)."""
-        self.low, self.high = low, high
-        inked = bool(np.isfinite(low).all())
-        centre = (low + high) / 2 if inked else np.zeros(2)  # no points yet: any transform
-        extent = max(float((high - low).max()), MIN_EXTENT) if inked else MIN_EXTENT
+    def _clear_canvas(self, box: Box) -> None:
+        """A blank canvas for a drawing whose points span ``box`` (canvas fractions)."""
+        self.box = box
+        x_low, y_low, x_high, y_high = box
+        inked = x_low <= x_high
+        centre = ((x_low + x_high) / 2, (y_low + y_high) / 2) if inked else (0.0, 0.0)  # no points: any transform
+        extent = max(x_high - x_low, y_high - y_low, MIN_EXTENT) if inked else MIN_EXTENT
         # Canvas pixels per canvas fraction: the centre line spans the box minus one pen width.
         self.scale = (BOX_PX - PEN_PX) * SUPERSAMPLE / extent
-        self.offset = (_CANVAS - 1) / 2 - centre * self.scale
+        self.offset = np.array([(_CANVAS - 1) / 2 - centre[0] * self.scale, (_CANVAS - 1) / 2 - centre[1] * self.scale])
         self.fixed = np.zeros((0, 2), dtype=np.int32)  # xy's first points as fixed-point canvas coordinates
-        self.along = np.zeros(0)  # the pen's path from the first fixed point to each, canvas pixels
-        self.ink_low = np.full(2, np.iinfo(np.int64).max, dtype=np.int64)
-        self.ink_high = np.full(2, np.iinfo(np.int64).min, dtype=np.int64)
         self.complete = np.zeros((_CANVAS, _CANVAS), dtype=np.uint8)  # every complete chunk drawn
         self.drawn = (0, 0)  # complete chunks drawn: strokes before [0], and points of stroke [0] before [1]
 
@@ -197,12 +207,11 @@ class RasterCache:
         """The canvas of ``strokes`` (``None``: no points), drawing what the cache lacks."""
         extends = self._read(tuple(tuple(stroke) for stroke in strokes))
         self.work_px = 0.0
-        low, high = self.span
         if len(self.xy) == 0:
-            self._clear_canvas(low, high)
+            self._clear_canvas(self.span)
             return None
-        if not (extends and np.array_equal(low, self.low) and np.array_equal(high, self.high)):
-            self._clear_canvas(low, high)
+        if not (extends and self.span == self.box):
+            self._clear_canvas(self.span)
         self._fix()
         self._draw_complete()
         return self._render()
@@ -229,24 +238,28 @@ class RasterCache:
         added = _read_points(new, owners)
         self.xy = np.concatenate([self.xy[:keep], added]) if keep and len(added) else \
             (self.xy[:keep] if keep else added)
+        self.path = _path(self.path[:keep], self.xy[keep - 1] if keep else None, added)
         self.strokes, self.starts = drawing, starts
         # The span grows with the new points only, unless points were taken away.
-        self.span = _span(added, *self.span) if extends else _span(self.xy, *_NO_POINTS)
+        self.span = _span(added, self.span) if extends else _span(self.xy, _NO_POINTS)
         return extends
 
     def _fix(self) -> None:
-        """Fixed-point canvas coordinates and the pen's path for the points not yet fixed."""
+        """Fixed-point canvas coordinates for the points not yet fixed."""
         new = self.xy[len(self.fixed):]
         if not len(new):
             return
         fixed = np.rint((new * self.scale + self.offset) * (1 << _SHIFT_BITS)).astype(np.int32)
-        self.ink_low = np.minimum(self.ink_low, fixed.min(axis=0))
-        self.ink_high = np.maximum(self.ink_high, fixed.max(axis=0))
-        # Steps from the last point fixed (or the first new one) through the new points.
-        steps = np.diff(np.concatenate([self.fixed[-1:] if len(self.fixed) else fixed[:1], fixed]), axis=0)
-        path = np.cumsum(np.hypot(steps[:, 0], steps[:, 1]) / (1 << _SHIFT_BITS))
-        self.along = np.concatenate([self.along, path + (self.along[-1] if len(self.along) else 0.0)])
         self.fixed = np.concatenate([self.fixed, fixed]) if len(self.fixed) else fixed
+
+    @property
+    def ink(self) -> Box:
+        """The box of the fixed-point canvas coordinates of every point: the transform of :attr:`span`
+        (it is monotonic and rounds as ``np.rint`` does), in four float operations, not an array's min and max."""
+        (x_offset, y_offset), scale, unit = self.offset.tolist(), self.scale, 1 << _SHIFT_BITS
+        x_low, y_low, x_high, y_high = self.span
+        return (round((x_low * scale + x_offset) * unit), round((y_low * scale + y_offset) * unit),
+                round((x_high * scale + x_offset) * unit), round((y_high * scale + y_offset) * unit))
 
     def _stroke_end(self, stroke: int) -> int:
         return self.starts[stroke + 1] if stroke + 1 < len(self.starts) else len(self.fixed)
@@ -294,17 +307,29 @@ class RasterCache:
                       lineType=cv2.LINE_8, shift=_SHIFT_BITS)
         points = sum(len(polyline) for polyline in polylines)
         last = min(len(self.fixed) - 1, first + points - 1)
-        return float(self.along[last] - self.along[first]) + points * _THICKNESS
+        return float(self.path[last] - self.path[first]) * self.scale + points * _THICKNESS
 
 
-def _span(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bounding box ``low``..``high`` grown to hold every point of ``points``."""
+def _path(kept: np.ndarray, before: np.ndarray | None, added: np.ndarray) -> np.ndarray:
+    """The cumulative path ``kept`` continued through ``added`` points, from point ``before`` (``None``: the
+    drawing starts with ``added``)."""
+    if not len(added):
+        return kept
+    points = np.concatenate([added[:1] if before is None else before[None], added])
+    steps = points[1:] - points[:-1]
+    path = np.cumsum(np.hypot(steps[:, 0], steps[:, 1]))
+    return np.concatenate([kept, path + kept[-1]]) if len(kept) else path
+
+
+def _span(points: np.ndarray, box: Box) -> Box:
+    """``box`` grown to hold every point of ``points`` ``(n, 2)``."""
     if not len(points):
-        return low, high
-    return np.minimum(low, points.min(axis=0)), np.maximum(high, points.max(axis=0))
+        return box
+    (x_low, y_low), (x_high, y_high) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
+    return min(box[0], x_low), min(box[1], y_low), max(box[2], x_high), max(box[3], y_high)
 
 
-def _inked_span(low: int, high: int) -> slice:
+def _inked_span(low: float, high: float) -> slice:
     """Canvas pixels along one axis that the pen can have inked between these fixed-point coordinates."""
     reach = _THICKNESS // 2 + 2  # half the pen, its odd centre pixel and rounding
     return slice(max(0, (int(low) >> _SHIFT_BITS) - reach), min(_CANVAS, (int(high) >> _SHIFT_BITS) + reach + 1))
@@ -316,23 +341,26 @@ def _centre_and_reduce(canvas: np.ndarray, ink_rows: slice, ink_columns: slice) 
     ``ink_rows``, ``ink_columns``: spans that hold every inked pixel (the canvas is mostly the empty
     margin; summing only the inked block takes a fifth of the time).
     """
-    # Projections give the first moments at a quarter of cv2.moments' cost (0.03 vs 0.14 ms).
+    # Projections give the first moments at a quarter of cv2.moments' cost (0.03 vs 0.14 ms), summed into
+    # int32 (at most 216 · 255 a sum): cv2.reduce is the faster down the columns, numpy along the rows.
     inked = canvas[ink_rows, ink_columns]
-    left = _crop_start(inked.sum(axis=0, dtype=np.int64), ink_columns.start)
-    top = _crop_start(inked.sum(axis=1, dtype=np.int64), ink_rows.start)
+    columns = cv2.reduce(inked, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0]
+    total = float(columns.sum())  # all the ink, both projections' sum
+    left = _crop_start(columns, ink_columns.start, total)
+    top = _crop_start(inked.sum(axis=1, dtype=np.int32), ink_rows.start, total)
     crop = canvas[top:top + _CROP, left:left + _CROP]
     small = cv2.resize(crop, (IMAGE_PX, IMAGE_PX), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) / np.float32(255.0)
 
 
-def _crop_start(projection: np.ndarray, offset: int) -> int:
+def _crop_start(projection: np.ndarray, offset: int, total: float) -> int:
     """Where the crop starts along one axis: centre of mass on ``COM_PX``, all ink inside.
 
-    ``projection``: the ink summed across the other axis, over canvas pixels ``offset`` … on.
+    ``projection``: the ink summed across the other axis, over canvas pixels ``offset`` … on; ``total``: its sum.
     """
     # Output pixel index p covers canvas pixels [p·S, (p+1)·S): its centre is p·S + (S−1)/2.
     target = COM_PX * SUPERSAMPLE + (SUPERSAMPLE - 1) / 2
-    index = np.arange(offset, offset + len(projection), dtype=np.float64)
-    centred = round(float(projection @ index) / float(projection.sum()) - target)
+    index = _INDEX[offset:offset + len(projection)]
+    centred = round(float(projection @ index) / total - target)
     inked = np.flatnonzero(projection)
     return min(max(centred, offset + int(inked[-1]) - _CROP + 1), offset + int(inked[0]))

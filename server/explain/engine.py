@@ -266,7 +266,7 @@ def check_selection(request: object, index: int, hidden: int, family: Family = F
     if request.method not in family.methods:
         raise ValueError(f"{where}: unknown method {request.method!r} for a {family.name}; "
                          f"expected one of {', '.join(family.methods)}")
-    check_rule(request.rule, where, family)
+    check_rule(family.default_rule if request.rule is None else request.rule, where, family)
 
 
 def check_knockout(knockout: object, where: str, hidden: int) -> None:
@@ -360,29 +360,31 @@ class Engine:
         wrong shape, NaN, values outside [0, 1], unknown class, neuron, method
         or rule) before any tensor reaches the model.
         """
-        requests = [dataclasses.replace(request, rule=self.family.default_rule)
-                    if isinstance(request, Request) and request.rule is None else request for request in requests]
-        self._check(requests)
+        images = self._check(requests)
         if not requests:
             return []
-        images = np.stack([request.image for request in requests])
         lane = self._live_batch if self._live is not None and self._live.covers(
-            [r.method for r in requests], [r.heatmap for r in requests],
-            [r.rule or self.family.default_rule for r in requests]) else self._torch_batch
+            [r.method for r in requests], [r.heatmap for r in requests], self._rules(requests)) else self._torch_batch
         return self._frames(requests, lane(images, requests))
 
-    def _check(self, requests: Sequence[Request]) -> None:
-        """:func:`check_request` of each request, the images of a batch at once: in the usual case, every
-        image a float array of the right shape and fine, that costs three array calls, not three per image."""
+    def _rules(self, requests: Sequence[Request]) -> list[str]:
+        """Each request's preset, the family's default for ``None``."""
+        return [self.family.default_rule if request.rule is None else request.rule for request in requests]
+
+    def _check(self, requests: Sequence[Request]) -> np.ndarray:
+        """:func:`check_request` of each request, the images of a batch at once (in the usual case, every
+        image a float array of the right shape and fine, that costs four array calls, not four per image);
+        the images stacked ``(B, 28, 28)``."""
         for index, request in enumerate(requests):
             check_selection(request, index, self.hidden, self.family, self.channels)
         images = [request.image for request in requests]
         if not all(isinstance(image, np.ndarray) and image.shape == IMAGE_SHAPE
-                   and np.issubdtype(image.dtype, np.floating) for image in images) \
+                   and image.dtype.kind == "f" for image in images) \
                 or (images and not (np.isfinite(stacked := np.stack(images)).all() and stacked.min() >= 0.0
                                     and stacked.max() <= 1.0)):
             for index, image in enumerate(images):  # name the first bad image and what is wrong with it
                 check_image(image, f"request {index}")
+        return stacked if images else np.zeros((0, *IMAGE_SHAPE), np.float32)
 
     def _live_batch(self, images: np.ndarray, requests: Sequence[Request]) -> "Batch":
         """The batch's numbers from the NumPy lane (:mod:`server.explain.live`), one call per rule."""
@@ -393,7 +395,7 @@ class Engine:
         predictions = logits.argmax(axis=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p for r, p in zip(requests, predictions)]
         modes = [request_mode(request) for request in requests]
-        rules = [request.rule or self.family.default_rule for request in requests]
+        rules = self._rules(requests)
         parts = []
         for rule in dict.fromkeys(rules):
             rows = [b for b in range(len(requests)) if rules[b] == rule]
@@ -427,8 +429,9 @@ class Engine:
         class_channels = {layer: torch.zeros(len(requests), width, dtype=DTYPE)
                           for layer, width in self.channels.items()}
         feeds: list[tuple[str, np.ndarray] | None] = [None] * len(requests)
-        for rule in {request.rule or self.family.default_rule for request in requests}:  # normalised above
-            rows = [b for b, request in enumerate(requests) if request.rule == rule]
+        rules = self._rules(requests)
+        for rule in dict.fromkeys(rules):
+            rows = [b for b in range(len(requests)) if rules[b] == rule]
             starts = [start_of(modes[b], targets[b], requests[b].selection.hidden, requests[b].selection.versus,
                                requests[b].selection.layer) if requests[b].heatmap else None for b in rows]
             # The class's own LRP where the selected map is not it, in the same backward pass: a CRP map's

@@ -7,6 +7,7 @@ protocol ask the family of a model instead of branching on its kind.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from torch import nn
 
@@ -38,11 +39,11 @@ class Family:
     randomizations: tuple[tuple[str, tuple[str, ...]], ...] = RANDOMIZATIONS
     conv_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def conv_layers(self) -> tuple[str, ...]:
         return tuple(self.conv_shapes)
 
-    @property
+    @cached_property
     def methods(self) -> tuple[str, ...]:
         return tuple(name for name in METHODS if self.conv_layers or name not in CONV_METHODS)
 
