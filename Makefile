@@ -40,11 +40,11 @@ image:
 	$(PYTHON) -m deploy.images
 
 # The digits workload over N = 1…200 (every variant, with the plot), then 50 visitors drawing without
-# pause at 60 Hz (ours in PROCESSES = cores processes against one process), then the per-frame CPU cost
+# pause at 60 Hz (ours in PROCESSES = cores processes against one process and the floor), then the per-frame CPU cost
 # (the MLP's and the cnn's in one run), then the cnn's frame against zennit's.
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.latency --plot docs/latency.png --markdown
-	$(BIN)/python -m benchmarks.latency --servers server,single --pace continuous --visitors 50 --markdown
+	$(BIN)/python -m benchmarks.latency --servers server,single,floor --pace continuous --visitors 50 --markdown
 	$(BIN)/python -m benchmarks.framecost --models default,cnn
 	$(BIN)/python -m benchmarks.cnn
 

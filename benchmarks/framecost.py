@@ -134,8 +134,11 @@ def extract(revision: str, into: Path) -> Path:
     """Commit ``revision`` of this repository's code, extracted into ``into`` (``git archive``: no worktree to
     clean up, nothing of the checkout touched)."""
     archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--format=tar", revision],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"framecost: cannot extract revision {revision!r} of {REPOSITORY} (a git checkout is "
+                         f"needed): {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 
 

@@ -125,3 +125,28 @@ def test_frame_cost_replays_every_message_as_a_frame_and_splits_the_profile() ->
     assert set(report["profile_percent"]) == {"raster", "encoding", "protocol", "engine", "rest"}
     assert sum(report["profile_percent"].values()) == pytest.approx(100, abs=0.5)
     assert report["profile_percent"]["raster"] > 0 and report["profile_percent"]["encoding"] > 0
+
+
+def test_frame_cost_replays_an_older_commit_beside_this_code() -> None:
+    """``--baseline REV`` extracts commit REV (here the parent of this checkout's HEAD, or HEAD itself in a
+    shallow clone) and replays its own framecost in the same run: both costs and their ratio are reported."""
+    parent = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD~1"], cwd=ROOT, capture_output=True,
+                            text=True)
+    revision = "HEAD~1" if parent.returncode == 0 else "HEAD"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.framecost", "--visitors", "2", "--frames", "10",
+                          "--repeats", "1", "--batch", "2", "--json", "--baseline", revision],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(run.stdout)
+    baseline, ours = report["baseline"]["median"], report["median"]
+    assert report["baseline"]["revision"] == revision
+    assert baseline["frames"] == ours["frames"] == 20
+    assert baseline["total_us"] > 0
+    assert report["over_baseline"] == pytest.approx(ours["total_us"] / baseline["total_us"], rel=1e-2)
+
+
+def test_frame_cost_names_a_revision_that_does_not_exist() -> None:
+    run = subprocess.run([sys.executable, "-m", "benchmarks.framecost", "--visitors", "1", "--frames", "2",
+                          "--repeats", "1", "--baseline", "no-such-revision"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "cannot extract revision 'no-such-revision'" in run.stderr and "Traceback" not in run.stderr
