@@ -255,9 +255,10 @@ class CounterfactualSearch:
             images = paths.at(steps, running)
             _, a = network.hidden(images)
             probabilities = network.probabilities(a)[:, target]
-            agreeing = self.agreeing(images, target)
-            changes = np.abs(images - x0).sum(axis=1)
             read = probabilities >= objective.threshold
+            agreeing = np.zeros(len(images), dtype=np.int64)  # the prior only matters where the model reads t
+            agreeing[read] = self.agreeing(images[read], target) if read.any() else agreeing[:0]
+            changes = np.abs(images - x0).sum(axis=1)
             plausible = read & (agreeing >= objective.agree)
             for row in np.flatnonzero(read):
                 seen = accepted if plausible[row] else fallback
