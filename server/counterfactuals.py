@@ -6,7 +6,7 @@ from the embedded training digits on the first request for that model, ~0.1 s)
 and turns a :class:`~server.protocol.CounterfactualAsk` into the text of the
 ``counterfactual`` message, or of an ``error`` with code ``no_counterfactual``
 (docs/protocol.md, "counterfactual").  :meth:`Counterfactuals.answer` blocks
-for the search's steps (at most 300): the session runs it on a worker thread, whose
+for the search's steps (at most 40 per path): the session runs it on a worker thread, whose
 compute deadline may end it as a fault (``counterfactual_failed``).
 """
 

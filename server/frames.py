@@ -286,6 +286,8 @@ def encode_counterfactual(view: View, found: Any) -> bytes:
         "image": encode_u8(found.image),
         "probability": float(found.probability),
         "changed_ink": round(float(found.changed_ink), 6),
+        "plausible": bool(found.plausible),
+        "agreeing_neighbours": int(found.agreeing),
         "compute_ms": round(float(found.compute_ms), 3),
     })
 

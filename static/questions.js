@@ -56,7 +56,10 @@ export function knockoutSentence(frame) {
 /** The plain sentence of a counterfactual answer. */
 export function counterfactualSentence(answer) {
   return `Adding the red ink and taking away the blue would make the network read ${answer.target} `
-    + `(${percent(answer.probability)} sure). ${Math.round(answer.changed_ink * 100)}\u00a0% of the ink changes.`;
+    + `(${percent(answer.probability)} sure). ${Math.round(answer.changed_ink * 100)}\u00a0% of the ink changes. `
+    + (answer.plausible
+      ? `It looks like a real ${answer.target}: ${answer.agreeing_neighbours} of the 20 most similar training digits are ${answer.target}s.`
+      : `It may not look like a real ${answer.target}: only ${answer.agreeing_neighbours} of the 20 most similar training digits are ${answer.target}s.`);
 }
 
 /** Paint the change from `before` to `after` (images in [0, 1]): added ink red, removed ink blue, kept ink grey. */

@@ -171,6 +171,10 @@ def test_a_digit_button_asks_for_a_counterfactual_and_shows_it(sized: Visit, gol
     assert answer["probability"] >= 0.9
     page.wait_for_function("() => document.getElementById('counterfactual-sentence').textContent.includes('read 8')",
                            timeout=WAIT_MS)
+    # The search's manifold check, said in words with the message's own count.
+    assert answer["plausible"] is True
+    assert (f"It looks like a real 8: {answer['agreeing_neighbours']} of the 20 most similar training digits are 8s."
+            in page.locator("#counterfactual-sentence").text_content())
     assert page.locator("button[aria-label='Make it a 8']").get_attribute("aria-pressed") == "true"
     painted = page.evaluate("() => Array.from(document.querySelector('canvas[data-question=change]')"
                             ".getContext('2d').getImageData(0, 0, 28, 28).data).some((v, i) => i % 4 < 3 && v < 200)")

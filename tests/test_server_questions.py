@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from model_store import load_model
+from model_store.datasets import load_embedded
 from model_store.strokes import Stroke
 from server.counterfactuals import Counterfactuals
+from server.explain.counterfactual import CounterfactualSearch, Objective
 from server.explain.engine import Engine, Request, Selection
 from server.neurons import Digits
 from server.protocol import DEFAULT_RULE, CounterfactualAsk, View
@@ -133,6 +135,11 @@ async def test_counterfactual_answers_with_a_drawing_read_as_the_target(
         probabilities = torch.softmax(torch.from_numpy(forward_without(model, image, [])), dim=0)
         assert probabilities[8] >= 0.9 and answer["probability"] == pytest.approx(float(probabilities[8]), abs=1e-4)
         assert 0 < answer["changed_ink"] <= 1 and answer["compute_ms"] > 0
+        # The search's own answer, with the k-NN prior met: it looks like an 8 to the embedded digits.
+        found = CounterfactualSearch(model, *load_embedded()).find(rasterize(strokes), 8)
+        assert np.array_equal(np.rint(image * 255), np.rint(found.image * 255))  # the same bytes
+        assert (answer["plausible"], answer["agreeing_neighbours"]) == (True, found.agreeing)
+        assert found.agreeing >= Objective().agree
         again = await visitor.send("counterfactual", target=8)
         repeated = await visitor.recv_type("counterfactual")
         assert repeated["seq"] == again and repeated["image"] == answer["image"]  # the same drawing, the same answer
