@@ -314,8 +314,8 @@ class Engine:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         # One intra-op thread: with two, batched calls stalled by 50 ms and more here.  NumPy's BLAS too (the
-        # live lane's products): with its default of one thread per core a batch of 16 cost 7× as much on a
-        # busy machine.
+        # live lane's products), also where numpy was loaded before server/__init__.py could set it (a test, a
+        # benchmark): with one thread per core a batch of 16 cost 7× as much on a busy machine.
         torch.set_num_threads(1)
         threadpool_limits(limits=1, user_api="blas")
         self.model = copy.deepcopy(model).float().eval()
