@@ -378,7 +378,8 @@ async def test_compose_restarts_a_replica_whose_engine_threads_all_hung(
         hanging_compose: tuple[Compose, Deployment]) -> None:
     """Issue 29.2: every engine thread of a replica hung, it exits and compose's ``restart:`` brings it back;
     meanwhile nginx sends new visitors to the other replica; then it serves frames again.  Before the
-    self-healing rule such a replica stayed up, red, and answered every visitor 1011 for good."""
+    self-healing rule such a replica stayed up, red, and answered every visitor 1011 for good: on the code
+    before it (e7c8da9~1, with tests/faults) this test timed out waiting for the restart."""
     project, deployment = hanging_compose
     started = time.monotonic()
     project("up", "-d", "--scale", "app=2")
