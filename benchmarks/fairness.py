@@ -21,7 +21,12 @@ visitors doing the worst the limits allow, in alternating windows:
   answers, and how many came back is reported (``abuser_answers_per_s``).
 
 Latency is per bystander message, from sending it to the first frame that
-reflects it (as in :mod:`benchmarks.latency`).  Frame rates are frames per
+reflects it (as in :mod:`benchmarks.latency`).  With ``--control``, a second
+server of the same kind, which no abuser visits, has a *control* bystander
+drawing the same digits in the same windows: the host's stalls reach both
+bystanders at once, so ``excess_ratio`` (the bystander's p99 ratio divided by
+the control's) keeps what the abusers cost and cancels most of what a busy
+host costs, which a sequential alone/beside comparison cannot.  Frame rates are frames per
 second received by the bystander and, on average, by each abuser.
 """
 
@@ -30,6 +35,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +63,7 @@ class Phase:
     bystander_fps: float
     abuser_fps: float | None
     abuser_answers_per_s: float | None = None
+    control_p99_ms: float | None = None  # the control bystander's, on a server no abuser visits
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Window:
     abuser_frames: list[int]
     elapsed_s: float
     abuser_answers: list[int] = field(default_factory=list)
+    control_latency_ms: list[float] = field(default_factory=list)
 
 
 def zigzag(points: int, low: float, high: float) -> list[list[float]]:
@@ -178,11 +186,13 @@ async def abuse(client: Client, mode: str, rate: float, stop: float, digit: Sequ
 
 
 async def window(url: str, origin: str, strokes: Sequence, abusers: int, mode: str, rate: float,
-                 duration_s: float) -> Window:
-    """Measure the bystander for ``duration_s`` beside ``abusers`` abusing visitors (0: alone)."""
+                 duration_s: float, control: tuple[str, str] | None = None) -> Window:
+    """Measure the bystander for ``duration_s`` beside ``abusers`` abusing visitors (0: alone), and a control
+    bystander on the server at ``control`` (url, origin) at the same time, if given."""
     clients = [await open_client(url, origin) for _ in range(abusers + 1)]
     bystander, others = clients[0], clients[1:]
-    receivers = [asyncio.create_task(client.receive()) for client in clients]
+    controls = [await open_client(*control)] if control else []
+    receivers = [asyncio.create_task(client.receive()) for client in clients + controls]
     try:
         digit = strokes[:2]  # the first drawing's strokes or so: a real digit for the flooders
         abusing = [asyncio.create_task(abuse(client, mode, rate, time.monotonic() + duration_s + 1.0, digit))
@@ -191,17 +201,24 @@ async def window(url: str, origin: str, strokes: Sequence, abusers: int, mode: s
         frames_before = [client.frames for client in clients]
         answers_before = [client.answers for client in others]
         started = time.monotonic()
-        await bystander_draws(bystander, strokes, started + duration_s)
+        await asyncio.gather(*(bystander_draws(client, strokes, started + duration_s)
+                               for client in [bystander, *controls]))
         elapsed = time.monotonic() - started
         frames = [client.frames - before for client, before in zip(clients, frames_before)]
         answers = [client.answers - before for client, before in zip(others, answers_before)]
         await asyncio.gather(*abusing)
         await asyncio.sleep(0.5)  # the last frames
     finally:
-        for client in clients:
+        for client in clients + controls:
             await client.socket.close()
         await asyncio.gather(*receivers, return_exceptions=True)
-    return Window(bystander.latency_ms + [np.inf] * len(bystander.sent), frames[0], frames[1:], elapsed, answers)
+    return Window(answered(bystander), frames[0], frames[1:], elapsed, answers,
+                  [latency for client in controls for latency in answered(client)])
+
+
+def answered(client: Client) -> list[float]:
+    """``client``'s latencies, ms; a message still unanswered counts as +inf."""
+    return client.latency_ms + [np.inf] * len(client.sent)
 
 
 def pooled(windows: list[Window]) -> Phase:
@@ -210,26 +227,34 @@ def pooled(windows: list[Window]) -> Phase:
     abusers = [frames for item in windows for frames in item.abuser_frames]
     answers = [count for item in windows for count in item.abuser_answers]
     per_abuser_s = len(windows[0].abuser_frames) * elapsed
+    control = [latency for item in windows for latency in item.control_latency_ms]
     return Phase(round(float(np.percentile(samples, 50, method="inverted_cdf")), 2),
                  round(float(np.percentile(samples, 99, method="inverted_cdf")), 2),
                  round(sum(item.bystander_frames for item in windows) / elapsed, 1),
                  round(sum(abusers) / per_abuser_s, 1) if abusers else None,
-                 round(sum(answers) / per_abuser_s, 2) if abusers else None)
+                 round(sum(answers) / per_abuser_s, 2) if abusers else None,
+                 round(float(np.percentile(control, 99, method="inverted_cdf")), 2) if control else None)
 
 
 async def measure(url: str, origin: str, abusers: int = 3, mode: str = "zigzag", rate: float = 120.0,
-                  duration_s: float = 4.0, rounds: int = 2) -> dict[str, dict | float]:
+                  duration_s: float = 4.0, rounds: int = 2,
+                  control: tuple[str, str] | None = None) -> dict[str, dict | float]:
     """The bystander alone (the baseline) and beside the abusers, alternately ``rounds`` times, pooled:
-    alternating spreads a busy moment of the machine over both."""
+    alternating spreads a busy moment of the machine over both.  With ``control`` (url, origin of a second
+    server), also ``excess_ratio``: ``p99_ratio`` over the control bystander's (see the module docstring)."""
     drawings, _ = load_drawings(4)
     strokes = [stroke for drawing in drawings for stroke in drawing]
     alone, abused = [], []
     for _ in range(rounds):
-        alone.append(await window(url, origin, strokes, 0, mode, rate, duration_s))
-        abused.append(await window(url, origin, strokes, abusers, mode, rate, duration_s))
+        alone.append(await window(url, origin, strokes, 0, mode, rate, duration_s, control))
+        abused.append(await window(url, origin, strokes, abusers, mode, rate, duration_s, control))
     baseline, under_abuse = pooled(alone), pooled(abused)
-    return {"baseline": asdict(baseline), "abused": asdict(under_abuse),
-            "p99_ratio": round(under_abuse.p99_ms / baseline.p99_ms, 2)}
+    report: dict[str, dict | float] = {"baseline": asdict(baseline), "abused": asdict(under_abuse),
+                                       "p99_ratio": round(under_abuse.p99_ms / baseline.p99_ms, 2)}
+    if baseline.control_p99_ms is not None and under_abuse.control_p99_ms is not None:
+        control_ratio = under_abuse.control_p99_ms / baseline.control_p99_ms
+        report["excess_ratio"] = round(under_abuse.p99_ms / baseline.p99_ms / control_ratio, 2)
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -240,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=4.0, help="measuring window, seconds")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and abuse windows")
     parser.add_argument("--servers", default="server", help=f"comma separated, from {sorted(KINDS)}")
+    parser.add_argument("--control", action="store_true",
+                        help="also a control bystander on a second server of the same kind (excess_ratio)")
     parser.add_argument("--repo", type=Path, action="append", default=[],
                         help="also measure the server of this checkout (another commit), once per --repo")
     args = parser.parse_args(argv)
@@ -253,9 +280,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             label = name if repo == REPO else f"{name}@{repo}"
             # One server per mode: a flood's queued work must not spill into the next mode's windows.
             for mode in modes:
-                with LocalServer(KINDS[name], None, {}, repo=repo) as server:
+                with LocalServer(KINDS[name], None, {}, repo=repo) as server, \
+                        (LocalServer(KINDS[name], None, {}, repo=repo) if args.control else nullcontext()) as twin:
+                    control = (twin.url, twin.origin) if twin else None
                     report.setdefault(mode, {})[label] = asyncio.run(measure(
-                        server.url, server.origin, args.abusers, mode, args.rate, args.duration, args.rounds))
+                        server.url, server.origin, args.abusers, mode, args.rate, args.duration, args.rounds,
+                        control))
     print(orjson.dumps({"abusers": args.abusers, "rate": args.rate, "modes": report},
                        option=orjson.OPT_INDENT_2).decode())
 

@@ -1,5 +1,7 @@
 """Fairness (issues 14.2 and 29.1): visitors doing the worst the limits allow barely slow a drawing bystander."""
 
+import math
+
 import pytest
 
 from benchmarks.fairness import FLOODS, measure
@@ -27,8 +29,9 @@ async def test_three_abusers_less_than_double_a_drawing_bystanders_p99(mode: str
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 29.1 not verified: on this machine at load average 10-12 (bench lock held by other work) the "
-    "ratio measured 2.1-5.6x in some runs and under 2x in others; see docs/benchmarks.md, Slow-lane floods"))
+    "issue 29.1 not met on a loaded machine: a slow-lane thread shares its process's GIL with the frames, "
+    "and under load it is often preempted while holding it (benchmarks.slowgil); with four busy loops "
+    "beside, the sanity flood measured over 2x. Passes on a quiet host (docs/benchmarks.md, Slow-lane floods)"))
 @pytest.mark.parametrize("mode", FLOODS)
 async def test_three_slow_lane_flooders_less_than_double_a_drawing_bystanders_p99(mode: str) -> None:
     """Issue 29.1: with the default settings (a server process per core), three visitors sending one kind
@@ -40,6 +43,7 @@ async def test_three_slow_lane_flooders_less_than_double_a_drawing_bystanders_p9
         report = await measure(ws_url(server.url), server.url, abusers=3, mode=mode, rate=MESSAGE_RATE,
                                duration_s=3.0, rounds=2)
     baseline, abused = report["baseline"], report["abused"]
+    assert math.isfinite(baseline["p99_ms"]), report  # a bystander left unanswered alone is no baseline
     assert abused["p99_ms"] < 2 * baseline["p99_ms"], report
     answered = abused["abuser_fps"] if mode == "onpause" else abused["abuser_answers_per_s"]
     assert answered > 0, report  # later, but answered
