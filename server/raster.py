@@ -79,9 +79,12 @@ cv2.setNumThreads(1)
 _INDEX = np.arange(_CANVAS, dtype=np.float64)
 
 
-def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> np.ndarray:
+def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> tuple[np.ndarray, list[list[float]]]:
     """``(n, 2)`` float64 x, y of ``points`` (of strokes numbered ``strokes``, one per point, for the
-    errors), checked; extra fields per point are dropped."""
+    errors), checked, and the same as Python lists; extra fields per point are dropped.
+
+    A frame reads a handful of new points: checked in Python, they cost less than two array calls.
+    """
     try:
         xy = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
@@ -89,18 +92,19 @@ def _read_points(points: list[Sequence[float]], strokes: Sequence[int]) -> np.nd
         xy = np.array([_point_xy(point, strokes, k) for k, point in enumerate(points)],
                       dtype=np.float64).reshape(-1, 2)
     if xy.size == 0:
-        return xy.reshape(0, 2)
+        return xy.reshape(0, 2), []
     if xy.ndim != 2 or xy.shape[1] < 2:
         raise ValueError(f"stroke {strokes[0]}: expected a list of [x, y, ...] points, got shape {xy.shape}")
     xy = xy[:, :2]
-    if xy.min() >= 0.0 and xy.max() <= 1.0:  # the usual case, in two calls; NaN fails the comparisons
-        return xy
+    listed: list[list[float]] = xy.tolist()
+    if all(0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 for x, y in listed):  # NaN fails the comparisons
+        return xy, listed
     bad = ~np.isfinite(xy) | (xy < 0.0) | (xy > 1.0)
     if bad.any():
         k = int(np.flatnonzero(bad.any(axis=1))[0])
         raise ValueError(f"{_where(strokes, k)}: coordinates must be finite canvas fractions in [0, 1], "
                          f"got x={xy[k, 0]}, y={xy[k, 1]}")
-    return xy
+    raise AssertionError("a point failed the range check but no coordinate is out of range")
 
 
 def _where(strokes: Sequence[int], k: int) -> str:
@@ -184,7 +188,7 @@ class RasterCache:
         self.xy = np.zeros((0, 2))  # every point, in drawing order, canvas fractions
         self.starts: list[int] = []  # index in xy of each stroke's first point
         # The pen's path from the first point to each, canvas fractions (times the scale: canvas pixels).
-        self.path = np.zeros(0)
+        self.path: list[float] = []
         self.span = _NO_POINTS  # bounding box of xy
         self.work_px = 0.0
         self._clear_canvas(self.span)
@@ -235,13 +239,13 @@ class RasterCache:
             points = drawing[index][kept:] if grown and index == same else drawing[index]
             new.extend(points)
             owners.extend([index] * len(points))
-        added = _read_points(new, owners)
+        added, listed = _read_points(new, owners)
         self.xy = np.concatenate([self.xy[:keep], added]) if keep and len(added) else \
             (self.xy[:keep] if keep else added)
-        self.path = _path(self.path[:keep], self.xy[keep - 1] if keep else None, added)
+        self.path = _path(self.path[:keep], self.xy[keep - 1].tolist() if keep else None, listed)
         self.strokes, self.starts = drawing, starts
         # The span grows with the new points only, unless points were taken away.
-        self.span = _span(added, self.span) if extends else _span(self.xy, _NO_POINTS)
+        self.span = _span(listed, self.span) if extends else _span(self.xy.tolist(), _NO_POINTS)
         return extends
 
     def _fix(self) -> None:
@@ -310,23 +314,26 @@ class RasterCache:
         return float(self.path[last] - self.path[first]) * self.scale + points * _THICKNESS
 
 
-def _path(kept: np.ndarray, before: np.ndarray | None, added: np.ndarray) -> np.ndarray:
-    """The cumulative path ``kept`` continued through ``added`` points, from point ``before`` (``None``: the
-    drawing starts with ``added``)."""
-    if not len(added):
+def _path(kept: list[float], before: list[float] | None, added: list[list[float]]) -> list[float]:
+    """The cumulative path ``kept`` (extended in place) continued through ``added`` points, from point
+    ``before`` (``None``: the drawing starts with ``added``)."""
+    if not added:
         return kept
-    points = np.concatenate([added[:1] if before is None else before[None], added])
-    steps = points[1:] - points[:-1]
-    path = np.cumsum(np.hypot(steps[:, 0], steps[:, 1]))
-    return np.concatenate([kept, path + kept[-1]]) if len(kept) else path
+    last_x, last_y = before if before is not None else added[0]
+    total = kept[-1] if kept else 0.0
+    for x, y in added:
+        total += math.hypot(x - last_x, y - last_y)
+        kept.append(total)
+        last_x, last_y = x, y
+    return kept
 
 
-def _span(points: np.ndarray, box: Box) -> Box:
-    """``box`` grown to hold every point of ``points`` ``(n, 2)``."""
-    if not len(points):
+def _span(points: list[list[float]], box: Box) -> Box:
+    """``box`` grown to hold every point of ``points`` (``[x, y]`` lists)."""
+    if not points:
         return box
-    (x_low, y_low), (x_high, y_high) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
-    return min(box[0], x_low), min(box[1], y_low), max(box[2], x_high), max(box[3], y_high)
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    return min(box[0], min(xs)), min(box[1], min(ys)), max(box[2], max(xs)), max(box[3], max(ys))
 
 
 def _inked_span(low: float, high: float) -> slice:
