@@ -17,7 +17,7 @@ It prints the median milliseconds per frame of each, and the ratios the cnn issu
 zennit / backend (goal ≥ 10 at B = 1, ≥ 4 at B = 16), and cnn / mlp (goal ≤ 3 at B = 16; the goal itself is
 ``benchmarks.framecost``'s, which adds rasterising and encoding); zennit / cnn for the whole frame.
 ``--rule`` picks the preset (default: the cnn's default, ``epsilon_plus_flat``).  All in one process on
-one thread, so a slower or busier host moves every number but the ratios much less.
+one thread, the four taking turns, so a slower or busier host moves every number but the ratios much less.
 """
 
 import argparse
@@ -43,16 +43,20 @@ BATCHES = (1, 16)
 CHANNEL = 5
 
 
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``call`` in milliseconds over ``repeats`` runs, after two warm-up runs."""
-    for _ in range(2):
-        call()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000.0
+def median_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each call in milliseconds over ``repeats`` rounds, after two warm-up rounds.
+
+    The calls take turns within each round, so that a host whose load changes during the run slows
+    them alike and their ratios hold (measured one after the other, a busy minute lands on one of them).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(repeats + 2):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if round_ >= 2:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) * 1000.0 for name, values in samples.items()}
 
 
 def drawings(count: int) -> np.ndarray:
@@ -80,10 +84,8 @@ def measure_batch(batch: int, rule: str, cnn_engine: Engine, mlp_engine: Engine,
         return attribution(tensor.clone().requires_grad_(True),
                            [{"conv2": [CHANNEL], "y": [c]} for c in predicted], composite)
 
-    ms = {"backend": median_ms(fast, repeats),
-          "zennit": median_ms(reference, repeats),
-          "cnn": median_ms(lambda: cnn_engine.explain(conv_requests), repeats),
-          "mlp": median_ms(lambda: mlp_engine.explain(mlp_requests), repeats)}
+    ms = median_ms({"backend": fast, "zennit": reference, "cnn": lambda: cnn_engine.explain(conv_requests),
+                    "mlp": lambda: mlp_engine.explain(mlp_requests)}, repeats)
     per_frame = {name: value / batch for name, value in ms.items()}
     return {**{f"{name}_ms_per_frame": round(value, 4) for name, value in per_frame.items()},
             "zennit_over_backend": round(per_frame["zennit"] / per_frame["backend"], 2),
