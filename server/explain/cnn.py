@@ -27,6 +27,7 @@ with ``fc1``'s units as the hidden layer; a start with ``layer`` ``conv1`` or
 only), started from the class (or contrast) relevance of every ``fc1`` unit.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -309,15 +310,17 @@ class ConvBackend:
         self.w2, self.b2 = w2.to(DTYPE), b2.to(DTYPE)  # the edges and logits, H × 10: float64 costs nothing
         self._w2t = self.w2.T.contiguous()
         inputs = {"conv1": (self.w_conv1, self.b_conv1, IMAGE_PX), "conv2": (self.w_conv2, self.b_conv2, _POOLED1_PX)}
+        # ±ε of the dense layers' ε (zennit.core.stabilize) as tensors of each dtype, made once (a Python float
+        # makes two per call).
+        epsilon = EPSILON.epsilon
+        self._stabilizers = {dtype: (torch.tensor(epsilon, dtype=dtype), torch.tensor(-epsilon, dtype=dtype))
+                             for dtype in (DTYPE, CONV_DTYPE)}
         self._rules: dict[str, dict[str, ConvRule]] = {}
         for name, info in CNN_RULES.items():
             # The dense layers' closed forms below are ε's (zennit's composites map every Linear to Epsilon()).
             if info.layers["fc1"] != EPSILON or info.layers["fc2"] != EPSILON:
                 raise ValueError(f"preset {name}: the cnn backend computes ε on fc1 and fc2 only")
             self._rules[name] = {layer: prepare(info.layers[layer], *inputs[layer]) for layer in CONV_LAYERS}
-        # Row k < C: channel k alone (a CRP condition); row C: every channel (no condition).
-        self._mask_rows = {layer: torch.cat([torch.eye(width), torch.ones(1, width)]).to(CONV_DTYPE)
-                           for layer, (width, _, _) in CONV_SHAPES.items()}
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> ConvForward:
         """The forward pass of ``x (B, 784)`` of ``DTYPE`` in [0, 1]; ``keep``: see :class:`Forward`."""
@@ -337,7 +340,7 @@ class ConvBackend:
         """``(B, H, 10)`` relevance message ``R(j→c) = a_j W2[c, j] z_c / stab(z_c)``: ε on ``fc2``, each class
         started from its own logit ``z_c`` (the same for every preset)."""
         logits = forward.logits
-        ratio = logits / (logits + torch.where(logits >= 0, STABILIZER, -STABILIZER))
+        ratio = logits / (logits + torch.where(logits >= 0, *self._stabilizers[DTYPE]))
         return forward.a[:, :, None] * self._w2t * ratio[:, None, :]
 
     def backward(self, forward: ConvForward, rule: str, start: torch.Tensor,
@@ -354,7 +357,7 @@ class ConvBackend:
         masks = self._masks(channels, batch)
         native = batch <= SMALL_BATCH
         hidden = forward.hidden
-        shares = start.to(CONV_DTYPE) / (hidden + torch.where(hidden >= 0, EPSILON.epsilon, -EPSILON.epsilon))
+        shares = start.to(CONV_DTYPE) / (hidden + torch.where(hidden >= 0, *self._stabilizers[CONV_DTYPE]))
         at_pooled2 = (shares @ self.w1).mul_(forward.pooled2.view(batch, -1))  # ε on fc1
         recorded = {"conv2": at_pooled2.view(batch, CNN_CHANNELS[1], -1).sum(dim=2, dtype=DTYPE)}
         if "conv2" in masks:
@@ -370,13 +373,13 @@ class ConvBackend:
 
     def _masks(self, channels: Sequence[tuple[str, int] | None] | None, batch: int) -> dict[str, torch.Tensor]:
         """CRP's conditions as ``{layer: (B, C)}`` masks: 1 on sample ``b``'s channel (every channel where
-        ``b`` has no condition in that layer), else 0; rows of a table made once, picked by one index."""
+        ``b`` has no condition in that layer), else 0."""
         rows: dict[str, list[int]] = {}
         for b, channel in enumerate(channels or ()):
             if channel is not None:
                 layer, k = channel
                 rows.setdefault(layer, [CONV_SHAPES[layer][0]] * batch)[b] = k
-        return {layer: self._mask_rows[layer][picked] for layer, picked in rows.items()}
+        return {layer: channel_mask(layer, tuple(picked)) for layer, picked in rows.items()}
 
     def starts(self, forward: Forward, edges: torch.Tensor, starts: Sequence[Start | None]
                ) -> tuple[torch.Tensor, list[tuple[str, int] | None]]:
@@ -390,6 +393,7 @@ class ConvBackend:
         classes = np.zeros((batch, N_CLASSES, 1))
         units = np.ones((batch, width))
         alone = np.zeros((batch, width))
+        any_alone = False
         channels: list[tuple[str, int] | None] = []
         for b, selected in enumerate(starts):
             channel = None
@@ -398,6 +402,7 @@ class ConvBackend:
             elif selected.mode == "hidden" and selected.hidden is not None:
                 units[b] = 0.0
                 alone[b, selected.hidden] = 1.0
+                any_alone = True
             else:
                 classes[b, selected.target] = 1.0
                 if selected.mode == "contrast" and selected.versus is not None:
@@ -409,7 +414,7 @@ class ConvBackend:
                     units[b, selected.hidden] = 1.0
             channels.append(channel)
         start = torch.bmm(edges, torch.from_numpy(classes))[:, :, 0] * torch.from_numpy(units)
-        if alone.any():
+        if any_alone:
             start = start + forward.z1 * torch.from_numpy(alone)
         return start, channels
 
@@ -450,6 +455,18 @@ class ConvBackend:
         units = torch.diag_embed(forward.z1).reshape(-1, hidden)
         unit_maps_, _ = self.backward(conv.repeated(hidden), rule, units)
         return classes.reshape(batch, N_CLASSES, -1), unit_maps_.reshape(batch, hidden, -1).float()
+
+
+@functools.lru_cache(maxsize=1024)
+def channel_mask(layer: str, picked: tuple[int, ...]) -> torch.Tensor:
+    """``(len(picked), C)``: row ``b`` is channel ``picked[b]`` of ``layer`` alone, or every channel if it is ``C``.
+
+    Cached, the same tensor for every backend (only ever read): indexing a tensor by a list costs ~18 µs a
+    call here, and a frame's masks repeat.
+    """
+    width = CONV_SHAPES[layer][0]
+    table = torch.cat([torch.eye(width), torch.ones(1, width)]).to(CONV_DTYPE)
+    return table[list(picked)]
 
 
 def _conv(forward: Forward) -> ConvForward:
