@@ -1,6 +1,6 @@
 """Faithfulness benchmark: the trust card's checks, deletion / insertion AOPC, and the choice of the default preset.
 
-``python -m benchmarks.faithfulness [--json] [--n N] [--models default h16] [--methods …]``
+``python -m benchmarks.faithfulness [--json] [--n N] [--models default h16 cnn] [--methods …]``
 
 Every figure comes from the trust card's own definition
 (:meth:`server.explain.engine.Engine.sanity`, :func:`server.explain.sanity.check`):
@@ -23,6 +23,13 @@ the benchmark calls it per digit, exactly as the live card does.
    random-ink orders, insertion AOPC, and deletion + insertion with a 95 %
    bootstrap interval.
 
+The ``cnn`` (a LeNet) gets the same rows: each of its family's presets
+(zennit's named composites) and every method its family runs, Grad-CAM and
+HiResCAM included; its randomisation cascade is ``fc2``, then every layer
+(:data:`server.explain.sanity.CNN_RANDOMIZATIONS`), so its second ρ column is
+"all layers".  It has no step 1: the choice rests on ε being the exact
+decomposition of a one-hidden-layer MLP, and no cnn preset is exact.
+
 Without ``MNIST_DIR`` it runs on the 500 embedded held-out digits (both splits
 then the same digits: a smoke test, not a measurement).
 """
@@ -43,7 +50,7 @@ from model_store.datasets import load_embedded, load_idx, mnist_dir_from_env, sp
 from model_store.strokes import image_to_strokes
 from server.explain import faithfulness as f
 from server.explain.engine import Engine, Request, Selection
-from server.explain.family import FAMILIES
+from server.explain.family import FAMILIES, Family, family_of
 from server.explain.methods import METHODS
 from server.explain.rules import RULES
 from server.explain.sanity import Sanity
@@ -51,10 +58,18 @@ from server.raster import rasterize
 
 from .splits import REPORT, SELECTION
 
-MODELS = ("default", "h16")
-# The MLPs' rows: every preset, then every other method the family runs (Grad-CAM needs conv layers).
-CONFIGS: tuple[tuple[str, str], ...] = tuple(("lrp", rule) for rule in RULES) + tuple(
-    (method, "epsilon") for method in FAMILIES["mlp"].methods if method != "lrp")
+MODELS = ("default", "h16", "cnn")
+
+
+def configs(family: Family, rule: str) -> tuple[tuple[str, str], ...]:
+    """A family's rows: every preset, then every other method the family runs, with ``rule`` for the edges."""
+    return tuple(("lrp", preset) for preset in family.rules) + tuple(
+        (method, rule) for method in family.methods if method != "lrp")
+
+
+# The MLPs' rows (Grad-CAM needs conv layers) and the cnn's.
+CONFIGS = configs(FAMILIES["mlp"], "epsilon")
+CNN_CONFIGS = configs(FAMILIES["cnn"], FAMILIES["cnn"].default_rule)
 CARD_GOAL = 0.9  # a preset must pass the card on this share of digits to be chosen
 CONTROL_GOAL = 0.95  # the card must fail each control on this share of digits
 BOOTSTRAP = 2000
@@ -64,7 +79,11 @@ STROKE_SEED = 2024
 
 @dataclass(frozen=True)
 class Row:
-    """One method over one set of digits; rates in [0, 1], AOPC in logits, ``(low, high)`` 95 % intervals."""
+    """One method over one set of digits; rates in [0, 1], AOPC in logits, ``(low, high)`` 95 % intervals.
+
+    ``rho_fc2``: the first step of the model's randomisation cascade (``fc2``); ``rho_fc2_fc1`` and
+    ``band_fc2_fc1``: its second, ``fc2`` and ``fc1`` for an MLP, every layer for a cnn (the names are the MLP's).
+    """
 
     method: str
     rule: str | None
@@ -117,8 +136,8 @@ def interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
 def insertion(scorer: nn.Module, image: np.ndarray, heatmap: np.ndarray, target: int, seed: int) -> float:
     """Insertion AOPC of the logit of ``target``, the map's most relevant pixels first."""
     images = f.insertion_images(image, f.relevance_order(heatmap, seed))
-    with torch.no_grad():
-        curve = scorer(torch.from_numpy(images).double())[:, target].numpy()
+    with torch.no_grad():  # (N, 1, 28, 28): the MLP flattens it, the cnn convolves it
+        curve = scorer(torch.from_numpy(images).double()[:, None])[:, target].numpy()
     return f.insertion_aopc(curve)
 
 
@@ -187,17 +206,21 @@ def choose(engine: Engine, scorer: nn.Module, images: np.ndarray, progress: bool
 def measure(name: str, n: int, methods: Sequence[str], progress: bool) -> dict[str, object]:
     """Step 1 and step 2 of the module docstring for one model."""
     model = load_model(name)
-    scorer = model.double().eval()
+    family = family_of(model)
     engine = Engine(model)
-    selection, selection_source = official(SELECTION, n)
+    scorer = model.double().eval()
     report, report_source = official(REPORT, n)
     sources = {"official": (report, report_source),
                "pen strokes": (pen_strokes(report), f"{report_source}, redrawn as pen strokes")}
-    result: dict[str, object] = {"choice": {"source": selection_source, **choose(engine, scorer, selection, progress)}}
+    result: dict[str, object] = {"family": family.name,
+                                 "randomizations": [label for label, _ in family.randomizations], "choice": None}
+    if family.name == "mlp":  # step 1 (module docstring): ε is exact on the MLP only
+        selection, selection_source = official(SELECTION, n)
+        result["choice"] = {"source": selection_source, **choose(engine, scorer, selection, progress)}
     for label, (images, source) in sources.items():
         rows = [row(method, rule, check_all(engine, scorer, images, method, rule,
                                             f"{name} {label} {method} {rule}" if progress else None))
-                for method, rule in CONFIGS if method in methods]
+                for method, rule in (CONFIGS if family.name == "mlp" else CNN_CONFIGS) if method in methods]
         result[label] = {"source": source, "rows": [asdict(r) for r in rows]}
     return result
 
@@ -205,12 +228,15 @@ def measure(name: str, n: int, methods: Sequence[str], progress: bool) -> dict[s
 def markdown(name: str, result: dict[str, object]) -> str:
     """The tables of one model."""
     lines = [f"**{name}**", ""]
+    randomizations = result["randomizations"]
+    assert isinstance(randomizations, list)
+    top, whole = randomizations[0], "all layers" if randomizations[-1] == "all" else randomizations[-1]
     for label in ("official", "pen strokes"):
         part = result[label]
         assert isinstance(part, dict)
         lines += [f"*{part['source']}*", "",
-                  "| method | card passes | randomisation passes (n/a) | deletion passes | ρ fc2 "
-                  "| ρ fc2+fc1 (random pairs) | deletion AOPC (least / random ink) | insertion AOPC "
+                  f"| method | card passes | randomisation passes (n/a) | deletion passes | ρ {top} "
+                  f"| ρ {whole} (random pairs) | deletion AOPC (least / random ink) | insertion AOPC "
                   "| deletion + insertion (95 % CI) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted((Row(**item) for item in part["rows"]), key=lambda r: -r.faithfulness):
@@ -225,6 +251,8 @@ def markdown(name: str, result: dict[str, object]) -> str:
                 f"({r.faithfulness_ci[0]:.2f}…{r.faithfulness_ci[1]:.2f}) |")
         lines.append("")
     choice = result["choice"]
+    if choice is None:  # a cnn: no default preset chosen here
+        return "\n".join(lines)
     assert isinstance(choice, dict)
     lines += [f"Choice on {choice['source']}: deletion + insertion "
               + ", ".join(f"`{rule}` {value:.2f}" for rule, value in choice["faithfulness"].items())

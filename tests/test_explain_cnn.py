@@ -103,6 +103,20 @@ def test_units_contrast_edges_channels_and_feeds_equal_zennit_crp(backends, rule
     assert relative_errors(ours, theirs).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("rule", list(CNN_RULES))
+def test_one_drawing_alone_equals_zennit_crp(backends, rule: str) -> None:
+    """Batch 1 runs torch's native convolution kernels (server/explain/cnn.py, SMALL_BATCH), larger batches
+    oneDNN's: both equal zennit-crp, for the class's map and a channel of each conv layer."""
+    fast, reference = backends
+    x = digits("mnist")[:1]
+    forward = fast.forward(x)
+    c = int(forward.logits.argmax())
+    for start, condition in ((Start("lrp", c), {"y": [c]}), (Start("crp", c, 3, None, "conv1"), {"conv1": [3], "y": [c]}),
+                             (Start("crp", c, 7, None, "conv2"), {"conv2": [7], "y": [c]})):
+        ours = fast.relevance(forward, rule, [start])[1]
+        assert relative_errors(ours, reference.maps(x, [condition], rule)).max() <= TOLERANCE, start
+
+
 def test_a_channel_map_is_the_class_map_restricted_to_it(backends) -> None:
     """Conditioning is linear: the maps of all channels of a layer sum to the class's map (CRP's completeness)."""
     fast, _ = backends
