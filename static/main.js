@@ -15,6 +15,7 @@ import { createAnnouncer } from "./announce.js";
 import { buildExamples, loadExamples } from "./examples.js";
 import { download, exportDocument, panelPng, readExport } from "./exporter.js";
 import { kioskSettings, watchVisitors } from "./kiosk.js";
+import { ARRIVAL_EXAMPLES, ARRIVAL_PAUSE_MS, playsOnArrival, watchFirstTouch } from "./arrival.js";
 import { addPanel } from "./panels.js";
 import { play, prefix } from "./playback.js";
 import { readShareLink, shareLink } from "./share.js";
@@ -520,17 +521,46 @@ loadExamples()
     examples = list;
     renderRequest ??= requestAnimationFrame(render); // the blank pad's "Show me an example"
     buildExamples(examplesPanel.body.lastElementChild, list, (example) => load({ strokes: example.strokes }, { animate: true }));
+    if (arrival.left > 0) drawArrivalExample();
   })
   .catch((error) => console.warn("xai: examples unavailable", error.message));
 
 // The examples, from the stage: a blank pad offers to draw the next one.
 let shownExample = 0;
-$("example-now").addEventListener("click", () => {
-  if (!examples.length) return;
+/** The next example in turn, drawn live; onDone as load's. */
+function drawExample(onDone) {
   const example = examples[shownExample % examples.length];
   shownExample += 1;
-  load({ strokes: example.strokes }, { animate: true });
+  load({ strokes: example.strokes }, { animate: true, onDone });
+}
+$("example-now").addEventListener("click", () => {
+  if (examples.length) drawExample();
 });
+
+// ---------- the first minute: examples draw themselves until the first touch (arrival.js) ----------
+// left: examples still to draw (0 once the visitor touched the page, or when arrival does not play).
+const arrival = { left: 0, timer: null };
+
+function drawArrivalExample() {
+  arrival.timer = null;
+  if (arrival.left <= 0 || !examples.length) return;
+  arrival.left -= 1;
+  drawExample(() => {
+    if (arrival.left > 0) arrival.timer = setTimeout(drawArrivalExample, ARRIVAL_PAUSE_MS);
+  });
+}
+
+/** The first touch ends arrival; a touch on the pad also clears it, so the visitor draws on a blank pad. */
+function endArrival(event) {
+  const onPad = event.type === "pointerdown" && $("pad").contains(event.target);
+  const drawn = arrival.left < ARRIVAL_EXAMPLES; // an example is on the pad, or being drawn
+  clearTimeout(arrival.timer);
+  arrival.timer = null;
+  arrival.left = 0;
+  $("arrival-hint").hidden = true;
+  // Elsewhere (a neuron, a control) the example being drawn finishes: it is what the visitor explores.
+  if (onPad && drawn) load({ strokes: [] });
+}
 
 const kiosk = kioskSettings(location.search);
 let attractTimer = null;
@@ -652,11 +682,22 @@ $("import-json").addEventListener("change", async (event) => {
 });
 
 // A share link opened: its drawing and settings, sent at the first welcome (state.requested).
+let opened = false; // a share link's drawing (or the notice that it is damaged) is what the page shows
 try {
   const shared = readShareLink(location.hash);
   if (shared) load(shared);
+  opened = Boolean(shared);
 } catch (error) {
   notice(`This share link is damaged: ${error.message}`);
+  opened = true;
+}
+
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+if (playsOnArrival({ kiosk: kiosk !== null, opened, reducedMotion })) {
+  arrival.left = ARRIVAL_EXAMPLES;
+  $("arrival-hint").hidden = false;
+  watchFirstTouch(endArrival);
+  if (examples.length) drawArrivalExample(); // else when they have loaded
 }
 
 const announcer = createAnnouncer($("announce"));
@@ -794,7 +835,7 @@ function renderSizes({ side, classes }) {
 function renderReading(frame, empty) {
   paintInk($("input"), frame.input);
   $("predicted").textContent = empty ? "–" : String(frame.prediction);
-  $("confidence").textContent = empty ? "nothing drawn yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)}\u00a0% sure`;
+  $("confidence").textContent = empty ? "no digit yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)}\u00a0% sure`;
   updateBars(bars, frame.probabilities, empty ? null : frame.prediction);
 }
 

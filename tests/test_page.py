@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -128,10 +128,15 @@ def golden() -> dict[int, Strokes]:
     return load_golden_digits()
 
 
-def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
-    """A new page at ``url`` (its WebSocket traffic and errors recorded), returned once its socket is open."""
+def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False,
+              motion: Literal["reduce", "no-preference"] = "reduce") -> Visit:
+    """A new page at ``url`` (its WebSocket traffic and errors recorded), returned once its socket is open.
+
+    ``motion``: the visitor's ``prefers-reduced-motion``. Tests ask for "reduce" unless they test motion:
+    then the page draws no example by itself on arrival (static/arrival.js) and starts on a blank pad.
+    """
     context = browser.new_context(viewport={"width": width, "height": height}, has_touch=touch,
-                                  is_mobile=touch, device_scale_factor=1)
+                                  is_mobile=touch, device_scale_factor=1, reduced_motion=motion)
     page = context.new_page()
     wire = Wire()
     errors: list[str] = []
@@ -143,9 +148,10 @@ def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, 
     return Visit(context, page, wire, errors)
 
 
-def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
-    """A new page at ``url``, returned once it is live and shows the first frame."""
-    visit = open_live(browser, url, width, height, touch)
+def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False,
+              motion: Literal["reduce", "no-preference"] = "reduce") -> Visit:
+    """A new page at ``url``, returned once it is live and shows the first frame (``motion``: as open_live's)."""
+    visit = open_live(browser, url, width, height, touch, motion)
     visit.wire.wait_received(lambda m: m["type"] == "frame")
     visit.page.wait_for_selector(".neuron.hidden", timeout=WAIT_MS)
     return visit
@@ -717,7 +723,7 @@ CAUGHT_UP = ("() => { const d = document.getElementById('status').dataset;"
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     """A laptop-sized browser context of its own, for a page whose WebSocket a test routes."""
-    opened = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+    opened = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1, reduced_motion="reduce")
     yield opened
     opened.close()
 
@@ -1441,7 +1447,7 @@ def test_diagram_text_contrast(visit: Visit, golden: dict[int, Strokes]) -> None
         const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
         return [...document.querySelectorAll('[data-part=network] svg text')].filter((t) => t.textContent.trim())
           .map((text) => {
-            const circle = text.closest('.neuron')?.querySelector('circle');
+            const circle = text.closest('.neuron, .rank')?.querySelector('circle');  // a label, a rank badge
             const under = circle ? getComputedStyle(circle).fill : 'rgb(255, 255, 255)';
             return [text.textContent, ratio(getComputedStyle(text).fill, under)]; });
     }""")

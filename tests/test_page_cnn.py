@@ -206,7 +206,8 @@ def rule_options(page: Page) -> list[str]:
 
 def test_switching_models_on_a_phone_rebuilds_the_diagram_and_the_pickers(browser: Browser, server: str,
                                                                           golden: dict[int, Strokes]) -> None:
-    context = browser.new_context(viewport={"width": PHONE[0], "height": PHONE[1]}, has_touch=True, is_mobile=True)
+    context = browser.new_context(viewport={"width": PHONE[0], "height": PHONE[1]}, has_touch=True, is_mobile=True,
+                                  reduced_motion="reduce")  # a blank pad on arrival (static/arrival.js)
     try:
         page = context.new_page()
         wire = Wire()
