@@ -24,7 +24,7 @@ import { inputBytes, paintPhoto, scalePhoto } from "./photo.js";
 import { answeredByFrame, createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, modelSizes, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
-import { heatmapTitle, legendWords, summarize } from "./summary.js";
+import { heatmapTerm, heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
 import { createQuestions } from "./questions.js";
 import { conditionsOnHidden, createSelectionPanel } from "./selection.js";
@@ -648,7 +648,8 @@ function exportName(extension) {
 $("export-png").addEventListener("click", async () => {
   const state = store.get();
   const text = {
-    title: $("heatmap-title").textContent,
+    // The plain title and, in brackets, the method's term (on screen one tap away).
+    title: $("term").hidden ? $("heatmap-words").textContent : `${$("heatmap-words").textContent} (${$("term").textContent})`,
     verdict: `It reads ${$("predicted").textContent} · ${$("confidence").textContent}`,
     summary: $("summary").textContent,
     legend: legend.shown(), // exactly the scale the heatmap was painted at, as on screen
@@ -844,7 +845,13 @@ function renderExplanation(state, empty) {
   const shown = frame.heatmap ? frame : state.heatmapFrame;
   $("pending").hidden = Boolean(frame.heatmap);
   $("heatmap").parentElement.classList.toggle("stale", !frame.heatmap);
-  $("heatmap-title").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
+  $("heatmap-words").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
+  const term = empty ? null : heatmapTerm(frame, state.welcome);
+  $("term").hidden = !term;
+  $("term").textContent = term?.term ?? "";
+  $("term").setAttribute("aria-label", term ? `${term.term}: what this term means` : "");
+  $("term-name").textContent = term?.term ?? "";
+  $("term-text").textContent = term?.text ?? "";
   $("summary").textContent = summarize(frame, empty, state.welcome);
   if (!shown) return;
   const scales = mapScale(shown, state.view.ownScale);

@@ -563,3 +563,57 @@ def test_a_knock_out_shows_its_effect_on_the_score_gap(laptop: Visit, golden: di
     minus = lambda v: f"{'−' if v < 0 else ''}{abs(v):.1f}"  # noqa: E731 (the page writes a true minus)
     expected = f"score (logit) of {winner} minus that of {runner_up}: {minus(before)} intact, {minus(now)} now"
     assert expected in sentence, sentence
+
+
+# ---------- plain words on the stage, the researcher's term one tap away ----------
+
+@pytest.mark.parametrize("name", ["phone-390x844", "laptop-1366x768"])
+def test_the_heatmap_title_is_plain_words_and_its_term_one_tap_away(browser: Browser, server: str,
+                                                                     golden: dict[int, Strokes], name: str) -> None:
+    width, height = SCREEN_SIZES[name]
+    visit = open_page(browser, server, width, height, touch=width < 700)
+    try:
+        page, wire = visit.page, visit.wire
+        assert page.locator("#term").is_hidden()  # a blank pad explains nothing yet
+        draw(visit, golden[3])
+        frame = settle(visit)
+        words = page.locator("#heatmap-words").inner_text()
+        assert words == "Why the network reads '3'" and not any(t in words for t in ("LRP", "CRP", "logit")), words
+        term = page.locator("#term")
+        assert term.inner_text() == "LRP" and term.is_visible()
+        assert page.locator("#term-note").is_hidden()
+        term.click()  # one tap: what the term means
+        note = page.locator("#term-note")
+        note.wait_for(state="visible", timeout=WAIT_MS)
+        assert "Layer-wise Relevance Propagation" in note.inner_text()
+        page.keyboard.press("Escape")
+        note.wait_for(state="hidden", timeout=WAIT_MS)
+        j = strongest_hidden(frame)
+        click_neuron(page, "hidden", j)
+        wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+        settle(visit)
+        assert page.locator("#heatmap-words").inner_text() == f"What hidden neuron {j} adds to '3'"
+        assert term.inner_text() == "CRP"
+        term.click()
+        assert "Concept Relevance Propagation" in note.inner_text()
+    finally:
+        visit.context.close()
+
+
+# ---------- the tab order follows the panels' order on screen ----------
+
+def test_tab_visits_the_panels_below_the_stage_in_their_order_on_screen(laptop: Visit) -> None:
+    page = laptop.page
+    page.wait_for_selector("#examples .example", timeout=WAIT_MS)
+    shown = page.evaluate("() => [...document.querySelectorAll('#panels > section')]"
+                          ".sort((a, b) => Number(a.style.order) - Number(b.style.order)).map((s) => s.id)")
+    visited: list[str] = []
+    page.focus("#upload")
+    for _ in range(400):  # bounded: the page has fewer stops than this
+        page.keyboard.press("Tab")
+        panel = page.evaluate("() => document.activeElement.closest('#panels > section')?.id ?? null")
+        if panel is None and visited:
+            break
+        if panel is not None and (not visited or visited[-1] != panel):
+            visited.append(panel)
+    assert visited == [panel for panel in shown if panel in visited] and len(visited) >= 3, (visited, shown)
