@@ -103,7 +103,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    for info in catalog.models.values()],
         # What the visitor's model can run: a method or rule of another family is never offered.
         "methods": [{"name": name, "label": catalog.methods[name].label, "cost": catalog.methods[name].cost,
-                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control}
+                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control,
+                     "description": catalog.methods[name].description}
                     for name in model.methods],
         "rules": [{"name": name, "label": catalog.rules[name].label, "description": catalog.rules[name].description}
                   for name in model.rules],

@@ -444,6 +444,7 @@ function refreshComparison() {
 }
 
 $("compare").addEventListener("click", requestComparison);
+$("compare-shared").addEventListener("change", (event) => store.dispatch({ type: "compareShared", on: event.target.checked }));
 
 // ---------- neuron card data ----------
 const cards = new Map(); // "model/j" → card JSON, computed once per model by the server
@@ -751,7 +752,9 @@ function render() {
   $("example-now").hidden = !empty || !$("cta").hidden || !examples.length;
   $("replay").hidden = !$("example-now").hidden;
   if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);
-  if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
+  if (state.comparison && (state.comparison !== before.comparison || state.view.compareShared !== before.view?.compareShared)) {
+    renderComparison($("compare-grid"), state.comparison, { shared: state.view.compareShared, welcome: state.welcome });
+  }
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);
   if (state.frame && state.frame !== before.frame) socket.painted(state.frame); // flow control: the next frame may come

@@ -617,3 +617,38 @@ def test_tab_visits_the_panels_below_the_stage_in_their_order_on_screen(laptop: 
         if panel is not None and (not visited or visited[-1] != panel):
             visited.append(panel)
     assert visited == [panel for panel in shown if panel in visited] and len(visited) >= 3, (visited, shown)
+
+
+# ---------- the comparison: a shared scale on request, each method's parameters stated ----------
+
+def test_the_comparison_states_parameters_and_offers_one_scale(laptop: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = laptop.page, laptop.wire
+    draw_with_mouse(laptop, golden[6])
+    settle(laptop)
+    page.click("#compare")
+    comparison = wire.wait_received(lambda m: m["type"] == "comparison")
+    page.wait_for_selector(f".compare-map >> nth={len(comparison['maps']) - 1}", timeout=WAIT_MS)
+    welcome = wire.received[0]
+    described = {method["name"]: method["description"] for method in welcome["methods"]}
+    about = {m: page.locator(f".compare-map[data-method='{m}'] .compare-about").inner_text() for m in described
+             if page.locator(f".compare-map[data-method='{m}']").count()}
+    assert about and all(text == described[m] and text for m, text in about.items()), about
+    if "occlusion" in about:
+        assert "4×4 patch" in about["occlusion"]  # the parameter a researcher needs to read the map
+    signed = [entry for entry in comparison["maps"] if entry["signed"] and entry["heatmap"] is not None]
+    largest = max(float(np.abs(decode_array(entry["heatmap"])).max()) for entry in signed)
+
+    def scales() -> dict[str, str]:
+        return {entry["method"]: page.locator(f".compare-map[data-method='{entry['method']}'] .compare-scale").inner_text()
+                for entry in signed}
+
+    own = scales()
+    assert len(set(own.values())) > 1, own  # each on its own scale by default
+    page.check("#compare-shared")
+    page.wait_for_function("() => new Set([...document.querySelectorAll('.compare-map .compare-scale')]"
+                           ".filter((s) => s.textContent.startsWith('scale ±')).map((s) => s.textContent)).size === 1",
+                           timeout=WAIT_MS)
+    shared = set(scales().values())
+    assert len(shared) == 1
+    value = float(shared.pop().removeprefix("scale ±").replace("−", "-"))
+    assert value == pytest.approx(largest, rel=0.01)
