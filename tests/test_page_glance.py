@@ -652,3 +652,22 @@ def test_the_comparison_states_parameters_and_offers_one_scale(laptop: Visit, go
     assert len(shared) == 1
     value = float(shared.pop().removeprefix("scale ±").replace("−", "-"))
     assert value == pytest.approx(largest, rel=0.01)
+
+
+# ---------- the neuron card's reference digits over their own conditional heatmaps ----------
+
+def test_the_card_shows_each_reference_digit_over_its_own_crp_map(laptop: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = laptop.page, laptop.wire
+    draw_with_mouse(laptop, golden[3])
+    j = strongest_hidden(settle(laptop))
+    click_neuron(page, "hidden", j)
+    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
+    page.wait_for_selector(".card-body:not([hidden]) .thumbs .thumb canvas", timeout=3 * WAIT_MS)
+    # A thumbnail painted from its heatmap has colour (RdBu); the digit alone would be grey ink (r = g = b).
+    coloured = page.evaluate("""() => [...document.querySelectorAll('.card-body .thumbs .thumb canvas')].map((canvas) => {
+      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      let count = 0;
+      for (let i = 0; i < data.length; i += 4) if (Math.abs(data[i] - data[i + 2]) > 40) count += 1;
+      return count;
+    })""")
+    assert len(coloured) == 16 and sum(1 for count in coloured if count > 0) >= 12, coloured
