@@ -104,7 +104,7 @@ def test_the_trust_card_shows_the_checks_with_numbers(visit: Visit, golden: dict
     # The plot has axes (the score against the pixels removed) and the insertion curve beside the deletion curves.
     plot = visit.page.evaluate("""() => {
       const svg = document.querySelector('.trust-plot svg');
-      return { axes: [...svg.querySelectorAll('.axes text')].map((t) => t.textContent),
+      return { axes: [...document.querySelectorAll('.trust-plot .plot-box span')].map((t) => t.textContent),
                insertion: svg.querySelector('.curve-insertion')?.getAttribute('points').split(' ').length ?? 0 };
     }""")
     removed = 20 * report["deletion"]["pixels_per_step"]
