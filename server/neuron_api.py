@@ -48,7 +48,8 @@ async def api_neuron(request: Request) -> Response:
     images, labels = runtime.digits.get()
     activating, relevant = neurons.card_digits(scan, neuron)
     try:
-        maps = await services_of(runtime).batcher.call(_maps_on_thread, runtime, name, neuron, images[activating + relevant])
+        maps = await services_of(runtime).batcher.call(_maps_on_thread, runtime, name, neuron,
+                                                       images[activating + relevant])
     except InferenceError as error:
         return JSONResponse({"error": f"the neuron card could not be computed ({error.error_type})"},
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
