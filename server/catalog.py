@@ -40,13 +40,15 @@ class ModelInfo:
 class MethodInfo:
     """An attribution method: ``cost`` is ``per-frame`` or ``on-pause``; ``signed``: its maps hold
     evidence for and against (else magnitudes only); ``control``: a map of the drawing alone, which
-    knows nothing of the model (the trust card must fail it)."""
+    knows nothing of the model (the trust card must fail it); ``description``: what it computes, with its
+    parameters (patch, superpixels, samples, steps), printed under its map in the comparison."""
 
     name: str
     label: str
     cost: str
     signed: bool
     control: bool = False
+    description: str = ""
 
 
 @dataclass(frozen=True)

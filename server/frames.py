@@ -115,7 +115,8 @@ def encode_welcome(catalog: Catalog, view: View, limits: Limits, timing: dict[st
                    for info in catalog.models.values()],
         # What the visitor's model can run: a method or rule of another family is never offered.
         "methods": [{"name": name, "label": catalog.methods[name].label, "cost": catalog.methods[name].cost,
-                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control}
+                     "signed": catalog.methods[name].signed, "control": catalog.methods[name].control,
+                     "description": catalog.methods[name].description}
                     for name in model.methods],
         "rules": [{"name": name, "label": catalog.rules[name].label, "description": catalog.rules[name].description}
                   for name in model.rules],
@@ -230,7 +231,9 @@ def encode_sanity(view: View, data: Any, report: Any, compute_ms: float) -> byte
                      "random": [_floats(curve) for curve in report.deletion.random],
                      "aopc": round(report.deletion.aopc, 4), "least_aopc": round(report.deletion.least_aopc, 4),
                      "random_aopc": dict(zip(("low", "median", "high"),
-                                             (round(v, 4) for v in report.deletion.random_band)))},
+                                             (round(v, 4) for v in report.deletion.random_band))),
+                     "insertion": _floats(report.deletion.insertion),
+                     "insertion_aopc": round(report.deletion.insertion_aopc, 4)},
         "same_ranking": report.same_ranking,
         "passes": {"randomization": report.passes_randomization, "deletion": report.passes_deletion},
         "empty": report.empty,

@@ -152,7 +152,7 @@ def build_catalog(settings: Settings, loaded: dict[str, nn.Module]) -> Catalog:
     models = {name: model_info(model_record(name, store_dir), family_of(model)) for name, model in loaded.items()}
     if default not in models:
         raise ValueError(f"model {default!r} is not in the store at {store_dir}; it holds {', '.join(models)}")
-    methods = {name: MethodInfo(name, info.label, info.cost, info.signed, info.control)
+    methods = {name: MethodInfo(name, info.label, info.cost, info.signed, info.control, info.description)
                for name, info in METHODS.items()}
     rules = {name: RuleInfo(name, info.label, info.description)
              for family in FAMILIES.values() for name, info in family.rules.items()}

@@ -46,7 +46,18 @@ async def api_neuron(request: Request) -> Response:
         return JSONResponse({"error": f"the neuron card could not be computed ({error.error_type})"},
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     images, labels = runtime.digits.get()
-    return JSONResponse(neurons.card(name, neuron, scan, images, labels))
+    activating, relevant = neurons.card_digits(scan, neuron)
+    try:
+        maps = await services_of(runtime).batcher.call(_maps_on_thread, runtime, name, neuron,
+                                                       images[activating + relevant])
+    except InferenceError as error:
+        return JSONResponse({"error": f"the neuron card could not be computed ({error.error_type})"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(neurons.card(name, neuron, scan, images, labels, maps))
+
+
+def _maps_on_thread(runtime: Runtime, model: str, neuron: int, images: np.ndarray) -> np.ndarray:
+    return neurons.reference_maps(engines_of(runtime).engine(model), images, neuron)
 
 
 def not_pixel_weights(name: str) -> Response:

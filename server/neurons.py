@@ -6,6 +6,9 @@ training digits, 500 per class) with the largest activation of ``j`` and
 with the largest relevance ``R_j`` for their own predicted class (ε rule,
 the engine's ``hidden_relevance``).  The scan over all digits is done once
 per model, on an engine thread, and cached; each card is then a lookup.
+Each reference digit comes with its own conditional heatmap, as zennit-crp's
+reference samples show them (Achtibat et al. 2023): ``j``'s CRP map (ε rule)
+for that digit's own predicted class, computed for the card (:func:`reference_maps`).
 """
 
 import threading
@@ -18,7 +21,7 @@ from model_store.datasets import load_embedded
 from model_store.sizes import IMAGE_SHAPE
 from server.explain.engine import Request, Selection
 
-from .frames import encode_f32, encode_u8
+from .frames import encode_f32, encode_i8, encode_u8
 
 TOP_K = 8
 SCAN_CHUNK = 250  # digits per engine call while scanning: bounds the engine's working memory
@@ -74,19 +77,44 @@ def scan(parts: list[ScanPart], weights: np.ndarray) -> NeuronScan:
                       weights.astype(np.float32))
 
 
-def _top(values: np.ndarray, images: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+def top_indices(values: np.ndarray) -> list[int]:
     """The ``TOP_K`` digits with the largest ``values`` (``(N,)``), largest first; ties by index."""
-    order = np.lexsort((np.arange(len(values)), -values))[:TOP_K]
-    return [{"index": int(i), "label": int(labels[i]), "value": float(values[i]), "image": encode_u8(images[i])}
-            for i in order]
+    return [int(i) for i in np.lexsort((np.arange(len(values)), -values))[:TOP_K]]
 
 
-def card(model: str, neuron: int, result: NeuronScan, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """The JSON card of hidden neuron ``neuron`` (docs/protocol.md, "Neuron card")."""
+def card_digits(result: NeuronScan, neuron: int) -> tuple[list[int], list[int]]:
+    """The card's reference digits of ``neuron``: (most activating, most relevant), indices into the digits."""
+    return top_indices(result.activations[:, neuron]), top_indices(result.relevance[:, neuron])
+
+
+def reference_maps(engine: Any, images: np.ndarray, neuron: int) -> np.ndarray:
+    """``(n, 28, 28)`` float32: ``neuron``'s CRP map (ε) in each of ``images`` for that digit's predicted class.
+
+    Two engine calls: the predictions, then the maps conditioned on ``fc1`` unit ``neuron`` and that class.
+    """
+    read = engine.explain([Request(image, Selection(None, None), method="lrp", rule=SCAN_RULE) for image in images])
+    maps = engine.explain([Request(image, Selection(int(frame.prediction), neuron), method="lrp", rule=SCAN_RULE)
+                           for image, frame in zip(images, read)])
+    return np.stack([np.asarray(frame.heatmap, dtype=np.float32) for frame in maps])
+
+
+def _entries(indices: list[int], values: np.ndarray, images: np.ndarray, labels: np.ndarray,
+             maps: np.ndarray) -> list[dict[str, Any]]:
+    return [{"index": i, "label": int(labels[i]), "value": float(values[i]), "image": encode_u8(images[i]),
+             "heatmap": encode_i8(maps[k])} for k, i in enumerate(indices)]
+
+
+def card(model: str, neuron: int, result: NeuronScan, images: np.ndarray, labels: np.ndarray,
+         maps: np.ndarray) -> dict[str, Any]:
+    """The JSON card of hidden neuron ``neuron`` (docs/protocol.md, "Neuron card").
+
+    ``maps``: :func:`reference_maps` of the digits of :func:`card_digits`, most activating first.
+    """
+    activating, relevant = card_digits(result, neuron)
     return {
         "model": model,
         "hidden": neuron,
         "weights": encode_f32(result.weights[neuron].reshape(IMAGE_SHAPE)),
-        "top_activation": _top(result.activations[:, neuron], images, labels),
-        "top_relevance": _top(result.relevance[:, neuron], images, labels),
+        "top_activation": _entries(activating, result.activations[:, neuron], images, labels, maps[:len(activating)]),
+        "top_relevance": _entries(relevant, result.relevance[:, neuron], images, labels, maps[len(activating):]),
     }

@@ -1,6 +1,8 @@
 // The neuron card: what the selected hidden neuron does in this drawing, the
 // weight template it has learned, and the training digits that excite it
-// most and that it mattered most for (GET /api/models/{name}/neurons/{j}).
+// most and that it mattered most for (GET /api/models/{name}/neurons/{j}),
+// each over its own conditional heatmap: where in that digit the neuron found
+// evidence for the digit's answer (CRP), as zennit-crp's reference samples show them.
 
 import { decode, maxAbs } from "./arrays.js";
 import { paintInk, paintRelevance } from "./heatmap.js";
@@ -32,7 +34,7 @@ export function buildCard(element) {
   const weights = figure("Weights it learned (red +, blue −)");
   const row = make("div", "card-row");
   row.append(drawing.box, weights.box);
-  const activationTitle = make("h4", "", "Training digits that make it fire most");
+  const activationTitle = make("h4", "", "Training digits that make it fire most (red: where it found evidence for their answer)");
   const activation = make("div", "thumbs");
   const relevanceTitle = make("h4", "", "Training digits where it mattered most for the answer");
   const relevance = make("div", "thumbs");
@@ -48,7 +50,9 @@ function thumbnails(container, digits) {
     ...digits.map((digit) => {
       const box = make("figure", "thumb");
       const canvas = make("canvas", "pixelated");
-      paintInk(canvas, decode(digit.image));
+      // Its own CRP map over the digit in grey (a card from an older server has the digit alone).
+      if (digit.heatmap) paintRelevance(canvas, decode(digit.heatmap), decode(digit.image));
+      else paintInk(canvas, decode(digit.image));
       box.title = `training digit #${digit.index}, value ${digit.value.toFixed(2)}`;
       box.append(canvas, make("figcaption", "", `a ${digit.label}`));
       return box;

@@ -111,7 +111,8 @@ export function createScaleLegend(element, details, onOwnScale) {
     // An empty map says so where the words for its ends would be.
     words.dataset.part = isEmpty ? "empty-map" : "";
     words.classList.toggle("legend-empty", isEmpty);
-    against.textContent = isEmpty ? "This map is empty: nothing here carries relevance for this selection." : signed ? lowWords : "";
+    // Short enough for one line beside a phone's heatmap (the sentence below the stage says why).
+    against.textContent = isEmpty ? "This map is empty." : signed ? lowWords : "";
     towards.textContent = isEmpty ? "" : highWords;
     note.hidden = blank || isEmpty;
     note.textContent = blank || isEmpty ? "" : scaleNote(frame, scales);

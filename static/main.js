@@ -15,6 +15,7 @@ import { createAnnouncer } from "./announce.js";
 import { buildExamples, loadExamples } from "./examples.js";
 import { download, exportDocument, panelPng, readExport } from "./exporter.js";
 import { kioskSettings, watchVisitors } from "./kiosk.js";
+import { ARRIVAL_EXAMPLES, ARRIVAL_PAUSE_MS, playsOnArrival, watchFirstTouch } from "./arrival.js";
 import { addPanel } from "./panels.js";
 import { play, prefix } from "./playback.js";
 import { readShareLink, shareLink } from "./share.js";
@@ -23,7 +24,7 @@ import { inputBytes, paintPhoto, scalePhoto } from "./photo.js";
 import { answeredByFrame, createSocket } from "./socket.js";
 import { createStore, hiddenSelection, isEmpty, modelSizes, pointCount } from "./state.js";
 import { describeStatus, renderStatus } from "./status.js";
-import { heatmapTitle, legendWords, summarize } from "./summary.js";
+import { heatmapTerm, heatmapTitle, legendWords, summarize } from "./summary.js";
 import { createPaintTimer } from "./timing.js";
 import { createQuestions } from "./questions.js";
 import { conditionsOnHidden, createSelectionPanel } from "./selection.js";
@@ -443,6 +444,7 @@ function refreshComparison() {
 }
 
 $("compare").addEventListener("click", requestComparison);
+$("compare-shared").addEventListener("change", (event) => store.dispatch({ type: "compareShared", on: event.target.checked }));
 
 // ---------- neuron card data ----------
 const cards = new Map(); // "model/j" → card JSON, computed once per model by the server
@@ -520,17 +522,46 @@ loadExamples()
     examples = list;
     renderRequest ??= requestAnimationFrame(render); // the blank pad's "Show me an example"
     buildExamples(examplesPanel.body.lastElementChild, list, (example) => load({ strokes: example.strokes }, { animate: true }));
+    if (arrival.left > 0) drawArrivalExample();
   })
   .catch((error) => console.warn("xai: examples unavailable", error.message));
 
 // The examples, from the stage: a blank pad offers to draw the next one.
 let shownExample = 0;
-$("example-now").addEventListener("click", () => {
-  if (!examples.length) return;
+/** The next example in turn, drawn live; onDone as load's. */
+function drawExample(onDone) {
   const example = examples[shownExample % examples.length];
   shownExample += 1;
-  load({ strokes: example.strokes }, { animate: true });
+  load({ strokes: example.strokes }, { animate: true, onDone });
+}
+$("example-now").addEventListener("click", () => {
+  if (examples.length) drawExample();
 });
+
+// ---------- the first minute: examples draw themselves until the first touch (arrival.js) ----------
+// left: examples still to draw (0 once the visitor touched the page, or when arrival does not play).
+const arrival = { left: 0, timer: null };
+
+function drawArrivalExample() {
+  arrival.timer = null;
+  if (arrival.left <= 0 || !examples.length) return;
+  arrival.left -= 1;
+  drawExample(() => {
+    if (arrival.left > 0) arrival.timer = setTimeout(drawArrivalExample, ARRIVAL_PAUSE_MS);
+  });
+}
+
+/** The first touch ends arrival; a touch on the pad also clears it, so the visitor draws on a blank pad. */
+function endArrival(event) {
+  const onPad = event.type === "pointerdown" && $("pad").contains(event.target);
+  const drawn = arrival.left < ARRIVAL_EXAMPLES; // an example is on the pad, or being drawn
+  clearTimeout(arrival.timer);
+  arrival.timer = null;
+  arrival.left = 0;
+  $("arrival-hint").hidden = true;
+  // Elsewhere (a neuron, a control) the example being drawn finishes: it is what the visitor explores.
+  if (onPad && drawn) load({ strokes: [] });
+}
 
 const kiosk = kioskSettings(location.search);
 let attractTimer = null;
@@ -618,7 +649,8 @@ function exportName(extension) {
 $("export-png").addEventListener("click", async () => {
   const state = store.get();
   const text = {
-    title: $("heatmap-title").textContent,
+    // The plain title and, in brackets, the method's term (on screen one tap away).
+    title: $("term").hidden ? $("heatmap-words").textContent : `${$("heatmap-words").textContent} (${$("term").textContent})`,
     verdict: `It reads ${$("predicted").textContent} · ${$("confidence").textContent}`,
     summary: $("summary").textContent,
     legend: legend.shown(), // exactly the scale the heatmap was painted at, as on screen
@@ -652,11 +684,22 @@ $("import-json").addEventListener("change", async (event) => {
 });
 
 // A share link opened: its drawing and settings, sent at the first welcome (state.requested).
+let opened = false; // a share link's drawing (or the notice that it is damaged) is what the page shows
 try {
   const shared = readShareLink(location.hash);
   if (shared) load(shared);
+  opened = Boolean(shared);
 } catch (error) {
   notice(`This share link is damaged: ${error.message}`);
+  opened = true;
+}
+
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+if (playsOnArrival({ kiosk: kiosk !== null, opened, reducedMotion })) {
+  arrival.left = ARRIVAL_EXAMPLES;
+  $("arrival-hint").hidden = false;
+  watchFirstTouch(endArrival);
+  if (examples.length) drawArrivalExample(); // else when they have loaded
 }
 
 const announcer = createAnnouncer($("announce"));
@@ -709,7 +752,9 @@ function render() {
   $("example-now").hidden = !empty || !$("cta").hidden || !examples.length;
   $("replay").hidden = !$("example-now").hidden;
   if (state.frame !== before.frame || state.drawing !== before.drawing || state.connection !== before.connection) announce(state, empty);
-  if (state.comparison !== before.comparison && state.comparison) renderComparison($("compare-grid"), state.comparison);
+  if (state.comparison && (state.comparison !== before.comparison || state.view.compareShared !== before.view?.compareShared)) {
+    renderComparison($("compare-grid"), state.comparison, { shared: state.view.compareShared, welcome: state.welcome });
+  }
   $("compare-grid").classList.toggle("stale", Boolean(state.comparison) && state.comparison.drawingVersion !== state.drawing.version);
   $("compare-note").textContent = compareNote(state);
   if (state.frame && state.frame !== before.frame) socket.painted(state.frame); // flow control: the next frame may come
@@ -794,7 +839,7 @@ function renderSizes({ side, classes }) {
 function renderReading(frame, empty) {
   paintInk($("input"), frame.input);
   $("predicted").textContent = empty ? "–" : String(frame.prediction);
-  $("confidence").textContent = empty ? "nothing drawn yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)}\u00a0% sure`;
+  $("confidence").textContent = empty ? "no digit yet" : `${Math.round(frame.probabilities[frame.prediction] * 100)}\u00a0% sure`;
   updateBars(bars, frame.probabilities, empty ? null : frame.prediction);
 }
 
@@ -803,7 +848,13 @@ function renderExplanation(state, empty) {
   const shown = frame.heatmap ? frame : state.heatmapFrame;
   $("pending").hidden = Boolean(frame.heatmap);
   $("heatmap").parentElement.classList.toggle("stale", !frame.heatmap);
-  $("heatmap-title").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
+  $("heatmap-words").textContent = empty ? "Explanation" : heatmapTitle(frame, state.welcome);
+  const term = empty ? null : heatmapTerm(frame, state.welcome);
+  $("term").hidden = !term;
+  $("term").textContent = term?.term ?? "";
+  $("term").setAttribute("aria-label", term ? `${term.term}: what this term means` : "");
+  $("term-name").textContent = term?.term ?? "";
+  $("term-text").textContent = term?.text ?? "";
   $("summary").textContent = summarize(frame, empty, state.welcome);
   if (!shown) return;
   const scales = mapScale(shown, state.view.ownScale);

@@ -23,6 +23,9 @@ const PROBABILITY_TEXT_PX = 20;
 const BOTTOM_PX = 4;
 /** Lines drawn to the explained class: every one for small layers, else the strongest. */
 const MAX_LINES = 24;
+/** Hidden neurons that carry their rank (1 2 3): the ones worth tapping first, as a cnn's channels. */
+export const RANKED = 3;
+const RANK_RADIUS_PX = 9;
 
 /** Strip mode: at most this many hidden neurons, each a cell at least this wide. */
 const STRIP_MAX_SLOTS = 8;
@@ -128,10 +131,22 @@ function element(name, attributes = {}, parent = null) {
   return node;
 }
 
+/** A caption on a plate (sized by `fitPlate` once the SVG is in the page), so lines never cross its words. */
 function caption(parent, x, y, text) {
+  const plate = element("rect", { class: "caption-plate", rx: 4, width: 0, height: 0 }, parent);
   const node = element("text", { x, y, class: "caption" }, parent);
   node.textContent = text;
+  node.plate = plate;
   return node;
+}
+
+/** Size a caption's plate to its text as laid out now (getBBox needs the SVG in the page). */
+function fitPlate(node) {
+  const box = node.getBBox();
+  const pad = 3;
+  for (const [key, value] of Object.entries({ x: box.x - pad, y: box.y - 1, width: box.width + 2 * pad, height: box.height + 2 })) {
+    node.plate.setAttribute(key, value.toFixed(1));
+  }
 }
 
 /** One neuron: a transparent square hit target (≥ 44 px) with a circle and its label. */
@@ -197,31 +212,47 @@ export function buildNetwork(container, layout) {
   const predictedFrame = frameRect(markers, "predicted-frame", outCell - 6);
   const selectedHidden = frameRect(markers, "selected-frame", cell - 2);
   const selectedOutput = frameRect(markers, "selected-frame", outCell - 1);
+  // "Why c and not c′": the c′ output's dashed frame.
+  const versusFrame = frameRect(markers, "versus-frame", outCell - 6);
 
   const hiddenLayer = element("g", { class: "hidden-layer" }, svg);
   const radius = cell * 0.4;
   const hidden = layout.hiddenPositions.map((position, k) => neuron(hiddenLayer, position, cell, radius, "hidden", k, String(k)));
   const outputLayer = element("g", { class: "output-layer" }, svg);
   const outputs = layout.outputPositions.map((position, c) => neuron(outputLayer, position, outCell, outCell * 0.36, "output", c, String(c)));
+  // Rank badges 1 2 3 on the most relevant hidden neurons, drawn over them; decorative (the neurons'
+  // names say their rank), so they take no pointer and are hidden from assistive technology.
+  const rankLayer = element("g", { class: "ranks", "aria-hidden": "true" }, svg);
+  const ranks = layout.hiddenPositions.map(({ x, y }) => {
+    const at = { x: x + cell / 2 - RANK_RADIUS_PX, y: y - cell / 2 + RANK_RADIUS_PX };
+    const badge = element("g", { class: "rank", visibility: "hidden" }, rankLayer);
+    element("circle", { cx: at.x, cy: at.y, r: RANK_RADIUS_PX }, badge);
+    element("text", { x: at.x, y: at.y, dy: "0.35em" }, badge);
+    return badge;
+  });
   const probabilities = layout.outputPositions.map(({ x, y }) => {
     const text = element("text", { class: "probability", x, y: y + outCell / 2 + 15 }, outputLayer);
     text.textContent = "";
     return text;
   });
 
-  if (input) caption(svg, 4, input.y + input.size / 2 + 5, `Input layer: ${layout.inputs} pixels`);
-  caption(svg, 4, gridTop - (layout.strip ? 16 : 8), layout.strip
-    ? `Top ${layout.slots} hidden · tap one`
-    : `Hidden layer: ${layout.hidden} neurons · tap one`);
+  const captions = [
+    input ? caption(svg, 4, input.y + input.size / 2 + 5, `Input layer: ${layout.inputs} pixels`) : null,
+    caption(svg, 4, gridTop - (layout.strip ? 16 : 8), layout.strip
+      ? `Top ${layout.slots} hidden · tap one`
+      : `Hidden layer: ${layout.hidden} neurons · tap one`),
+  ].filter(Boolean);
   const outputCaption = caption(svg, 4, outTop - 10, emptyCaption(layout));
 
   container.replaceChildren(svg);
+  for (const node of [...captions, outputCaption]) fitPlate(node);
   // Roving tabindex (WAI-ARIA APG, "Keyboard Navigation Inside Components"):
   // Tab enters the diagram at one neuron, arrow keys move within it.
   hidden[0].group.setAttribute("tabindex", 0);
   // slots[k]: the hidden neuron shown in slot k (all of them, in order, in a grid; chosen per frame in a strip)
   const slots = hidden.map((_, k) => k);
-  return { layout, svg, inputCanvas, lines, hidden, slots, templates: null, outputs, probabilities, predictedFrame, selectedHidden, selectedOutput, outputCaption, lastTarget: null };
+  return { layout, svg, inputCanvas, lines, hidden, slots, templates: null, outputs, probabilities, ranks, predictedFrame,
+           selectedHidden, selectedOutput, versusFrame, outputCaption, lastCaption: null, names: hidden.map(() => "") };
 }
 
 /** The output layer's caption while it explains no class. */
@@ -243,15 +274,42 @@ export function stripSlots(count, relevance, activations, selected) {
   return ranked;
 }
 
-/** Point slot k's group at hidden neuron j (its data-index, name and template), in a strip. */
+/** Point slot k's group at hidden neuron j (its data-index, label and template), in a strip. */
 function assignSlot(view, k, j) {
   if (view.slots[k] === j) return;
   view.slots[k] = j;
   const { group, text } = view.hidden[k];
   group.dataset.index = String(j);
-  group.setAttribute("aria-label", `Hidden neuron ${j}`);
   text.textContent = String(j);
   paintTemplate(view, k);
+}
+
+/**
+ * The hidden neurons worth tapping: those with the most positive relevance for the explained class
+ * (ties by index), at most `count`. A blank pad (all relevance 0) ranks none.
+ * @param {number[]} relevance  one value per hidden neuron
+ * @returns {number[]} neuron indices, most relevant first
+ */
+export function rankNeurons(relevance, count = RANKED) {
+  return [...relevance.keys()].filter((j) => relevance[j] > 0).sort((a, b) => relevance[b] - relevance[a] || a - b).slice(0, count);
+}
+
+/**
+ * A hidden neuron's accessible name: what a sighted visitor reads off its fill, ring and badge.
+ * @param {number} j
+ * @param {{activation: number, relevance: number, rank: number, off: boolean, explains: string|null}} now
+ *   activation: 0–1 of the layer's strongest; rank: 0-based among the ranked, −1 if not ranked;
+ *   explains: what the relevance is for ("'3'", "'3' and not '8'"), null on a blank pad
+ * @returns {string} e.g. "Hidden neuron 17: fires 80 %, relevance +0.12 for '3', most relevant 1"
+ */
+export function neuronName(j, { activation, relevance, rank, off, explains }) {
+  if (off) return `Hidden neuron ${j}: switched off`;
+  const fires = `fires ${Math.round(activation * 100)} %`;
+  if (explains === null) return `Hidden neuron ${j}: ${fires}`;
+  const sign = relevance > 0 ? "+" : relevance < 0 ? "−" : "";
+  const ranked = rank >= 0 ? `, most relevant ${rank + 1}` : "";
+  const value = relevance === 0 ? "0" : `${sign}${Math.abs(relevance).toPrecision(2)}`;
+  return `Hidden neuron ${j}: ${fires}, relevance ${value} for ${explains}${ranked}`;
 }
 
 function paintTemplate(view, k) {
@@ -296,12 +354,24 @@ export function updateNetwork(view, frame, selection, empty) {
     stripSlots(view.hidden.length, relevance, frame.activations, selection.hidden).forEach((j, k) => assignSlot(view, k, j));
   }
 
-  view.hidden.forEach(({ circle, text }, k) => {
+  const contrast = !empty && frame.mode === "contrast" && frame.versus !== null && frame.versus !== undefined;
+  const explains = empty ? null : contrast ? `'${target}' and not '${frame.versus}'` : `'${target}'`;
+  const ranked = empty ? [] : rankNeurons(relevance);
+  const off = new Set(frame.knockout ?? []);
+  view.hidden.forEach(({ group, circle, text }, k) => {
     const j = view.slots[k];
     const fill = sequential(frame.activations[j] / maxActivation);
     circle.setAttribute("fill", css(fill));
     circle.setAttribute("stroke", css(diverging(relevance[j] / maxRelevance)));
     text.setAttribute("fill", prefersDarkText(fill) ? "#000000" : "#ffffff");
+    const rank = ranked.indexOf(j);
+    const badge = view.ranks[k];
+    badge.setAttribute("visibility", rank >= 0 ? "visible" : "hidden");
+    if (rank >= 0) badge.lastElementChild.textContent = String(rank + 1);
+    const name = neuronName(j, { activation: frame.activations[j] / maxActivation, relevance: relevance[j], rank,
+                                 off: off.has(j), explains });
+    if (name !== view.names[k]) group.setAttribute("aria-label", name); // touch the tree only when it changes
+    view.names[k] = name;
   });
 
   const strongest = new Set([...relevance.keys()].sort((a, b) => Math.abs(relevance[b]) - Math.abs(relevance[a])).slice(0, MAX_LINES));
@@ -321,19 +391,29 @@ export function updateNetwork(view, frame, selection, empty) {
     line.setAttribute("stroke-opacity", (0.35 + 0.6 * strength).toFixed(2));
   });
 
-  view.outputs.forEach(({ circle, text }, c) => {
+  view.outputs.forEach(({ group, circle, text }, c) => {
     const fill = sequential(empty ? 0 : frame.probabilities[c]);
     circle.setAttribute("fill", css(fill));
     text.setAttribute("fill", prefersDarkText(fill) ? "#000000" : "#ffffff");
     view.probabilities[c].textContent = empty ? "" : `${Math.round(frame.probabilities[c] * 100)}%`;
     view.probabilities[c].classList.toggle("predicted", !empty && c === frame.prediction);
+    const role = empty ? "" : `: ${Math.round(frame.probabilities[c] * 100)} %${c === frame.prediction ? ", the prediction" : ""}`
+      + (contrast && c === frame.versus ? ", the digit it is compared with" : "");
+    const name = `Output neuron for digit ${c}${role}`;
+    if (group.getAttribute("aria-label") !== name) group.setAttribute("aria-label", name);
   });
   if (empty) view.predictedFrame.setAttribute("visibility", "hidden");
   else place(view.predictedFrame, view.layout.outputPositions[frame.prediction], view.layout.outCell - 6);
-  const shownTarget = empty ? null : target;
-  if (shownTarget !== view.lastTarget) {
-    view.outputCaption.textContent = empty ? emptyCaption(view.layout) : `Output layer · lines: relevance for '${target}'`;
-    view.lastTarget = shownTarget;
+  if (contrast) place(view.versusFrame, view.layout.outputPositions[frame.versus], view.layout.outCell - 6);
+  else view.versusFrame.setAttribute("visibility", "hidden");
+  // A contrast's lines carry each neuron's share of z_c − z_c′: the caption names both classes.
+  const words = empty ? emptyCaption(view.layout) : contrast
+    ? `Output layer · lines: why '${target}' and not '${frame.versus}'`
+    : `Output layer · lines: relevance for '${target}'`;
+  if (words !== view.lastCaption) {
+    view.outputCaption.textContent = words;
+    fitPlate(view.outputCaption);
+    view.lastCaption = words;
   }
   markSelection(view, selection);
 }

@@ -43,6 +43,32 @@ export function runnerUp(probabilities) {
   return [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a])[1];
 }
 
+/**
+ * The score gap the intact reading rests on, before and after a knock-out: the intact prediction c's
+ * logit minus the intact runner-up r's. A probability stuck at 100 % hides a knock-out's effect; this
+ * gap shows it. Intact, z_c − z_r = ln p_c − ln p_r (softmax's constant cancels), from
+ * `knockout_effect.probabilities`; now, from the frame's `logits`.
+ * @param {object} frame  a frame with `knockout_effect`
+ * @returns {{winner: number, runnerUp: number, intact: number, now: number}}  intact: Infinity when p_r
+ *   underflowed float32 (a gap beyond ~100)
+ */
+export function knockoutMargin(frame) {
+  const { prediction: winner, probabilities } = frame.knockout_effect;
+  const runnerUp = runnerUpOf(probabilities, winner);
+  return { winner, runnerUp, intact: Math.log(probabilities[winner]) - Math.log(probabilities[runnerUp]),
+           now: frame.logits[winner] - frame.logits[runnerUp] };
+}
+
+/** The most probable class other than `winner`. */
+function runnerUpOf(probabilities, winner) {
+  return [...probabilities.keys()].filter((c) => c !== winner).reduce((a, b) => (probabilities[b] > probabilities[a] ? b : a));
+}
+
+/** "4.2", "−1.3": a score with a true minus. */
+function score(value) {
+  return `${value < 0 ? "−" : ""}${Math.abs(value).toFixed(1)}`;
+}
+
 /** The plain sentence of a frame with units knocked out. */
 export function knockoutSentence(frame) {
   const effect = frame.knockout_effect;
@@ -50,7 +76,11 @@ export function knockoutSentence(frame) {
   const names = units.length === 1 ? `neuron ${units[0]}` : `${units.length} neurons (${units.join(", ")})`;
   const now = `it reads ${frame.prediction} (${percent(frame.probabilities[frame.prediction])})`;
   const before = `intact it read ${effect.prediction} (${percent(effect.probabilities[effect.prediction])})`;
-  return `With ${names} switched off, ${now}; ${before}.`;
+  const { winner, runnerUp, intact, now: gap } = knockoutMargin(frame);
+  const from = Number.isFinite(intact) ? score(intact) : "over 100";
+  const change = Number.isFinite(intact) ? ` (${gap - intact >= 0 ? "+" : "−"}${Math.abs(gap - intact).toFixed(1)})` : "";
+  return `With ${names} switched off, ${now}; ${before}. `
+    + `The score (logit) of ${winner} minus that of ${runnerUp}: ${from} intact, ${score(gap)} now${change}.`;
 }
 
 /** The plain sentence of a counterfactual answer. */
@@ -116,7 +146,9 @@ export function createQuestions({ getState, select, configure, send, diagrams, c
 
   function setVersus(versus) {
     const state = getState();
-    const output = shownTarget(state);
+    let output = shownTarget(state);
+    // Arrow keys select the outputs they reach: `v` on the selected class compares the prediction with it.
+    if (versus !== null && versus === output && state.frame) output = state.frame.prediction;
     if (versus !== null && (output === null || versus === output || state.selection.alone)) return;
     select({ ...state.selection, output: versus === null ? state.selection.output : output, versus,
              implicit: versus === null ? state.selection.implicit : false });

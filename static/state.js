@@ -25,7 +25,8 @@ export function initialState() {
     comparing: null, // the seq of the compare request in flight, if any
     card: null, // {model, hidden, status: "loading" | "ready" | "error", data, error}
     // ownScale: a CRP map on its own scale, not its class's (legend.js); templates: the diagram shows each W1[j]
-    view: { overlay: false, ownScale: false, templates: false },
+    // compareShared: the comparison's maps on one colour scale (compare.js)
+    view: { overlay: false, ownScale: false, templates: false, compareShared: false },
     // sentSeq: the last seq sent; refusedSeq: the last seq the server refused (no frame answers it)
     stats: { lagMs: null, fps: 0, frames: 0, sentSeq: 0, refusedSeq: 0 },
     notice: null, // {text, code}: the last refused message or limit hit, shown in the status line
@@ -262,6 +263,7 @@ const reducers = {
 
   overlay: (state, { on }) => ({ ...state, view: { ...state.view, overlay: on } }),
   ownScale: (state, { on }) => ({ ...state, view: { ...state.view, ownScale: on } }),
+  compareShared: (state, { on }) => ({ ...state, view: { ...state.view, compareShared: on } }),
 
   templates: (state, { on }) => ({ ...state, view: { ...state.view, templates: on } }),
 };

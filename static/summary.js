@@ -22,7 +22,8 @@ export function isSigned(welcome, name) {
 }
 
 /**
- * The heatmap title in words, e.g. "CRP: what hidden neuron 17 contributes to '4'".
+ * The heatmap title in plain words, e.g. "What hidden neuron 17 adds to '4'"; the researcher's term
+ * for the method is one tap away (`heatmapTerm`).
  * @param {object} frame  the frame shown
  * @param {object} welcome
  * @returns {string}
@@ -36,18 +37,65 @@ export function heatmapTitle(frame, welcome) {
         : `Why ${target} and not '${frame.versus}', through hidden neuron ${frame.hidden}`;
     case "crp":
       return frame.layer
-        ? `CRP: what ${frame.layer} channel ${frame.hidden} contributes to ${target}`
-        : `CRP: what hidden neuron ${frame.hidden} contributes to ${target}`;
+        ? `What ${frame.layer} channel ${frame.hidden} adds to ${target}`
+        : `What hidden neuron ${frame.hidden} adds to ${target}`;
     case "hidden":
-      return `Hidden neuron ${frame.hidden} alone: what it responds to in your drawing`;
+      return `Hidden neuron ${frame.hidden} alone: what it responds to`;
     case "attribution":
-      return isSigned(welcome, frame.method)
-        ? `${methodLabel(welcome, frame.method)}: evidence for ${target}`
-        : `${methodLabel(welcome, frame.method)}: where the score for ${target} is most sensitive`;
+      return isSigned(welcome, frame.method) ? `Evidence for ${target}` : `Where the score for ${target} is most sensitive`;
     default:
       return frame.output === null || frame.output === frame.prediction
-        ? `LRP: why the network reads ${target}`
-        : `LRP: what speaks for and against ${target}`;
+        ? `Why the network reads ${target}`
+        : `What speaks for and against ${target}`;
+  }
+}
+
+/** What each method's term means, for the researcher (the title says it in plain words). */
+const METHOD_TERMS = {
+  saliency: "the size of the gradient of the class score (logit) with respect to each pixel, |∂y/∂x|: "
+    + "where a small change would move the score most, whatever the ink (Simonyan et al. 2014).",
+  gradient_x_input: "the gradient of the class score times the pixel; on this network the same map as LRP-ε.",
+  integrated_gradients: "Gradient × Input averaged along the straight path from a blank pad to the drawing; "
+    + "the map sums to score(drawing) − score(blank) (Sundararajan et al. 2017).",
+  smoothgrad: "Saliency averaged over noisy copies of the drawing, which smooths the gradient's noise (Smilkov et al. 2017).",
+  occlusion: "how much the class score drops when a small patch is blacked out, slid over the image (Zeiler & Fergus 2014).",
+  lime: "a sparse linear model fitted to the network's answers on random subsets of the inked superpixels (Ribeiro et al. 2016).",
+  kernel_shap: "Shapley values of the inked superpixels, estimated from random coalitions (Lundberg & Lee 2017).",
+  gradcam: "a conv layer's channels weighted by their mean gradient, summed and kept where positive, at the layer's "
+    + "coarse resolution (Selvaraju et al. 2017).",
+  hirescam: "Grad-CAM without the averaging: each position's activation times its own gradient (Draelos & Carin 2020).",
+  ink: "a control that knows nothing of the network: the drawing itself. A method whose maps look just like it may "
+    + "show the input rather than the model.",
+};
+
+/**
+ * The researcher's term for what the heatmap shows, and what it means, e.g.
+ * {term: "CRP", text: "Concept Relevance Propagation (Achtibat et al. 2023): …"}.
+ * @param {object} frame
+ * @param {object} welcome
+ * @returns {{term: string, text: string}}
+ */
+export function heatmapTerm(frame, welcome) {
+  const lrp = "Layer-wise Relevance Propagation (Bach et al. 2015): the class score (logit) is handed back "
+    + "through the network layer by layer, under the chosen rule, until every pixel holds its share. "
+    + "Red: relevance for the class, blue: against; the shares add up to the score.";
+  switch (frame.mode) {
+    case "contrast":
+      return { term: "LRP contrast", text: `A contrastive LRP map: the relevance of the score difference `
+        + `z(${frame.target}) − z(${frame.versus}), so red speaks for ${frame.target} over ${frame.versus} `
+        + `and blue for ${frame.versus} over ${frame.target}. LRP: ${lrp}` };
+    case "crp":
+      return { term: "CRP", text: "Concept Relevance Propagation (Achtibat et al. 2023): LRP passed through "
+        + `one ${frame.layer ? "channel" : "hidden neuron"} only, the part of the drawing it used for the class. LRP: ${lrp}` };
+    case "hidden":
+      return { term: "LRP", text: "LRP started at the hidden neuron's own input (its pre-activation) instead of an "
+        + `output: what drives the neuron, whatever the class. LRP: ${lrp}` };
+    case "attribution": {
+      const label = methodLabel(welcome, frame.method);
+      return { term: label, text: `${label}: ${METHOD_TERMS[frame.method] ?? "an attribution method from captum."}` };
+    }
+    default:
+      return { term: "LRP", text: `LRP, ${lrp}` };
   }
 }
 

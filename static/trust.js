@@ -10,7 +10,6 @@ import { addPanel } from "./panels.js";
 import { isEmpty } from "./state.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const PLOT = { width: 240, height: 110, pad: 6 };
 
 function make(tag, attributes = {}, text) {
   const node = document.createElement(tag);
@@ -85,13 +84,34 @@ function hiddenToPixels(flow, rule, biases, single) {
     : `${holds}, ${amount} more: ${biases} gave the pixels that much (${single ? "a negative bias" : "a negative share, net"}).`;
 }
 
-/** The deletion plot: the random ink orders' range (band) and median (dashed), least relevant first (dotted), the map (solid). */
-function drawCurves(svg, deletion) {
-  const values = [...deletion.curve, ...deletion.least, ...deletion.random.flat()];
+/** The deletion plot's area, in its viewBox units. Its axes' numbers and names are HTML beside it, in a grid
+ *  around the SVG (never over it): a contrast checker reads their background, and they stay 14 px. */
+const PLOT = { width: 260, height: 130, pad: 6 };
+
+function svgNode(name, attributes, parent, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  parent.append(node);
+  return node;
+}
+
+/**
+ * The deletion plot: the random ink orders' range (band) and median (dashed), least relevant first (dotted),
+ * the map (solid), and the insertion curve (the map's top pixels put back on a blank pad first, amber), with
+ * axes: the score (y, its lowest and highest value and 0 when in range) against the pixels removed or put
+ * back (x, 0 … steps × pixels_per_step).
+ * @param {SVGSVGElement} svg
+ * @param {{yTicks: HTMLElement, xTicks: HTMLElement}} ticks  the boxes left of and below the SVG
+ * @param {object} deletion  a sanity message's `deletion`
+ */
+function drawCurves(svg, { yTicks, xTicks }, deletion) {
+  const values = [...deletion.curve, ...deletion.least, ...deletion.random.flat(), ...deletion.insertion];
   const [low, high] = [Math.min(...values), Math.max(...values)];
   const span = high - low || 1;
-  const x = (k, length) => PLOT.pad + (k / (length - 1)) * (PLOT.width - 2 * PLOT.pad);
-  const y = (v) => PLOT.pad + ((high - v) / span) * (PLOT.height - 2 * PLOT.pad);
+  const [x0, x1, y0, y1] = [PLOT.pad, PLOT.width - PLOT.pad, PLOT.height - PLOT.pad, PLOT.pad];
+  const x = (k, length) => x0 + (k / (length - 1)) * (x1 - x0);
+  const y = (v) => y1 + ((high - v) / span) * (y0 - y1);
   const points = (curve) => curve.map((v, k) => `${x(k, curve.length).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
   const at = (k, pick) => pick(deletion.random.map((curve) => curve[k]));
   const steps = deletion.curve.length;
@@ -99,16 +119,34 @@ function drawCurves(svg, deletion) {
   const upper = Array.from({ length: steps }, (_, k) => at(k, (v) => Math.max(...v)));
   const median = Array.from({ length: steps }, (_, k) => at(k, (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]));
   svg.replaceChildren();
-  const band = document.createElementNS(SVG, "polygon");
+  yTicks.replaceChildren();
+  xTicks.replaceChildren();
+  const axes = svgNode("g", { class: "axes" }, svg);
+  svgNode("line", { x1: x0, y1: y0, x2: x1, y2: y0 }, axes);
+  svgNode("line", { x1: x0, y1: y1, x2: x0, y2: y0 }, axes);
+  const ticks = [high, low, ...(low < 0 && high > 0 ? [0] : [])];
+  for (const value of ticks) {
+    svgNode("line", { x1: x0 - 4, y1: y(value), x2: x0, y2: y(value) }, axes);
+    if (value === 0) svgNode("line", { class: "zero", x1: x0, y1: y(0), x2: x1, y2: y(0) }, axes);
+    const label = make("span", {}, value === 0 ? "0" : formatNumber(value));
+    label.style.top = `${(100 * y(value)) / PLOT.height}%`;
+    yTicks.append(label);
+  }
+  const removed = (steps - 1) * deletion.pixels_per_step;
+  for (const pixels of [0, removed / 2, removed]) {
+    const where = x0 + (pixels / (removed || 1)) * (x1 - x0);
+    svgNode("line", { x1: where, y1: y0, x2: where, y2: y0 + 4 }, axes);
+    const label = make("span", {}, String(pixels));
+    label.style.left = `${(100 * where) / PLOT.width}%`;
+    label.style.transform = `translateX(${pixels === removed ? "-100%" : pixels ? "-50%" : "0"})`;
+    xTicks.append(label);
+  }
+  const band = svgNode("polygon", { class: "band-random" }, svg);
   band.setAttribute("points", [...upper.map((v, k) => `${x(k, steps).toFixed(1)},${y(v).toFixed(1)}`),
     ...lower.map((v, k) => `${x(k, steps).toFixed(1)},${y(v).toFixed(1)}`).reverse()].join(" "));
-  band.setAttribute("class", "band-random");
-  svg.append(band);
-  for (const [curve, className] of [[median, "curve-random"], [deletion.least, "curve-least"], [deletion.curve, "curve-map"]]) {
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("points", points(curve));
-    line.setAttribute("class", className);
-    svg.append(line);
+  for (const [curve, className] of [[median, "curve-random"], [deletion.least, "curve-least"],
+    [deletion.insertion, "curve-insertion"], [deletion.curve, "curve-map"]]) {
+    svgNode("polyline", { points: points(curve), class: className }, svg);
   }
 }
 
@@ -145,12 +183,20 @@ export function createTrust({ send }) {
     return { canvas, caption, title };
   });
   const plot = make("figure", { class: "trust-plot" });
+  // The plot in a grid: the y axis's name above, its numbers left, the x axis's numbers and name below.
+  // Hidden from assistive technology: the SVG's label says what the plot shows.
+  const plotBox = make("div", { class: "plot-box" });
+  const yName = make("span", { class: "y-name", "aria-hidden": "true" }, "score");
+  const yTicks = make("div", { class: "y-ticks", "aria-hidden": "true" });
+  const xTicks = make("div", { class: "x-ticks", "aria-hidden": "true" });
+  const xName = make("span", { class: "x-name", "aria-hidden": "true" }, "pixels removed or put back");
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${PLOT.width} ${PLOT.height}`);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "Score as the most relevant pixels are removed (solid), random ink (dashed, with its range) and the least relevant ink (dotted)");
+  svg.setAttribute("aria-label", "Score as the most relevant pixels are removed (solid), random ink (dashed, with its range) and the least relevant ink (dotted), and as the most relevant pixels are put back on a blank pad (amber)");
   const plotCaption = make("figcaption", { "data-part": "deletion" });
-  plot.append(svg, plotCaption);
+  plotBox.append(yName, yTicks, svg, xTicks, xName);
+  plot.append(plotBox, plotCaption);
   const verdict = make("p", { class: "trust-verdict", "data-part": "sanity-verdict" });
   body.append(flow, status, maps, plot, verdict);
 
@@ -183,11 +229,12 @@ export function createTrust({ send }) {
       canvases[k].canvas.setAttribute("aria-label", title);
       canvases[k].caption.textContent = k === 0 ? title : `${title}: ${rhoWords(row)}${uncounted}`;
     });
-    drawCurves(svg, message.deletion);
+    drawCurves(svg, { yTicks, xTicks }, message.deletion);
     const { aopc, least_aopc: least, random_aopc: random } = message.deletion;
     plotCaption.textContent = `Removing the map's top pixels first (solid) drops the score by ${formatNumber(aopc)} on average; `
       + `random ink (dashed, grey band: ${message.deletion.random.length} orders) by ${formatNumber(random.low)}–${formatNumber(random.high)}; `
-      + `its least relevant ink first (dotted) by ${formatNumber(least)}.`;
+      + `its least relevant ink first (dotted) by ${formatNumber(least)}. Putting the top pixels back first on a blank pad `
+      + `(amber) raises the score by ${formatNumber(message.deletion.insertion_aopc)} on average.`;
     verdict.textContent = message.verdict;
     verdict.dataset.verdict = message.empty ? "empty"
       : message.passes.randomization === true && message.passes.deletion ? "passes" : "careful";

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -128,10 +128,15 @@ def golden() -> dict[int, Strokes]:
     return load_golden_digits()
 
 
-def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
-    """A new page at ``url`` (its WebSocket traffic and errors recorded), returned once its socket is open."""
+def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False,
+              motion: Literal["reduce", "no-preference"] = "reduce") -> Visit:
+    """A new page at ``url`` (its WebSocket traffic and errors recorded), returned once its socket is open.
+
+    ``motion``: the visitor's ``prefers-reduced-motion``. Tests ask for "reduce" unless they test motion:
+    then the page draws no example by itself on arrival (static/arrival.js) and starts on a blank pad.
+    """
     context = browser.new_context(viewport={"width": width, "height": height}, has_touch=touch,
-                                  is_mobile=touch, device_scale_factor=1)
+                                  is_mobile=touch, device_scale_factor=1, reduced_motion=motion)
     page = context.new_page()
     wire = Wire()
     errors: list[str] = []
@@ -143,9 +148,10 @@ def open_live(browser: Browser, url: str, width: int = 1366, height: int = 768, 
     return Visit(context, page, wire, errors)
 
 
-def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False) -> Visit:
-    """A new page at ``url``, returned once it is live and shows the first frame."""
-    visit = open_live(browser, url, width, height, touch)
+def open_page(browser: Browser, url: str, width: int = 1366, height: int = 768, touch: bool = False,
+              motion: Literal["reduce", "no-preference"] = "reduce") -> Visit:
+    """A new page at ``url``, returned once it is live and shows the first frame (``motion``: as open_live's)."""
+    visit = open_live(browser, url, width, height, touch, motion)
     visit.wire.wait_received(lambda m: m["type"] == "frame")
     visit.page.wait_for_selector(".neuron.hidden", timeout=WAIT_MS)
     return visit
@@ -241,7 +247,8 @@ def settle(visit: Visit) -> dict[str, Any]:
 
 
 def heatmap_title(page: Page) -> str:
-    return page.locator("#heatmap-title").inner_text()
+    """The heatmap's title in plain words (the method's term is the chip beside it, #term)."""
+    return page.locator("#heatmap-words").inner_text()
 
 
 def expected_colours(page: Page, heatmap: np.ndarray, scale: float | None = None) -> np.ndarray:
@@ -301,7 +308,7 @@ def test_mouse_drawing_streams_frames_during_the_stroke(visit: Visit, golden: di
     final = settle(visit)
     assert final["prediction"] == 4
     assert page.locator("#predicted").inner_text() == "4"
-    assert heatmap_title(page) == "LRP: why the network reads '4'"
+    assert heatmap_title(page) == "Why the network reads '4'"
     sent_points = sum(len(m["points"]) for m in wire.sent if m["type"] == "stroke")
     assert sent_points >= sum(len(stroke) for stroke in golden[4])
 
@@ -331,7 +338,7 @@ def test_hidden_neuron_shows_its_crp_map(visit: Visit, golden: dict[int, Strokes
     click_neuron(visit.page, "hidden", j)
     crp = visit.wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "crp" and m["hidden"] == j)
     settle(visit)
-    assert heatmap_title(visit.page) == f"CRP: what hidden neuron {j} contributes to '3'"
+    assert heatmap_title(visit.page) == f"What hidden neuron {j} adds to '3'"
     assert crp["output"] == 3 and crp["target"] == 3
     crp_map, lrp_map = decode_array(crp["heatmap"]), decode_array(lrp["heatmap"])
     assert np.abs(crp_map).max() > 0
@@ -353,7 +360,7 @@ def test_output_neuron_gives_lrp_for_that_class(visit: Visit, golden: dict[int, 
     frame = visit.wire.wait_received(lambda m: m["type"] == "frame" and m["output"] == 4)
     settle(visit)
     assert frame["mode"] == "lrp" and frame["target"] == 4 and frame["hidden"] is None
-    assert heatmap_title(visit.page) == "LRP: what speaks for and against '4'"
+    assert heatmap_title(visit.page) == "What speaks for and against '4'"
     expected = expected_colours(visit.page, decode_array(frame["heatmap"]))
     assert np.abs(shown_heatmap(visit.page) - expected).max() <= 2
     assert visit.page.locator(".neuron.output[data-index='4']").get_attribute("aria-pressed") == "true"
@@ -390,14 +397,14 @@ def test_keyboard_moves_the_selection(visit: Visit, golden: dict[int, Strokes]) 
     alone = wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "hidden")
     assert alone["hidden"] == down["index"] and alone["output"] is None
     settle(visit)
-    assert heatmap_title(page) == f"Hidden neuron {down['index']} alone: what it responds to in your drawing"
+    assert heatmap_title(page) == f"Hidden neuron {down['index']} alone: what it responds to"
 
     page.keyboard.press("Escape")
     back = wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] is None and m["output"] is None,
                               after=wire.received.index(alone) + 1)
     assert back["mode"] == "lrp"
     settle(visit)
-    assert heatmap_title(page) == "LRP: why the network reads '2'"
+    assert heatmap_title(page) == "Why the network reads '2'"
 
 
 def test_switching_to_h16_redraws_the_diagram(visit: Visit, golden: dict[int, Strokes]) -> None:
@@ -454,7 +461,7 @@ def test_page_reconnects_after_a_server_restart_with_the_drawing_intact(
             assert replayed["mode"] == "crp"
             settle(visit)
             assert page.locator("#predicted").inner_text() == "5"
-            assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '5'"
+            assert heatmap_title(page) == f"What hidden neuron {j} adds to '5'"
             assert ink_pixels(page) == ink_before
     finally:
         visit.context.close()
@@ -622,7 +629,8 @@ def test_unsigned_maps_are_read_as_sensitivity_not_evidence(visit: Visit, golden
     frame = wire.wait_received(lambda m: m["type"] == "frame" and m["method"] == "saliency")
     settle(visit)
     assert decode_array(frame["heatmap"]).min() >= 0, "saliency is |∂y/∂x|"
-    assert heatmap_title(page) == "Saliency: where the score for '4' is most sensitive"
+    assert heatmap_title(page) == "Where the score for '4' is most sensitive"
+    assert page.locator("#term").inner_text() == "Saliency"  # the method's name, one tap away
     assert "more sensitive" in page.locator("#legend").inner_text() and "against" not in page.locator("#legend").inner_text()
     assert "does not say whether" in page.locator("#summary").inner_text()
 
@@ -634,12 +642,12 @@ def test_a_hidden_neuron_tapped_under_the_prediction_follows_it(visit: Visit, go
     click_neuron(page, "hidden", j)
     wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
     settle(visit)
-    assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '3'"
+    assert heatmap_title(page) == f"What hidden neuron {j} adds to '3'"
     page.click("#clear")
     draw_with_mouse(visit, golden[1])
     wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j and m["target"] == 1 and m["prediction"] == 1)
     settle(visit)
-    assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '1'"
+    assert heatmap_title(page) == f"What hidden neuron {j} adds to '1'"
     page.check("#alone")
     wire.wait_received(lambda m: m["type"] == "frame" and m["mode"] == "hidden")
     settle(visit)
@@ -660,7 +668,7 @@ def test_any_action_reconnects_after_the_idle_close(browser: Browser, golden: di
             frame = wire.wait_received(lambda m: m["type"] == "frame" and m["output"] == 6, after=received_before)
             assert frame["prediction"] == 5, "the replay restored the drawing"
             settle(visit)
-            assert heatmap_title(page) == "LRP: what speaks for and against '6'"
+            assert heatmap_title(page) == "What speaks for and against '6'"
         finally:
             visit.context.close()
 
@@ -717,7 +725,7 @@ CAUGHT_UP = ("() => { const d = document.getElementById('status').dataset;"
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     """A laptop-sized browser context of its own, for a page whose WebSocket a test routes."""
-    opened = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+    opened = browser.new_context(viewport={"width": 1366, "height": 768}, device_scale_factor=1, reduced_motion="reduce")
     yield opened
     opened.close()
 
@@ -1018,7 +1026,7 @@ def test_pad_prediction_heatmap_and_network_share_one_screen(
         page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").click()
         wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
         settle(visit)
-        assert heatmap_title(page) == f"CRP: what hidden neuron {j} contributes to '4'"
+        assert heatmap_title(page) == f"What hidden neuron {j} adds to '4'"
         assert outside_viewport(page) == [] and scroll_y(page) == 0
         assert page.locator(f"[data-part=network] .neuron.hidden[data-index='{j}']").get_attribute("aria-pressed") == "true"
     finally:
@@ -1049,7 +1057,7 @@ def test_on_a_phone_every_hidden_neuron_is_one_tap_away(browser: Browser, server
         page.wait_for_function("() => !document.getElementById('network-sheet').open", timeout=WAIT_MS)
         wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == k)
         settle(visit)
-        assert heatmap_title(page) == f"CRP: what hidden neuron {k} contributes to '2'"
+        assert heatmap_title(page) == f"What hidden neuron {k} adds to '2'"
         strip = page.locator(f"[data-part=network] .neuron.hidden[data-index='{k}']")
         assert strip.get_attribute("aria-pressed") == "true", "the picked neuron joins the strip, selected"
         assert outside_viewport(page) == [] and scroll_y(page) == 0
@@ -1248,7 +1256,7 @@ def test_a_share_link_reproduces_the_reading_and_map_elsewhere(
     try:
         frame = settle(elsewhere)
         assert frame["prediction"] == 3 and frame["hidden"] == j and frame["mode"] == "crp"
-        assert heatmap_title(elsewhere.page) == f"CRP: what hidden neuron {j} contributes to '3'"
+        assert heatmap_title(elsewhere.page) == f"What hidden neuron {j} adds to '3'"
         assert elsewhere.page.locator("#predicted").inner_text() == "3"
         ours, theirs = decode_array(original["heatmap"]), decode_array(frame["heatmap"])
         assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99, "the shared map differs"
@@ -1441,7 +1449,7 @@ def test_diagram_text_contrast(visit: Visit, golden: dict[int, Strokes]) -> None
         const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
         return [...document.querySelectorAll('[data-part=network] svg text')].filter((t) => t.textContent.trim())
           .map((text) => {
-            const circle = text.closest('.neuron')?.querySelector('circle');
+            const circle = text.closest('.neuron, .rank')?.querySelector('circle');  // a label, a rank badge
             const under = circle ? getComputedStyle(circle).fill : 'rgb(255, 255, 255)';
             return [text.textContent, ratio(getComputedStyle(text).fill, under)]; });
     }""")

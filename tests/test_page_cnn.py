@@ -119,7 +119,7 @@ def test_a_tapped_channel_tile_conditions_the_heatmap_and_fills_its_card(phone: 
 
     channel, crp = tap_channel(phone, lrp, "conv2")
     assert (crp["mode"], crp["layer"], crp["hidden"], crp["target"]) == ("crp", "conv2", channel, 4)
-    assert heatmap_title(page) == f"CRP: what conv2 channel {channel} contributes to '4'"
+    assert heatmap_title(page) == f"What conv2 channel {channel} adds to '4'"
     crp_map = decode_array(crp["heatmap"])
     after = shown_heatmap(page)
     expected = expected_colours(page, crp_map, max(crp["class_max_abs"], float(np.abs(crp_map).max())))
@@ -158,7 +158,7 @@ def test_a_tapped_channel_tile_conditions_the_heatmap_and_fills_its_card(phone: 
     settle(phone)
     assert back["mode"] == "lrp" and back["layer"] is None
     assert tile(page, "conv2", channel).get_attribute("aria-pressed") == "false"
-    assert heatmap_title(page) == "LRP: why the network reads '4'"
+    assert heatmap_title(page) == "Why the network reads '4'"
     assert page.locator("[data-part=concept-card] .concept-body").is_hidden()
 
 
@@ -192,7 +192,7 @@ def test_a_share_link_keeps_the_selected_channel(browser: Browser, server: str, 
     try:
         frame = settle(elsewhere)
         assert (frame["model"], frame["layer"], frame["hidden"], frame["mode"]) == (CNN, "conv2", channel, "crp")
-        assert heatmap_title(elsewhere.page) == f"CRP: what conv2 channel {channel} contributes to '2'"
+        assert heatmap_title(elsewhere.page) == f"What conv2 channel {channel} adds to '2'"
         assert tile(elsewhere.page, "conv2", channel).get_attribute("aria-pressed") == "true"
         ours, theirs = decode_array(original["heatmap"]), decode_array(frame["heatmap"])
         assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99, "the shared map differs"
@@ -206,7 +206,8 @@ def rule_options(page: Page) -> list[str]:
 
 def test_switching_models_on_a_phone_rebuilds_the_diagram_and_the_pickers(browser: Browser, server: str,
                                                                           golden: dict[int, Strokes]) -> None:
-    context = browser.new_context(viewport={"width": PHONE[0], "height": PHONE[1]}, has_touch=True, is_mobile=True)
+    context = browser.new_context(viewport={"width": PHONE[0], "height": PHONE[1]}, has_touch=True, is_mobile=True,
+                                  reduced_motion="reduce")  # a blank pad on arrival (static/arrival.js)
     try:
         page = context.new_page()
         wire = Wire()

@@ -101,5 +101,17 @@ def test_the_trust_card_shows_the_checks_with_numbers(visit: Visit, golden: dict
         assert any(f"ρ = {item['rank_correlation']:.2f}" in caption.replace("\u00a0", " ") for caption in captions)
     deletion = visit.page.locator("[data-part=deletion]").inner_text()
     assert "on average" in deletion and any(ch.isdigit() for ch in deletion)
+    # The plot has axes (the score against the pixels removed) and the insertion curve beside the deletion curves.
+    plot = visit.page.evaluate("""() => {
+      const svg = document.querySelector('.trust-plot svg');
+      return { axes: [...document.querySelectorAll('.trust-plot .plot-box span')].map((t) => t.textContent),
+               insertion: svg.querySelector('.curve-insertion')?.getAttribute('points').split(' ').length ?? 0 };
+    }""")
+    removed = 20 * report["deletion"]["pixels_per_step"]
+    assert {"score", "pixels removed or put back", "0", str(removed)} <= set(plot["axes"]), plot
+    assert plot["insertion"] == len(report["deletion"]["insertion"]) == 21
+    insertion = report["deletion"]["insertion_aopc"]
+    shown = f"{insertion:.0f}" if abs(insertion) >= 100 else f"{insertion:#.3g}"  # heatmap.js formatNumber
+    assert f"raises the score by {shown}" in deletion.replace("−", "-"), (deletion, insertion)
     flow = visit.page.locator("[data-part=conservation]").inner_text()
     assert "starts from the score (logit) of '2'" in flow and "bias holds the rest" in flow

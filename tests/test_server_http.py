@@ -81,6 +81,14 @@ async def test_neuron_card_holds_the_weight_template_and_top_digits(app_url: str
     np.testing.assert_allclose(relevance, [frame.hidden_relevance[neuron] for frame in frames], rtol=1e-5)
     np.testing.assert_allclose(decode_array(card["top_relevance"][0]["image"]),
                                images[card["top_relevance"][0]["index"]], rtol=0, atol=0.5 / 255 + 1e-6)
+    # Each reference digit with its own conditional heatmap (zennit-crp's reference samples, RelMax and
+    # ActMax): the neuron's CRP map for that digit's predicted class, as a frame selecting both would show.
+    for entry in [*card["top_relevance"], *card["top_activation"]]:
+        (read,) = engine.explain([Request(images[entry["index"]], Selection(None, None), rule="epsilon")])
+        (crp,) = engine.explain([Request(images[entry["index"]], Selection(int(read.prediction), neuron), rule="epsilon")])
+        assert crp.mode == "crp"
+        np.testing.assert_allclose(decode_array(entry["heatmap"]), crp.heatmap, rtol=0,
+                                   atol=entry["heatmap"]["scale"] / 2 + 1e-6)
 
 
 async def test_weights_hold_every_hidden_neurons_template(app_url: str) -> None:

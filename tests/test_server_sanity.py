@@ -60,6 +60,12 @@ async def test_sanity_answers_with_the_engine_s_report(golden_digits: dict[int, 
     assert deletion["least_aopc"] == pytest.approx(expected.deletion.least_aopc, abs=1e-4)
     assert [deletion["random_aopc"][key] for key in ("low", "median", "high")] == \
         pytest.approx(expected.deletion.random_band, abs=1e-4)
+    # Insertion, the mirror image: from the blank canvas's score back to the drawing's, the map's order first.
+    assert len(deletion["insertion"]) == 21
+    np.testing.assert_allclose(deletion["insertion"], expected.deletion.insertion, rtol=1e-5, atol=1e-5)
+    assert deletion["insertion"][-1] != deletion["insertion"][0]
+    assert deletion["insertion_aopc"] == pytest.approx(float(np.mean(np.asarray(deletion["insertion"])
+                                                                      - deletion["insertion"][0])), abs=1e-4)
     assert report["passes"] == {"randomization": expected.passes_randomization, "deletion": expected.passes_deletion}
     assert report["verdict"] == expected.verdict and report["empty"] is False
     assert report["same_ranking"] == SAME_RANKING

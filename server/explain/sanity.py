@@ -45,6 +45,8 @@ from torch import nn
 from .faithfulness import (
     deletion_aopc,
     deletion_images,
+    insertion_aopc,
+    insertion_images,
     least_relevant_ink_order,
     random_ink_order,
     rank_correlation,
@@ -118,6 +120,9 @@ class Deletion:
     ``curve``: the map's order; ``least``: least relevant ink first;
     ``random``: ``(RANDOM_ORDERS, STEPS + 1)`` random ink orders.
     ``random_band``: (lowest, median, highest) random AOPC.
+    ``insertion``: the mirror image, ``(STEPS + 1,)``: a blank canvas with the map's most relevant
+    pixels put back first, and ``insertion_aopc`` its mean rise above the blank canvas's score.
+    Shown beside the deletion curve; it decides no check.
     """
 
     curve: np.ndarray
@@ -128,6 +133,8 @@ class Deletion:
     random_aopcs: tuple[float, ...]
     pixels_per_step: int
     passes: bool
+    insertion: np.ndarray
+    insertion_aopc: float
 
     @property
     def random_band(self) -> tuple[float, float, float]:
@@ -179,11 +186,15 @@ def judge_deletion(image: np.ndarray, heatmap: np.ndarray, score: Callable[[np.n
     """The deletion check of ``heatmap`` on ``image`` (module docstring); ``score`` as in :func:`check`."""
     orders = [relevance_order(heatmap, seed), least_relevant_ink_order(heatmap, image, seed)]
     orders += [random_ink_order(image, seed + 1 + k) for k in range(RANDOM_ORDERS)]
-    curves = np.asarray(score(np.concatenate([deletion_images(image, order, per_step=per_step)
-                                              for order in orders])), dtype=np.float64).reshape(len(orders), -1)
+    # One batch: every deletion order, then the map's order inserted into a blank canvas.
+    images = [deletion_images(image, order, per_step=per_step) for order in orders]
+    images.append(insertion_images(image, orders[0], per_step=per_step))
+    curves = np.asarray(score(np.concatenate(images)), dtype=np.float64).reshape(len(images), -1)
+    inserted, curves = curves[-1], curves[:-1]
     aopcs = [deletion_aopc(curve) for curve in curves]
     passes = bool(aopcs[0] > aopcs[1] and aopcs[0] > max(aopcs[2:]))
-    return Deletion(curves[0], curves[1], curves[2:], aopcs[0], aopcs[1], tuple(aopcs[2:]), per_step, passes)
+    return Deletion(curves[0], curves[1], curves[2:], aopcs[0], aopcs[1], tuple(aopcs[2:]), per_step, passes,
+                    inserted, insertion_aopc(inserted))
 
 
 def check(image: np.ndarray, heatmap: np.ndarray, randomized: Mapping[str, Sequence[np.ndarray]],
