@@ -77,6 +77,7 @@ def summarise(observation: Observation, visitors: int) -> dict:
     latency = np.concatenate([tally["latency_ms"] for tally in tallies])
     frame_latency = np.concatenate([tally["frame_latency_ms"] for tally in tallies])
     tick_lag = np.concatenate([tally["tick_lag_ms"] for tally in tallies])
+    compute = np.concatenate([tally["compute_ms"] for tally in tallies])
     errors = sum((Counter(tally["errors"]) for tally in tallies), Counter())
     wall_s = observation.wall_s
     connected = max(merged["connected"], 1)
@@ -88,6 +89,8 @@ def summarise(observation: Observation, visitors: int) -> dict:
         "connected": merged["connected"],
         "latency_ms": percentiles(latency, merged["unanswered"]),
         "frame_latency_ms": percentiles(frame_latency, 0),
+        # The server's own time for each frame in the window (its batch's raster, engine call and encoding).
+        "compute_ms": percentiles(compute, 0) if len(compute) else None,
         "input_messages": merged["sent"],
         "input_rate_per_visitor_hz": round(merged["sent"] / connected / wall_s, 2),
         "frames": merged["frames"],

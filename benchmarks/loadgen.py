@@ -66,6 +66,7 @@ class Tally:
 
     latency_ms: list[float] = field(default_factory=list)
     frame_latency_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)  # each frame's own compute_ms, as the server reports it
     tick_lag_ms: list[float] = field(default_factory=list)
     sent: int = 0
     frames: int = 0
@@ -137,10 +138,12 @@ class Visitor:
             if index == len(events):
                 index, base = 0, base + period
 
-    def on_frame(self, seq: int, now: float, stop: float, tally: Tally) -> None:
-        """Settle every pending message that the frame ``seq`` reflects."""
+    def on_frame(self, seq: int, now: float, stop: float, tally: Tally, compute_ms: object = None) -> None:
+        """Settle every pending message that the frame ``seq`` reflects (``compute_ms``: the frame's field)."""
         if now <= stop:
             tally.frames += 1
+            if isinstance(compute_ms, (int, float)):
+                tally.compute_ms.append(float(compute_ms))
         while self.pending and self.pending[0][0] <= seq:
             sent_seq, sent_at = self.pending.popleft()
             tally.latency_ms.append((now - sent_at) * 1e3)
@@ -164,7 +167,7 @@ class Visitor:
             async for raw in self.socket:
                 message = orjson.loads(raw)
                 if message.get("type") == "frame" and isinstance(message.get("seq"), int):
-                    self.on_frame(message["seq"], time.monotonic(), stop, tally)
+                    self.on_frame(message["seq"], time.monotonic(), stop, tally, message.get("compute_ms"))
                 elif message.get("type") == "error":
                     self.on_error(message, tally)
         except ConnectionClosed as closed:
@@ -243,6 +246,7 @@ def tally_dict(tally: Tally, cpu_s: float) -> dict:
         "latency_ms": np.asarray(tally.latency_ms, dtype=np.float32),
         "frame_latency_ms": np.asarray(tally.frame_latency_ms, dtype=np.float32),
         "tick_lag_ms": np.asarray(tally.tick_lag_ms, dtype=np.float32),
+        "compute_ms": np.asarray(tally.compute_ms, dtype=np.float32),
         "sent": tally.sent, "frames": tally.frames, "coalesced": tally.coalesced,
         "unanswered": tally.unanswered, "connected": tally.connected,
         "errors": dict(tally.errors), "cpu_s": cpu_s,

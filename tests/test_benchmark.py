@@ -102,6 +102,9 @@ def test_tiny_run_reports_every_figure(tiny_run: tuple[dict, Path]) -> None:
             for key in ("frames_per_s", "frames_per_s_per_visitor", "input_rate_per_visitor_hz",
                         "frame_latency_ms", "unanswered", "client_tick_lag_ms_p99"):
                 assert key in step
+    # Each frame's own compute_ms: the server's is real work, the floor's none.
+    assert all(step["compute_ms"]["p50"] > 0 for step in report["results"]["server"])
+    assert all(step["compute_ms"]["max"] == 0 for step in report["results"]["floor"])
     assert "floor" in report["comparison"]
     assert set(report["goals"]) == {"one_visitor_p99_ms", "visitors_within_p99_33ms", "frames_per_s_vs_reference"}
     assert report["machine"]["cores"] >= 1 and report["drawings"]["count"] == 3
