@@ -24,7 +24,7 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	deploy/test-packages.sh
 	$(MAKE) --no-print-directory axe
-	$(BIN)/python -m pytest -ra
+	tests/run-in-groups.sh $(BIN)/python -ra
 
 # The checks over the whole official test set (MNIST_DIR), minutes each.
 test-slow: $(INSTALLED)
