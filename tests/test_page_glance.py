@@ -255,13 +255,20 @@ def test_undo_and_replay_icons_differ_and_the_templates_label_is_one_block(lapto
     assert parts == ["INPUT", "SPAN"], parts
 
 
-def test_a_knocked_out_neuron_says_switched_off(laptop: Visit, golden: dict[int, Strokes]) -> None:
-    page, wire = laptop.page, laptop.wire
-    draw_with_mouse(laptop, golden[3])
-    j = strongest_hidden(settle(laptop))
+def knock_out_the_strongest_neuron(visit: Visit, strokes: Strokes) -> int:
+    """Draw ``strokes``, select the hidden neuron with the most relevance and press its knock-out; its index."""
+    page, wire = visit.page, visit.wire
+    draw_with_mouse(visit, strokes)
+    j = strongest_hidden(settle(visit))
     click_neuron(page, "hidden", j)
     wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
     page.locator(".knockout-toggle").click()
+    return j
+
+
+def test_a_knocked_out_neuron_says_switched_off(laptop: Visit, golden: dict[int, Strokes]) -> None:
+    page, wire = laptop.page, laptop.wire
+    j = knock_out_the_strongest_neuron(laptop, golden[3])
     wire.wait_received(lambda m: m["type"] == "frame" and j in m["knockout"] and m["hidden"] == j)
     settle(laptop)
     summary = page.locator("#summary").inner_text()
@@ -546,11 +553,7 @@ def test_an_empty_map_says_so_in_full_beside_a_phones_heatmap(browser: Browser, 
 
 def test_a_knock_out_shows_its_effect_on_the_score_gap(laptop: Visit, golden: dict[int, Strokes]) -> None:
     page, wire = laptop.page, laptop.wire
-    draw_with_mouse(laptop, golden[3])
-    j = strongest_hidden(settle(laptop))
-    click_neuron(page, "hidden", j)
-    wire.wait_received(lambda m: m["type"] == "frame" and m["hidden"] == j)
-    page.locator(".knockout-toggle").click()
+    j = knock_out_the_strongest_neuron(laptop, golden[3])
     frame = wire.wait_received(lambda m: m["type"] == "frame" and j in m["knockout"] and m["knockout_effect"])
     settle(laptop)
     intact = np.asarray(frame["knockout_effect"]["probabilities"], dtype=np.float64)
