@@ -39,7 +39,7 @@ from .family import FAMILIES, Family, family_of
 from .fast import FastBackend
 from .forward import DTYPE, Forward
 from .knockout import KnockoutEffect, keep_mask, knocked_out, knockout_effect
-from .live import LiveLane, keep_array
+from .live import LiveLane
 from .methods import CONV_METHODS, METHODS, attribute, drawing_seed
 from .modes import HIDDEN_LAYER, MODES, Mode, mode_of, start_of
 from .modes import Start as Start
@@ -390,7 +390,8 @@ class Engine:
         """The batch's numbers from the NumPy lane (:mod:`server.explain.live`), one call per rule."""
         assert self._live is not None
         x = images.reshape(len(images), -1).astype(np.float64)
-        keep = keep_array([request.knockout for request in requests], self.hidden)
+        mask = keep_mask([request.knockout for request in requests], self.hidden, DTYPE)
+        keep = None if mask is None else mask.numpy()
         z1, a, logits = self._live.forward(x, keep)
         predictions = logits.argmax(axis=1).tolist()
         targets = [r.selection.output if r.selection.output is not None else p for r, p in zip(requests, predictions)]

@@ -181,13 +181,3 @@ class LiveLane:
 def _indices(values: Sequence[int | None]) -> np.ndarray:
     """Units or classes a mode needs, as an index array (a ``None`` among them is a caller's bug: TypeError)."""
     return np.array(values, dtype=np.intp)
-
-
-def keep_array(knockouts: Sequence[tuple[int, ...]], hidden: int) -> np.ndarray | None:
-    """:func:`server.explain.knockout.keep_mask` as a float64 array."""
-    if not any(knockouts):
-        return None
-    keep = np.ones((len(knockouts), hidden))
-    for b, units in enumerate(knockouts):
-        keep[b, list(units)] = 0.0
-    return keep
